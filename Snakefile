@@ -1,0 +1,24 @@
+# gantrace: lung masks -> cached embeddings -> attribution / membership -> fusion -> scores.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/simulate.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/segment.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/attribution.smk"
+include: "workflow/rules/membership.smk"
+include: "workflow/rules/fusion.smk"
+include: "workflow/rules/score.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

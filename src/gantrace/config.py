@@ -1,0 +1,110 @@
+"""Validate a workflow config: JSON schema (unknown keys are errors) plus cross-references."""
+
+import copy
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+from gantrace.errors import ConfigError
+
+
+def _with_defaults(cls):
+    set_props = cls.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from set_props(validator, props, instance, schema)
+
+    return validators.extend(cls, {"properties": properties})
+
+
+_Validator = _with_defaults(Draft202012Validator)
+
+
+def _key(path):
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def validate_config(config, schema_path):
+    """Fill defaults in place and check `config`; raise ConfigError naming every bad key."""
+    if not isinstance(config, dict):
+        raise ConfigError("the config must be a mapping of keys to values")
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.path)))
+    if errors:
+        raise ConfigError(
+            "invalid config:\n" + "\n".join(f"  {_key(e.path)}: {_message(e)}" for e in errors)
+        )
+    problems = list(_cross_check(config))
+    if problems:
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+    return config
+
+
+def _message(error):
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
+        return f"{error.message}{hint}"
+    return error.message
+
+
+def _cross_check(cfg):
+    datasets = cfg["datasets"]
+    features = cfg.get("features", {})
+    for name, ds in datasets.items():
+        has_folders = any(
+            k in ds for k in ("generated", "real_used", "real_not_used", "real_unknown")
+        )
+        if "simulate" in ds and has_folders:
+            yield f"datasets.{name}: give either `simulate` or image folders, not both"
+        if "simulate" not in ds and not has_folders:
+            yield f"datasets.{name}: give image folders (generated, real_used, ...) or `simulate`"
+        if ds["task"] == "attribution":
+            for role in ("real_used", "real_not_used", "real_unknown"):
+                if role in ds:
+                    yield f"datasets.{name}.{role}: only membership datasets have real images"
+            if "n_generators" not in ds:
+                yield f"datasets.{name}.n_generators: required for attribution (number of clusters)"
+        elif "n_generators" in ds:
+            yield f"datasets.{name}.n_generators: only attribution datasets take it"
+    seg = cfg.get("segmentation", {})
+    if seg.get("mask_source") == "folder" and not seg.get("mask_dir"):
+        yield "segmentation.mask_dir: required when mask_source is 'folder'"
+    for ds in seg.get("train_datasets", []):
+        if ds not in datasets:
+            yield f"segmentation.train_datasets: unknown dataset {ds!r}"
+    n_shards = cfg.get("ingest", {}).get("n_shards", 4)
+    for s in seg.get("train_shards", []):
+        if s >= n_shards:
+            yield f"segmentation.train_shards: shard {s} >= ingest.n_shards ({n_shards})"
+    for task in ("attribution", "membership"):
+        section = cfg.get(task, {})
+        methods = section.get("methods", {})
+        for mname, m in methods.items():
+            if m["feature"] not in features:
+                yield (
+                    f"{task}.methods.{mname}.feature: unknown feature {m['feature']!r} "
+                    f"(defined: {', '.join(sorted(features)) or 'none'})"
+                )
+            for ds in m.get("datasets", []):
+                if ds not in datasets or datasets[ds]["task"] != task:
+                    yield f"{task}.methods.{mname}.datasets: {ds!r} is not a {task} dataset"
+        for fname, fus in section.get("fusion", {}).items():
+            if fname in methods:
+                yield f"{task}.fusion.{fname}: name already used by a method"
+            for m in fus["methods"]:
+                if m not in methods:
+                    yield f"{task}.fusion.{fname}.methods: unknown {task} method {m!r}"
+            if task == "attribution" and fus.get("rule", "majority") != "majority":
+                yield f"{task}.fusion.{fname}.rule: attribution fusion supports only 'majority'"
+
+
+def load_config(path, schema_path):
+    with open(path) as fh:
+        cfg = yaml.safe_load(fh)
+    return validate_config(cfg, schema_path)

@@ -1,0 +1,164 @@
+"""Weight-free extractors: downsampled pixels, local binary patterns, noise-residual spectra."""
+
+import numpy as np
+
+from gantrace.errors import ConfigError
+from gantrace.features.base import (
+    FeatureExtractor,
+    as_batch,
+    check_choice,
+    check_int,
+    register,
+)
+
+
+@register
+class PixelsExtractor(FeatureExtractor):
+    """Area-downsample to `size` x `size`, flatten, scale to [0, 1]."""
+
+    name = "pixels"
+    defaults = {"size": 32, "batch_size": 256}
+
+    def check_params(self):
+        check_int(self.name, "size", self.params["size"])
+
+    def transform(self, images):
+        images = as_batch(images)
+        n, h, w = images.shape
+        s = self.params["size"]
+        if h % s == 0 and w % s == 0:
+            x = images.reshape(n, s, h // s, s, w // s).mean(axis=(2, 4), dtype=np.float32)
+        else:
+            import torch
+            import torch.nn.functional as F
+
+            t = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
+            x = F.adaptive_avg_pool2d(t, s)[:, 0].numpy()
+        return (x.reshape(n, s * s) / np.float32(255)).astype(np.float32, copy=False)
+
+
+@register
+class LBPExtractor(FeatureExtractor):
+    """Normalised histograms of uniform local binary patterns, one per (P, R) scale."""
+
+    name = "lbp"
+    defaults = {"P": 8, "R": 1, "scales": None, "batch_size": 64}
+    versions_of = ("numpy", "scikit-image")
+
+    def check_params(self):
+        scales = self.params["scales"]
+        if scales is None:
+            scales = [[self.params["P"], self.params["R"]]]
+        if not isinstance(scales, (list, tuple)) or not scales:
+            raise ConfigError(f"lbp: 'scales' must be a list of [P, R] pairs, got {scales!r}")
+        out = []
+        for pair in scales:
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ConfigError(f"lbp: each scale must be a [P, R] pair, got {pair!r}")
+            p = check_int(self.name, "P", pair[0], minimum=1)
+            r = pair[1]
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0:
+                raise ConfigError(f"lbp: 'R' must be a positive number, got {r!r}")
+            out.append((p, float(r)))
+        self._scales = out
+
+    @property
+    def n_features(self):
+        return sum(p + 2 for p, _ in self._scales)
+
+    def transform(self, images):
+        from skimage.feature import local_binary_pattern
+
+        images = as_batch(images)
+        out = np.empty((len(images), self.n_features), dtype=np.float32)
+        for i, image in enumerate(images):
+            col = 0
+            for p, r in self._scales:
+                codes = local_binary_pattern(image, p, r, method="uniform").astype(np.intp)
+                hist = np.bincount(codes.ravel(), minlength=p + 2)[: p + 2]
+                out[i, col : col + p + 2] = hist / codes.size
+                col += p + 2
+        return out
+
+
+def noise_residual(images, denoise="gaussian", sigma=1.0):
+    """Image minus its denoised version, in units of the [0, 1] grey range (float32 N×H×W)."""
+    from scipy import ndimage
+
+    x = as_batch(images).astype(np.float32) / np.float32(255)
+    if denoise == "gaussian":
+        smooth = ndimage.gaussian_filter(x, sigma=(0, sigma, sigma), mode="reflect")
+    elif denoise == "median":
+        smooth = ndimage.median_filter(x, size=(1, 3, 3), mode="reflect")
+    else:
+        raise ConfigError(f"spectrum: 'denoise' must be gaussian or median, got {denoise!r}")
+    x -= smooth
+    return x
+
+
+@register
+class SpectrumExtractor(FeatureExtractor):
+    """Frequency fingerprint of the noise residual.
+
+    Features: the power spectrum of (image - denoised image) averaged over `n_bins` rings of
+    radial frequency (0 to the corner, sqrt(2)/2 cycles/pixel), then optionally averaged over
+    a `grid` x `grid` partition of the (half-plane) spectrum; the log of each average. Taking
+    the log after averaging keeps narrow peaks (upsampling checkerboards) visible.
+    """
+
+    name = "spectrum"
+    defaults = {"denoise": "gaussian", "sigma": 1.0, "n_bins": 64, "grid": 0, "batch_size": 64}
+    versions_of = ("numpy", "scipy")
+    eps = 1e-10
+
+    def check_params(self):
+        p = self.params
+        check_choice(self.name, "denoise", p["denoise"], ("gaussian", "median"))
+        if isinstance(p["sigma"], bool) or not isinstance(p["sigma"], (int, float)):
+            raise ConfigError(f"spectrum: 'sigma' must be a positive number, got {p['sigma']!r}")
+        if p["sigma"] <= 0:
+            raise ConfigError(f"spectrum: 'sigma' must be a positive number, got {p['sigma']!r}")
+        check_int(self.name, "n_bins", p["n_bins"])
+        check_int(self.name, "grid", p["grid"], minimum=0)
+        self._pool = {}
+
+    def _pooling(self, h, w):
+        """(H*(W//2+1), D) matrix that averages the flattened half-plane spectrum into features."""
+        key = (h, w)
+        if key not in self._pool:
+            fy = np.fft.fftfreq(h)[:, None]
+            fx = np.fft.rfftfreq(w)[None, :]
+            radius = np.sqrt(fy**2 + fx**2) / np.sqrt(0.5)
+            n_bins = self.params["n_bins"]
+            labels = [np.minimum((radius * n_bins).astype(int), n_bins - 1)]
+            sizes = [n_bins]
+            g = self.params["grid"]
+            if g:
+                row = np.minimum(((fy + 0.5) * g).astype(int), g - 1)
+                col = np.minimum((fx / 0.5 * g).astype(int), g - 1)
+                labels.append(row * g + col)
+                sizes.append(g * g)
+            blocks = []
+            for lab, k in zip(labels, sizes, strict=True):
+                lab = np.broadcast_to(lab, (h, w // 2 + 1)).ravel()
+                onehot = np.zeros((lab.size, k), dtype=np.float32)
+                onehot[np.arange(lab.size), lab] = 1
+                count = onehot.sum(axis=0)
+                blocks.append(onehot / np.maximum(count, 1))
+            self._pool[key] = np.concatenate(blocks, axis=1)
+        return self._pool[key]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_pool"] = {}
+        return state
+
+    def transform(self, images):
+        images = as_batch(images)
+        n, h, w = images.shape
+        residual = noise_residual(images, self.params["denoise"], self.params["sigma"])
+        spec = np.fft.rfft2(residual, axes=(1, 2))
+        power = spec.real**2 + spec.imag**2
+        power /= h * w
+        pooled = power.reshape(n, h * (w // 2 + 1)) @ self._pooling(h, w)
+        return np.log(pooled + np.float32(self.eps)).astype(np.float32, copy=False)

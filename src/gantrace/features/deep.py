@@ -1,0 +1,459 @@
+"""CNN and ViT embeddings: torchvision classifiers without their head, and DINOv2.
+
+torchvision and transformers are imported lazily, after `ensure_torchvision_ops()`.
+"""
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gantrace.errors import ConfigError, WeightsError
+from gantrace.features.base import (
+    FeatureExtractor,
+    as_batch,
+    check_choice,
+    check_int,
+    register,
+    suggest,
+)
+from gantrace.torch_env import autocast, ensure_torchvision_ops
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PRETRAINED = ("imagenet", "pretrained", "default")
+FETCH_HINT = "run `snakemake fetch_weights` on a machine with internet access"
+
+
+class TorchExtractor(FeatureExtractor):
+    """A torch model applied to greyscale images replicated to 3 ImageNet-normalised channels.
+
+    The model is built on first use (or by `to`); a random-init model is seeded from the
+    `seed` parameter without touching the global RNG, so features are reproducible.
+    """
+
+    uses_torch = True
+    versions_of = ("numpy", "torch")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._model = None
+        self._consts = None
+        self.device = torch.device("cpu")
+        self.check_weights()
+
+    def check_weights(self):
+        """Fail fast (WeightsError) when the weights asked for are not available here."""
+
+    def build_model(self):
+        """Return the feature model (eval mode) with its weights loaded."""
+        raise NotImplementedError
+
+    def forward_features(self, x):
+        """Float (N, 3, S, S) normalised input -> (N, D) features."""
+        return self.model(x)
+
+    @property
+    def model(self):
+        if self._model is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.params["seed"])
+                model = self.build_model()
+            model.eval().requires_grad_(False)
+            self._model = model.to(self.device)
+        return self._model
+
+    def to(self, device):
+        """Move the model (building it if needed) to `device`; channels_last on CUDA."""
+        self.device = torch.device(device)
+        model = self.model.to(self.device)
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self._model = model
+        self._consts = None
+        return self
+
+    def _affine(self):
+        if self._consts is None:
+            mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)
+            std = torch.tensor(IMAGENET_STD, dtype=torch.float32)
+            scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device)
+            shift = (-mean / std).view(1, 3, 1, 1).to(self.device)
+            self._consts = (scale, shift)
+        return self._consts
+
+    def preprocess(self, images):
+        """uint8 (N, H, W) tensor -> float (N, 3, S, S) resized, ImageNet-normalised."""
+        x = images.to(self.device, non_blocking=True).unsqueeze(1).float()
+        size = self.params["input_size"]
+        h, w = x.shape[-2:]
+        if (h, w) != (size, size):
+            shrink = h > size or w > size
+            x = F.interpolate(
+                x, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+            )
+        scale, shift = self._affine()
+        x = torch.addcmul(shift, x, scale)  # one pass: grey -> 3 normalised channels
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward_batch(self, images):
+        """uint8 (N, H, W) tensor -> float32 (N, D) tensor on the extractor's device."""
+        self.model  # noqa: B018 - build outside inference mode (its tensors stay ordinary)
+        with torch.inference_mode():
+            x = self.preprocess(images)
+            with autocast(self.device):
+                feats = self.forward_features(x)
+            return feats.float()
+
+    def transform(self, images):
+        images = np.ascontiguousarray(as_batch(images), dtype=np.uint8)
+        if not len(images):
+            return np.zeros((0, 0), dtype=np.float32)
+        bs = self.batch_size
+        out = [
+            self.forward_batch(torch.from_numpy(images[i : i + bs])).cpu().numpy()
+            for i in range(0, len(images), bs)
+        ]
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_model"] = None
+        state["_consts"] = None
+        return state
+
+
+# -- torchvision ---------------------------------------------------------------------------------
+
+
+def _is_linear(m):
+    return isinstance(m, nn.Linear)
+
+
+class _PooledFeatures(nn.Module):
+    """`features` trunk followed by global average pooling (VGG, AlexNet, SqueezeNet, ...)."""
+
+    def __init__(self, features):
+        super().__init__()
+        self.features = features
+
+    def forward(self, x):
+        return torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1)
+
+
+def strip_head(model, arch):
+    """Turn a torchvision classifier into a model returning its penultimate pooled features."""
+    fc = getattr(model, "fc", None)
+    if _is_linear(fc):  # ResNet, Inception, GoogLeNet, RegNet, ShuffleNet
+        model.fc = nn.Identity()
+        return model
+    for attr in ("classifier", "heads", "head"):
+        head = getattr(model, attr, None)
+        if head is None:
+            continue
+        if _is_linear(head):  # DenseNet, Swin
+            setattr(model, attr, nn.Identity())
+            return model
+        if isinstance(head, nn.Sequential):
+            linears = [i for i, m in enumerate(head) if _is_linear(m)]
+            # A single final Linear after pooling/norm/dropout (MobileNetV2, EfficientNet,
+            # ConvNeXt, ViT): drop just that layer.
+            if linears == [len(head) - 1]:
+                head[-1] = nn.Identity()
+                return model
+            # A multi-layer head on a conv trunk (VGG, AlexNet, MobileNetV3, SqueezeNet):
+            # global-average-pool the trunk instead.
+            if hasattr(model, "features"):
+                return _PooledFeatures(model.features)
+            if linears:  # e.g. MaxViT: keep the pre-logits block
+                head[linears[-1]] = nn.Identity()
+                for i in range(linears[-1] + 1, len(head)):
+                    head[i] = nn.Identity()
+                return model
+    raise ConfigError(f"torchvision: don't know how to remove the classifier head of '{arch}'")
+
+
+def _torchvision_models():
+    ensure_torchvision_ops()
+    import torchvision.models
+
+    return torchvision.models
+
+
+def load_state_dict_file(path):
+    """A state_dict from .pth/.pt (weights_only) or .safetensors, unwrapped and de-prefixed."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a weights problem
+        raise WeightsError(f"cannot read weights file {path}: {exc}") from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsError(f"weights file {path} holds a {type(state).__name__}, not a state_dict")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+@register
+class TorchvisionExtractor(TorchExtractor):
+    """Penultimate global-pooled features of a torchvision classification model."""
+
+    name = "torchvision"
+    defaults = {
+        "arch": "densenet121",
+        "weights": "none",
+        "input_size": 224,
+        "batch_size": 32,
+        "seed": 0,
+    }
+    versions_of = ("numpy", "torch", "torchvision")
+
+    def check_params(self):
+        p = self.params
+        p["input_size"] = check_int(self.name, "input_size", p["input_size"], minimum=16)
+        p["seed"] = check_int(self.name, "seed", p["seed"], minimum=0)
+        models = _torchvision_models()
+        archs = models.list_models(module=models)
+        if p["arch"] not in archs:
+            raise ConfigError(
+                f"torchvision: unknown arch '{p['arch']}'{suggest(p['arch'], archs)}; "
+                f"valid archs: {', '.join(archs)}"
+            )
+        if p["arch"] == "inception_v3" and p["input_size"] < 75:
+            raise ConfigError("torchvision: inception_v3 needs input_size >= 75")
+        if not isinstance(p["weights"], (str, os.PathLike)):
+            raise ConfigError(f"torchvision: 'weights' must be a string, got {p['weights']!r}")
+        p["weights"] = str(p["weights"])
+
+    def _weights_enum(self):
+        """The torchvision weights enum member asked for, or None for "none" / a file."""
+        w = self.params["weights"]
+        is_name = w.isupper() and not any(c in w for c in "/\\.~")  # e.g. IMAGENET1K_V2
+        if w == "none" or (w.lower() not in PRETRAINED and not is_name):
+            return None
+        enum = _torchvision_models().get_model_weights(self.params["arch"])
+        if w.lower() in PRETRAINED:
+            return enum.DEFAULT
+        try:
+            return enum[w]
+        except KeyError:
+            raise ConfigError(
+                f"torchvision: {self.params['arch']} has no weights '{w}'; "
+                f"valid: none, imagenet, {', '.join(enum.__members__)} or a .pth/.safetensors path"
+            ) from None
+
+    def check_weights(self):
+        w = self.params["weights"]
+        member = self._weights_enum()
+        if member is not None:
+            filename = os.path.basename(urlparse(member.url).path)
+            path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+            if not path.is_file():
+                raise WeightsError(
+                    f"torchvision {self.params['arch']} weights {type(member).__name__}."
+                    f"{member.name} are not available offline: expected {path}. To get them, "
+                    f"{FETCH_HINT}, or copy {member.url} to {path}; or point TORCH_HOME at a "
+                    "cache that holds them"
+                )
+            self._weights_file = path
+        elif w != "none":
+            path = Path(w).expanduser()
+            if not path.is_file():
+                raise WeightsError(
+                    f"torchvision {self.params['arch']}: weights file {path} does not exist "
+                    "(weights must be none, imagenet or a local .pth/.pt/.safetensors state_dict)"
+                )
+            self._weights_file = path
+        else:
+            self._weights_file = None
+
+    def weights_description(self):
+        member = self._weights_enum()
+        if member is not None:
+            return f"torchvision:{type(member).__name__}.{member.name}"
+        if self._weights_file is not None:
+            return f"file:{self._weights_file}"
+        return f"none(seed={self.params['seed']})"
+
+    def build_model(self):
+        models = _torchvision_models()
+        arch = self.params["arch"]
+        member = self._weights_enum()
+        kwargs = {}
+        if member is None and arch in ("inception_v3", "googlenet"):
+            kwargs = {"init_weights": True, "aux_logits": False}
+        try:
+            model = models.get_model(arch, weights=member, **kwargs)
+        except (RuntimeError, OSError, EOFError) as exc:  # a truncated or foreign checkpoint
+            if member is None:
+                raise
+            raise WeightsError(f"cannot load {self._weights_file} for {arch}: {exc}") from exc
+        model = strip_head(model, arch)
+        if member is None and self._weights_file is not None:
+            state = load_state_dict_file(self._weights_file)
+            try:
+                missing, _ = model.load_state_dict(state, strict=False)
+            except RuntimeError as exc:
+                raise WeightsError(f"{self._weights_file} does not fit {arch}: {exc}") from exc
+            if missing:
+                raise WeightsError(
+                    f"{self._weights_file} does not fit {arch}: {len(missing)} parameters "
+                    f"missing, e.g. {', '.join(missing[:5])}"
+                )
+        return model
+
+
+# -- DINOv2 --------------------------------------------------------------------------------------
+
+DINOV2_SIZES = {
+    "small": {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6},
+    "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12},
+    "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
+    "giant": {
+        "hidden_size": 1536,
+        "num_hidden_layers": 40,
+        "num_attention_heads": 24,
+        "use_swiglu_ffn": True,
+    },
+}
+DINOV2_OVERRIDES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size")
+
+
+def _hf_cache_dir():
+    """The Hugging Face hub cache as the environment says now (HF_HUB_CACHE, HF_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+@register
+class Dinov2Extractor(TorchExtractor):
+    """DINOv2 ViT: CLS token (pooler output) concatenated with the mean patch token."""
+
+    name = "dinov2"
+    defaults = {
+        "weights": "none",
+        "size": "small",
+        "input_size": 224,
+        "batch_size": 32,
+        "seed": 0,
+        "hidden_size": None,
+        "num_hidden_layers": None,
+        "num_attention_heads": None,
+        "patch_size": None,
+        "image_size": None,
+    }
+    versions_of = ("numpy", "torch", "transformers")
+
+    def check_params(self):
+        p = self.params
+        check_choice(self.name, "size", p["size"], tuple(DINOV2_SIZES))
+        p["input_size"] = check_int(self.name, "input_size", p["input_size"], minimum=14)
+        p["seed"] = check_int(self.name, "seed", p["seed"], minimum=0)
+        for key in (*DINOV2_OVERRIDES, "image_size"):
+            if p[key] is not None:
+                p[key] = check_int(self.name, key, p[key])
+        if not isinstance(p["weights"], (str, os.PathLike)):
+            raise ConfigError(f"dinov2: 'weights' must be a string, got {p['weights']!r}")
+        p["weights"] = str(p["weights"])
+        set_overrides = [k for k in (*DINOV2_OVERRIDES, "image_size") if p[k] is not None]
+        if p["weights"] != "none" and set_overrides:
+            raise ConfigError(
+                f"dinov2: {', '.join(set_overrides)} can only be set with weights: none "
+                "(pretrained weights bring their own config)"
+            )
+        if p["hidden_size"] is not None or p["num_attention_heads"] is not None:
+            cfg = self._config_kwargs()
+            if cfg["hidden_size"] % cfg["num_attention_heads"]:
+                raise ConfigError(
+                    f"dinov2: hidden_size {cfg['hidden_size']} is not a multiple of "
+                    f"num_attention_heads {cfg['num_attention_heads']}"
+                )
+
+    def _config_kwargs(self):
+        cfg = dict(DINOV2_SIZES[self.params["size"]])
+        for key in (*DINOV2_OVERRIDES, "image_size"):
+            if self.params[key] is not None:
+                cfg[key] = self.params[key]
+        return cfg
+
+    def _source(self):
+        """("none", None), ("hub", repo id) or ("dir", local path)."""
+        w = self.params["weights"]
+        if w == "none":
+            return "none", None
+        if w.lower() in PRETRAINED:
+            return "hub", f"facebook/dinov2-{self.params['size']}"
+        path = Path(w).expanduser()
+        if path.exists():
+            return "dir", path
+        if w.count("/") == 1 and not w.startswith((".", "/", "~")):
+            return "hub", w
+        raise WeightsError(
+            f"dinov2: weights directory {path} does not exist (weights must be none, imagenet, "
+            "a hub id such as facebook/dinov2-small, or a local from_pretrained directory)"
+        )
+
+    def _hub_error(self, repo, detail=""):
+        return WeightsError(
+            f"dinov2 weights {repo} are not in the Hugging Face cache {_hf_cache_dir()}{detail}. "
+            f"To get them, {FETCH_HINT}, or set HF_HOME to a cache that holds them"
+        )
+
+    def check_weights(self):
+        kind, where = self._source()
+        if kind == "dir" and not (where / "config.json").is_file():
+            raise WeightsError(f"dinov2: {where} has no config.json (not a from_pretrained dir)")
+        if kind == "hub":
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(where, "config.json", cache_dir=_hf_cache_dir())
+            if not isinstance(found, str):
+                raise self._hub_error(where)
+
+    def weights_description(self):
+        kind, where = self._source()
+        if kind == "none":
+            return f"none(seed={self.params['seed']})"
+        return f"{kind}:{where}"
+
+    def build_model(self):
+        ensure_torchvision_ops()
+        from transformers import AutoModel, Dinov2Config, Dinov2Model
+
+        kind, where = self._source()
+        if kind == "none":
+            return Dinov2Model(Dinov2Config(**self._config_kwargs()))
+        if kind == "dir":
+            return AutoModel.from_pretrained(str(where))
+        try:
+            return AutoModel.from_pretrained(
+                where, local_files_only=True, cache_dir=_hf_cache_dir()
+            )
+        except OSError as exc:
+            raise self._hub_error(where, f" ({exc})") from exc
+
+    def forward_features(self, x):
+        out = self.model(pixel_values=x)
+        tokens = out.last_hidden_state
+        n_reg = getattr(self.model.config, "num_register_tokens", 0) or 0
+        patches = tokens[:, 1 + n_reg :]
+        return torch.cat([out.pooler_output, patches.mean(dim=1)], dim=1)

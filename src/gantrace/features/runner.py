@@ -1,0 +1,249 @@
+"""Streaming feature extraction of one image shard into an HDF5 feature file."""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from gantrace import io
+from gantrace.errors import ConfigError, ImageError
+from gantrace.features.base import (
+    FEATURES,
+    REGIONS,
+    apply_region,
+    build_extractor,
+    check_choice,
+    check_int,
+)
+from gantrace.torch_env import pick_device, seed_everything
+
+LOG_EVERY_S = 30.0
+
+
+class ShardDataset(Dataset):
+    """Rows of an image shard (and its masks), region-masked, read a batch at a time.
+
+    The HDF5 files are opened lazily in whichever process reads (each DataLoader worker
+    gets its own handle). `__getitems__` serves a whole batch with one slice read; with a
+    `transform` (a weight-free extractor) the batch's features are computed here, in the
+    worker, instead of its pixels being shipped back.
+    """
+
+    def __init__(self, images_h5, masks_h5, region, n, cache_bytes=64 << 20, transform=None):
+        self.images_h5 = str(images_h5)
+        self.masks_h5 = None if masks_h5 is None else str(masks_h5)
+        self.region = region
+        self.n = n
+        self.cache_bytes = cache_bytes
+        self.transform = transform
+        self._files = None
+
+    def __len__(self):
+        return self.n
+
+    def _open(self):
+        if self._files is None:
+            opts = {"rdcc_nbytes": self.cache_bytes, "rdcc_nslots": 1021}
+            files = [h5py.File(self.images_h5, "r", **opts)]
+            if self.masks_h5 is not None and self.region != "full":
+                files.append(h5py.File(self.masks_h5, "r", **opts))
+            # Keep the dataset objects: HDF5's chunk cache lives as long as they do.
+            masks = files[1]["masks"] if len(files) > 1 else None
+            self._files = (files, files[0]["images"], masks)
+        return self._files[1], self._files[2]
+
+    def close(self):
+        if self._files is not None:
+            for h5 in self._files[0]:
+                h5.close()
+        self._files = None
+
+    def _read(self, dataset, index):
+        lo, hi = int(index[0]), int(index[-1]) + 1
+        if hi - lo == len(index) and np.all(np.diff(index) == 1):
+            return dataset[lo:hi]
+        order = np.argsort(index)
+        rows = dataset[np.asarray(index)[order]]
+        return rows[np.argsort(order)]
+
+    def __getitems__(self, index):
+        images, masks = self._open()
+        index = np.asarray(index, dtype=np.int64)
+        batch = self._read(images, index)
+        if masks is not None:
+            batch = apply_region(batch, self._read(masks, index).astype(bool), self.region)
+        if self.transform is not None:
+            return torch.from_numpy(index), torch.from_numpy(self.transform(batch))
+        return torch.from_numpy(index), torch.from_numpy(np.ascontiguousarray(batch))
+
+    def __getitem__(self, i):
+        index, batch = self.__getitems__([i])
+        return index[0], batch[0]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_files"] = None
+        return state
+
+
+def _collate(batch):
+    """`__getitems__` already returns a collated (indices, batch) pair."""
+    return batch
+
+
+def _check_shards(images_h5, masks_h5, region):
+    """Return (ids, chunk rows, chunk bytes) after checking the mask shard fits the images."""
+    ids = io.read_ids_h5(images_h5)
+    with h5py.File(images_h5, "r") as h5:
+        ds = h5["images"]
+        if ds.ndim != 3:
+            raise ImageError([(images_h5, f"'images' has shape {ds.shape}, not (N, H, W)")])
+        shape = ds.shape
+        chunks = ds.chunks or (1, *shape[1:])
+        chunk_rows, chunk_bytes = chunks[0], math.prod(chunks) * ds.dtype.itemsize
+    if region != "full":
+        if masks_h5 is None:
+            raise ConfigError(
+                f"region '{region}' needs the lung-mask shard of {images_h5}, but none was given"
+            )
+        mask_ids = io.read_ids_h5(masks_h5)
+        with h5py.File(masks_h5, "r") as h5:
+            mask_shape = h5["masks"].shape
+        if mask_shape != shape:
+            problem = f"masks of shape {mask_shape} for images of shape {shape} in {images_h5}"
+        elif mask_ids != ids:
+            row = next(i for i, (a, b) in enumerate(zip(ids, mask_ids, strict=True)) if a != b)
+            problem = (
+                f"mask ids differ from the image ids of {images_h5} from row {row} "
+                f"({mask_ids[row]!r} vs {ids[row]!r})"
+            )
+        else:
+            problem = None
+        if problem:
+            raise ImageError([(masks_h5, problem)], hint="re-run segmentation for this shard")
+    return ids, chunk_rows, chunk_bytes
+
+
+def extract_shard(
+    images_h5,
+    masks_h5,
+    region,
+    spec,
+    out_h5,
+    device="auto",
+    num_workers=0,
+    seed=0,
+    log=None,
+):
+    """Extract features of every image in `images_h5` and write them to `out_h5`.
+
+    Images are streamed in batches through a DataLoader; the region is applied per batch
+    (in the workers); torch extractors run under inference mode (and autocast on CUDA).
+    Returns {"n_images", "seconds", "images_per_s", ...}.
+    """
+    check_choice("extract_shard", "region", region, REGIONS)
+    num_workers = check_int("extract_shard", "num_workers", num_workers, minimum=0)
+    spec = dict(spec)
+    cls = FEATURES.get(spec.get("extractor"))
+    if cls is not None and "seed" in cls.defaults:
+        spec.setdefault("seed", int(seed))  # a random-init model follows the job's seed
+    extractor = build_extractor(spec)  # validates the spec before any work
+    seed_everything(seed)
+    ids, chunk_rows, chunk_bytes = _check_shards(images_h5, masks_h5, region)
+    n = len(ids)
+
+    t0 = time.perf_counter()
+    dev = pick_device(device) if extractor.uses_torch else torch.device("cpu")
+    if extractor.uses_torch:
+        extractor.to(dev)
+    setup_s = time.perf_counter() - t0
+
+    bs = extractor.batch_size
+    cache = chunk_bytes * (2 + math.ceil(bs / max(chunk_rows, 1)))
+    dataset = ShardDataset(
+        images_h5,
+        masks_h5,
+        region,
+        n,
+        cache_bytes=max(cache, 1 << 20),
+        transform=None if extractor.uses_torch else extractor.transform,
+    )
+    loader_kw = {}
+    if num_workers > 0:
+        loader_kw["prefetch_factor"] = 2
+    loader = DataLoader(
+        dataset,
+        batch_size=bs,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=dev.type == "cuda",
+        **loader_kw,
+    )
+
+    features = None
+    done = 0
+    t_start = last_log = time.perf_counter()
+    try:
+        for index, batch in loader:
+            if extractor.uses_torch:
+                batch = extractor.forward_batch(batch).cpu()
+            rows = batch.numpy()
+            if features is None:
+                features = np.empty((n, rows.shape[1]), dtype=np.float32)
+            features[index.numpy()] = rows
+            done += len(index)
+            now = time.perf_counter()
+            if log is not None and now - last_log >= LOG_EVERY_S:
+                last_log = now
+                print(
+                    f"[features] {Path(out_h5).name}: {done}/{n} images, "
+                    f"{done / (now - t_start):.1f} images/s",
+                    file=log,
+                    flush=True,
+                )
+    finally:
+        dataset.close()  # the handles opened in this process (num_workers == 0)
+    seconds = time.perf_counter() - t_start
+    if features is None:  # empty shard: still record the feature width
+        with h5py.File(images_h5, "r") as h5:
+            shape = h5["images"].shape[1:]
+        features = np.zeros((0, extractor.transform(np.zeros((1, *shape), np.uint8)).shape[1]))
+
+    attrs = extractor.provenance()
+    attrs.update(
+        extractor=extractor.name,
+        spec=json.dumps({"extractor": extractor.name, **extractor.get_params()}, sort_keys=True),
+        region=region,
+        weights=extractor.weights_description(),
+        device=str(dev),
+        shard=Path(images_h5).stem,
+        images_h5=str(images_h5),
+        masks_h5=str(masks_h5) if masks_h5 is not None and region != "full" else "none",
+        seed=int(seed),
+        n_images=n,
+    )
+    t_write = time.perf_counter()
+    io.write_features(out_h5, ids, features, attrs)
+    stats = {
+        "n_images": n,
+        "n_features": int(features.shape[1]),
+        "seconds": seconds,
+        "images_per_s": n / seconds if seconds > 0 else float("nan"),
+        "setup_seconds": setup_s,
+        "write_seconds": time.perf_counter() - t_write,
+        "device": str(dev),
+    }
+    if log is not None:
+        print(
+            f"[features] {Path(out_h5).name}: {n} images, {extractor.name} {region} on {dev}: "
+            f"{stats['images_per_s']:.1f} images/s ({seconds:.1f} s, setup {setup_s:.1f} s)",
+            file=log,
+            flush=True,
+        )
+    return stats

@@ -1,0 +1,86 @@
+"""Fuse several methods' outputs: cluster labelings, 0/1 membership decisions, scores."""
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import rankdata
+
+
+def _matrix(rows, what):
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[0] == 0:
+        raise ValueError(f"{what}: expected a (n_methods, n_samples) array, got {rows.shape}")
+    return rows
+
+
+def align_labels(labels, reference):
+    """Rename `labels`' clusters to `reference`'s ids, maximising agreement (Hungarian).
+
+    Clusters left unmatched (when `labels` has more clusters) get new ids after the
+    reference's largest, in order of first appearance.
+    """
+    labels, reference = np.asarray(labels), np.asarray(reference)
+    if labels.shape != reference.shape or labels.ndim != 1:
+        raise ValueError(f"align_labels: shapes {labels.shape} and {reference.shape} differ")
+    ids, first, inv = np.unique(labels, return_index=True, return_inverse=True)
+    ref_ids, ref_inv = np.unique(reference, return_inverse=True)
+    table = np.zeros((len(ids), len(ref_ids)), dtype=np.int64)
+    np.add.at(table, (inv.ravel(), ref_inv.ravel()), 1)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    mapping = np.empty(len(ids), dtype=np.int64)
+    mapping[rows] = ref_ids[cols]
+    unmatched = np.setdiff1d(np.arange(len(ids)), rows)
+    unmatched = unmatched[np.argsort(first[unmatched])]
+    next_id = int(ref_ids.max()) + 1 if len(ref_ids) else 0
+    mapping[unmatched] = np.arange(next_id, next_id + len(unmatched))
+    return mapping[inv.ravel()]
+
+
+def majority_vote(label_matrix, reference_index=0):
+    """Per-sample mode after aligning every clustering to the reference method's ids.
+
+    Ties go to the reference's label when it is among the most voted, else to the smallest
+    tied id.
+    """
+    label_matrix = _matrix(label_matrix, "majority_vote")
+    reference = label_matrix[reference_index]
+    aligned = np.stack([align_labels(row, reference) for row in label_matrix])
+    ids, inv = np.unique(aligned, return_inverse=True)
+    inv = inv.reshape(aligned.shape)
+    counts = np.zeros((aligned.shape[1], len(ids)), dtype=np.int64)
+    for row in inv:
+        counts[np.arange(len(row)), row] += 1
+    top = counts == counts.max(axis=1, keepdims=True)
+    ref_col = inv[reference_index]
+    choice = np.where(top[np.arange(len(ref_col)), ref_col], ref_col, np.argmax(top, axis=1))
+    return ids[choice]
+
+
+def _decisions(decisions):
+    decisions = _matrix(decisions, "decisions")
+    if not np.isin(decisions, (0, 1)).all():
+        raise ValueError("decisions: every value must be 0 or 1")
+    return decisions.astype(np.int64)
+
+
+def vote_decisions(decisions, tie=0):
+    """Majority of 0/1 decisions per sample; an even split gives `tie`."""
+    if tie not in (0, 1):
+        raise ValueError(f"tie: must be 0 or 1, got {tie!r}")
+    decisions = _decisions(decisions)
+    votes, half = 2 * decisions.sum(axis=0), decisions.shape[0]
+    return np.where(votes == half, tie, (votes > half).astype(np.int64))
+
+
+def perfect_agreement(decisions):
+    """1 only where every method says used (Inoue Koki, ImageCLEF 2024)."""
+    return _decisions(decisions).min(axis=0)
+
+
+def mean_rank_scores(scores):
+    """Average of each method's scores rank-normalised to [0, 1] (ties share their mean rank)."""
+    scores = _matrix(scores, "scores").astype(np.float64)
+    n = scores.shape[1]
+    if n == 1:
+        return np.full(1, 0.5)
+    ranks = rankdata(scores, axis=1)  # 1..n
+    return ((ranks - 1) / (n - 1)).mean(axis=0)

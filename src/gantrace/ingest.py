@@ -1,0 +1,275 @@
+"""Find a dataset's images, give each a stable shard, decode and validate them once.
+
+Images are enumerated when the workflow is parsed (no per-image checkpoints). Decoding
+never stops at the first bad file: each shard records every file's status, and the
+manifest step reports all rejected files of a dataset in one message.
+"""
+
+import glob
+import hashlib
+import io as _io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from gantrace.errors import ConfigError, ImageError
+
+MEMBERSHIP_ROLES = ("generated", "real_used", "real_not_used", "real_unknown")
+ROLE_LABELS = {"real_used": 1, "real_not_used": 0, "real_unknown": -1, "generated": -1}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+CONVERSIONS = ("grey", "16bit", "resize")
+_FORMAT_EXTENSIONS = {
+    "PNG": (".png",),
+    "JPEG": (".jpg", ".jpeg"),
+    "TIFF": (".tif", ".tiff"),
+    "BMP": (".bmp",),
+}
+TABLE_COLUMNS = ["image_id", "path", "role", "label", "generator", "shard"]
+
+
+def shard_of(image_id, n_shards):
+    """Stable shard of an image: a hash of its id, so adding images moves no other."""
+    digest = hashlib.sha256(str(image_id).encode("utf-8")).hexdigest()
+    return int(digest[:8], 16) % int(n_shards)
+
+
+def list_images(spec, key):
+    """Files of one role: a folder (non-recursive) or a glob pattern. `key` names the config key."""
+    spec = str(spec)
+    if glob.has_magic(spec):
+        paths = [Path(p) for p in sorted(glob.glob(spec))]
+        if not paths:
+            raise ConfigError(f"{key}: the pattern {spec!r} matches no file; check the path")
+    else:
+        folder = Path(spec)
+        if not folder.exists():
+            raise ConfigError(f"{key}: folder {spec!r} does not exist; fix the path in the config")
+        if not folder.is_dir():
+            raise ConfigError(f"{key}: {spec!r} is not a folder; give a folder or a glob pattern")
+        paths = sorted(p for p in folder.iterdir())
+    files = [
+        p
+        for p in paths
+        if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()
+    ]
+    if not files:
+        raise ConfigError(
+            f"{key}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in {spec!r}; "
+            "point it at the folder that holds the PNGs"
+        )
+    return files
+
+
+def dataset_roles(name, ds):
+    """(role, generator, folder-or-glob, config key) for every image source of a dataset."""
+    sources = []
+    if ds["task"] == "membership":
+        for role in MEMBERSHIP_ROLES:
+            if ds.get(role):
+                sources.append((role, "", ds[role], f"datasets.{name}.{role}"))
+        if not any(r == "generated" for r, *_ in sources):
+            raise ConfigError(
+                f"datasets.{name}: a membership dataset needs `generated` images "
+                "(the generator's output is what membership is inferred from)"
+            )
+        if not any(r.startswith("real_") for r, *_ in sources):
+            raise ConfigError(f"datasets.{name}: a membership dataset needs real images to score")
+    else:
+        gen = ds.get("generated")
+        if isinstance(gen, dict):
+            for g, spec in sorted(gen.items()):
+                sources.append(("generated", str(g), spec, f"datasets.{name}.generated.{g}"))
+        elif gen:
+            sources.append(("generated", "", gen, f"datasets.{name}.generated"))
+        else:
+            raise ConfigError(f"datasets.{name}: an attribution dataset needs `generated`")
+    return sources
+
+
+def image_table(name, ds, n_shards):
+    """One row per image of a folder-based dataset: id, path, role, label, generator, shard."""
+    rows, problems = [], []
+    for role, generator, spec, key in dataset_roles(name, ds):
+        try:
+            files = list_images(spec, key)
+        except ConfigError as err:
+            problems.append(str(err))
+            continue
+        for path in files:
+            rows.append((path.stem, str(path), role, ROLE_LABELS[role], generator))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS[:-1])
+    return _finish_table(name, table, n_shards)
+
+
+def _finish_table(name, table, n_shards):
+    dup = table[table.duplicated("image_id", keep=False)]
+    if len(dup):
+        lines = [f"  {iid}: {', '.join(g.path)}" for iid, g in dup.groupby("image_id", sort=True)]
+        raise ConfigError(
+            f"datasets.{name}: {dup.image_id.nunique()} image id(s) occur more than once "
+            "(an id is the file name without extension and must be unique in a dataset):\n"
+            + "\n".join(lines[:20])
+        )
+    table["shard"] = [shard_of(i, n_shards) for i in table.image_id]
+    return table.sort_values("image_id", kind="stable").reset_index(drop=True)
+
+
+def simulated_table(name, plan, sim_dir, n_shards):
+    """The image table of a simulated dataset, from the simulator's plan (known before it runs)."""
+    table = pd.DataFrame(
+        {
+            "image_id": plan.image_id.astype(str),
+            "path": [str(Path(sim_dir) / r) for r in plan.relpath],
+            "role": plan.role,
+            "label": [ROLE_LABELS[r] for r in plan.role],
+            "generator": plan.generator.fillna("").astype(str),
+        }
+    )
+    return _finish_table(name, table, n_shards)
+
+
+class BadImage(Exception):
+    """One file's reason for refusal (collected, never raised past the shard)."""
+
+
+def decode_image(path, image_size, conversions=(), max_pixels=16_777_216):
+    """Decode one file to uint8 H×W. Returns (array, info); raises BadImage with the reason."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise BadImage(f"cannot read the file ({err.strerror or err})") from None
+    info = {"sha256": hashlib.sha256(data).hexdigest(), "conversion": ""}
+    if not data:
+        raise BadImage("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(_io.BytesIO(data))
+        except Image.DecompressionBombError:
+            raise BadImage("decompression bomb refused by Pillow") from None
+        except Exception:
+            raise BadImage("not an image (Pillow cannot identify the file format)") from None
+    info.update(format=img.format or "", mode=img.mode, width=img.width, height=img.height)
+    if img.width * img.height > max_pixels:
+        raise BadImage(
+            f"{img.width}x{img.height} pixels exceeds ingest.max_pixels={max_pixels} "
+            "(refused as a possible decompression bomb)"
+        )
+    expected = _FORMAT_EXTENSIONS.get(img.format, ())
+    if path.suffix.lower() not in expected:
+        raise BadImage(
+            f"{img.format or 'unknown'} data in a file named {path.suffix!r}; "
+            f"rename it to {expected[0] if expected else 'its real type'} or re-export it"
+        )
+    try:
+        img.load()
+    except Exception as err:
+        raise BadImage(f"truncated or corrupt {img.format} ({err})") from None
+    img, conversion = _to_grey8(img, conversions)
+    if img.size != (image_size, image_size):
+        if "resize" not in conversions:
+            raise BadImage(
+                f"size {img.width}x{img.height}, expected {image_size}x{image_size} "
+                "(add 'resize' to ingest.conversions to resample it)"
+            )
+        img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        conversion = "+".join(filter(None, [conversion, "resize"]))
+    info["conversion"] = conversion
+    return np.asarray(img, dtype=np.uint8), info
+
+
+def _to_grey8(img, conversions):
+    mode = img.mode
+    if mode == "L":
+        return img, ""
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        if "16bit" not in conversions:
+            raise BadImage(
+                f"{mode} (16/32-bit) image; add '16bit' to ingest.conversions to rescale it to 8 bit"
+            )
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(np.round(arr).astype(np.uint8), "L"), f"{mode}->L(min-max)"
+    if mode in ("RGB", "RGBA", "P", "LA", "PA", "CMYK", "YCbCr", "1"):
+        if mode != "1" and "grey" not in conversions:
+            raise BadImage(
+                f"{mode} image, expected 8-bit greyscale (L); "
+                "add 'grey' to ingest.conversions to convert it"
+            )
+        return img.convert("L"), f"{mode}->L"
+    raise BadImage(f"unsupported image mode {mode}")
+
+
+def ingest_shard(table, image_size, conversions=(), max_pixels=16_777_216):
+    """Decode every row of one shard. Returns (ids, uint8 N×H×W of accepted images, status table)."""
+    ids, arrays, status = [], [], []
+    for row in table.itertuples(index=False):
+        rec = {
+            "image_id": row.image_id,
+            "ok": True,
+            "reason": "",
+            "sha256": "",
+            "format": "",
+            "mode": "",
+            "width": 0,
+            "height": 0,
+            "conversion": "",
+        }
+        try:
+            arr, info = decode_image(row.path, image_size, conversions, max_pixels)
+            rec.update(info)
+            ids.append(row.image_id)
+            arrays.append(arr)
+        except BadImage as err:
+            rec.update(ok=False, reason=str(err))
+            if Path(row.path).exists():
+                rec["sha256"] = _sha256(row.path)
+        status.append(rec)
+    meta = table.reset_index(drop=True)
+    status = pd.concat([meta, pd.DataFrame(status).drop(columns="image_id")], axis=1)
+    images = np.stack(arrays) if arrays else np.zeros((0, image_size, image_size), np.uint8)
+    return ids, images, status
+
+
+def _sha256(path):
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def build_manifest(status_tables, invalid_images="error", dataset=""):
+    """Gather shard status tables. Returns (manifest, rejected, notes).
+
+    With invalid_images="error", every rejected file of the dataset is reported in one
+    ImageError; shards already decoded stay on disk, so fixing a file reruns only its shard.
+    """
+    status = pd.concat(status_tables, ignore_index=True).sort_values("image_id", kind="stable")
+    rejected = status[~status.ok].reset_index(drop=True)
+    accepted = status[status.ok].reset_index(drop=True)
+    if len(rejected) and invalid_images == "error":
+        raise ImageError(
+            list(zip(rejected.path, rejected.reason)),
+            hint=(
+                f"Fix or remove these files, or set ingest.invalid_images: skip to leave them out "
+                f"(dataset {dataset}); images already decoded are kept."
+            ),
+        )
+    notes = []
+    dup = accepted[accepted.duplicated("sha256", keep=False)]
+    accepted["duplicate_of"] = ""
+    if len(dup):
+        for _, group in dup.groupby("sha256", sort=True):
+            first = group.image_id.iloc[0]
+            accepted.loc[group.index[1:], "duplicate_of"] = first
+            notes.append(f"same content under several names: {', '.join(group.path)}")
+    if len(accepted) == 0:
+        raise ImageError(list(zip(rejected.path, rejected.reason)), hint="no usable image left")
+    return accepted, rejected, notes

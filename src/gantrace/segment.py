@@ -1,0 +1,651 @@
+"""Lung segmentation: a classical pseudo-mask and a small U-Net trained by the pipeline.
+
+`pseudo_masks` thresholds each slice (body above the air level, lungs as dark pixels enclosed
+by the body) and needs no training; it supplies masks where a data set has none. `LungUNet`
+wraps a `segmentation_models_pytorch` U-Net behind an sklearn-like interface: parameters in
+the constructor, `fit` / `predict`, and a safetensors file (never pickle) for `save` / `load`.
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from gantrace import __version__
+from gantrace.errors import ConfigError, GantraceError
+from gantrace.io import atomic_path, read_images, write_masks
+from gantrace.torch_env import autocast, ensure_torchvision_ops, pick_device, seed_everything
+
+_FORMAT = "gantrace.LungUNet"
+_FORMAT_VERSION = "1"
+_SHARD_BLOCK = 64  # rows read from an image shard at a time (its HDF5 chunk size)
+
+# ----------------------------------------------------------------------------------------------
+# Classical masks
+
+
+def _otsu(images, within=None, chunk=256):
+    """Otsu threshold of every uint8 image at once; `within` restricts the pixels counted.
+
+    Returns an (N,) int array t: class 1 is `image > t`. Images with no counted pixels or
+    a single grey level get t = 0. Histograms are built `chunk` images at a time.
+    """
+    images = np.asarray(images, dtype=np.uint8)
+    n = len(images)
+    hist = np.zeros((n, 256), dtype=np.float64)
+    for s in range(0, n, chunk):
+        block = images[s : s + chunk].reshape(-1, images[0].size if n else 0)
+        m = len(block)
+        codes = block.astype(np.int64) + (np.arange(m, dtype=np.int64) * 256)[:, None]
+        if within is not None:
+            codes = codes[np.asarray(within[s : s + chunk], dtype=bool).reshape(m, -1)]
+        hist[s : s + m] = np.bincount(codes.ravel(), minlength=m * 256).reshape(m, 256)
+    levels = np.arange(256, dtype=np.float64)
+    w0 = np.cumsum(hist, axis=1)  # pixels <= t
+    m0 = np.cumsum(hist * levels, axis=1)
+    total, mtotal = w0[:, -1:], m0[:, -1:]
+    w1 = total - w0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = w0 * w1 * (m0 / w0 - (mtotal - m0) / w1) ** 2
+    between = np.nan_to_num(between, nan=-1.0, posinf=-1.0, neginf=-1.0)
+    return between.argmax(axis=1)
+
+
+def _disk(radius):
+    r = int(radius)
+    y, x = np.ogrid[-r : r + 1, -r : r + 1]
+    return x * x + y * y <= r * r
+
+
+def _largest(labels, count, k):
+    """Labels of the k largest components (label ids, areas), largest first."""
+    if count == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    order = np.argsort(-areas, kind="stable")[:k]
+    return order + 1, areas[order]
+
+
+def pseudo_masks(images, body_threshold=None, lung_threshold=None, min_area=None):
+    """Classical lung masks for uint8 (N, H, W) slices; returns bool (N, H, W).
+
+    Body: pixels above `body_threshold` (default: per-image Otsu, kept within [20, 120]),
+    largest component, closed and hole-filled. Lungs: pixels at or below `lung_threshold`
+    (default: Otsu of the body's pixels) that lie inside the body and are not connected to
+    the air around it, opened and closed, then the two largest components of at least
+    `min_area` pixels (default 0.2 % of the slice), hole-filled.
+    """
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"pseudo_masks expects (N, H, W) images, got shape {images.shape}")
+    images = images.astype(np.uint8, copy=False)
+    n, h, w = images.shape
+    out = np.zeros((n, h, w), dtype=bool)
+    if n == 0:
+        return out
+    scale = max(h, w) / 256.0
+    radius = max(1, round(2 * scale))
+    disk = _disk(radius)
+    min_area = int(min_area if min_area is not None else max(16, 0.002 * h * w))
+    eight = np.ones((3, 3), dtype=bool)
+
+    if body_threshold is None:
+        t_body = np.clip(_otsu(images), 20, 120)
+    else:
+        t_body = np.full(n, int(body_threshold))
+    bodies = np.zeros((n, h, w), dtype=bool)
+    for i in range(n):
+        above = images[i] > t_body[i]
+        labels, count = ndimage.label(above)
+        ids, _ = _largest(labels, count, 1)
+        if not len(ids):
+            continue
+        body = labels == ids[0]
+        body = ndimage.binary_closing(body, structure=disk, border_value=0)
+        bodies[i] = ndimage.binary_fill_holes(body)
+
+    if lung_threshold is None:
+        t_lung = _otsu(images, within=bodies)
+    else:
+        t_lung = np.full(n, int(lung_threshold))
+    dark = images <= t_lung[:, None, None]
+    for i in range(n):
+        if not bodies[i].any():
+            continue
+        # Dark pixels reachable from the image border are the air outside the patient.
+        labels, _ = ndimage.label(dark[i], structure=eight)
+        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        outside = np.isin(labels, border[border > 0])
+        inner = ndimage.binary_erosion(bodies[i], structure=disk, border_value=0)
+        lungs = dark[i] & inner & ~outside
+        lungs = ndimage.binary_opening(lungs, structure=disk)
+        lungs = ndimage.binary_closing(lungs, structure=disk, border_value=0)
+        labels, count = ndimage.label(lungs)
+        ids, areas = _largest(labels, count, 2)
+        keep = ids[areas >= min_area]
+        if len(keep):
+            out[i] = ndimage.binary_fill_holes(np.isin(labels, keep))
+    return out
+
+
+def dice(pred, true):
+    """Dice overlap per image of two bool (N, H, W) stacks; two empty masks score 1.0."""
+    pred = np.asarray(pred, dtype=bool)
+    true = np.asarray(true, dtype=bool)
+    if pred.shape != true.shape:
+        raise ValueError(f"dice: shapes differ, {pred.shape} vs {true.shape}")
+    if pred.ndim == 2:
+        pred, true = pred[None], true[None]
+    p = pred.reshape(len(pred), -1)
+    t = true.reshape(len(true), -1)
+    inter = np.count_nonzero(p & t, axis=1).astype(np.float64)
+    size = np.count_nonzero(p, axis=1) + np.count_nonzero(t, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(size > 0, 2.0 * inter / np.maximum(size, 1), 1.0)
+    return score
+
+
+# ----------------------------------------------------------------------------------------------
+# U-Net
+
+
+def _prune_unused(model, size):
+    """Replace encoder stages the chosen depth never runs (e.g. resnet layer3/4) by Identity.
+
+    smp builds the whole backbone whatever `encoder_depth` is; the idle stages would only
+    bloat the saved file. Which children run is found with a dummy forward pass.
+    """
+    used = set()
+    children = dict(model.encoder.named_children())
+    hooks = [
+        child.register_forward_hook(lambda *_, name=name: used.add(name))
+        for name, child in children.items()
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, size, size))
+    finally:
+        for hk in hooks:
+            hk.remove()
+        model.train(was_training)
+    for name, child in children.items():
+        if name not in used and any(True for _ in child.parameters()):
+            setattr(model.encoder, name, torch.nn.Identity())
+
+
+def _to_input(batch_u8, size, device):
+    """uint8 (B, H, W) -> float (B, 1, size, size) on `device`, scaled to [-1, 1]."""
+    x = batch_u8.to(device, non_blocking=True).unsqueeze(1).float().div_(127.5).sub_(1.0)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+    return x
+
+
+def _to_target(batch_mask, size, device):
+    y = batch_mask.to(device, non_blocking=True).unsqueeze(1).float()
+    if y.shape[-2:] != (size, size):
+        y = F.interpolate(y, size=(size, size), mode="nearest-exact")
+    return y
+
+
+def _loss(logits, target):
+    """Binary cross-entropy plus soft Dice (per image, averaged), in float32."""
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    inter = (prob * t).sum(1)
+    soft_dice = (2 * inter + 1.0) / (prob.sum(1) + t.sum(1) + 1.0)
+    return bce + (1.0 - soft_dice).mean()
+
+
+def _write(log, line):
+    if log is not None:
+        log.write(line + "\n")
+        if hasattr(log, "flush"):
+            log.flush()
+
+
+def _check_stack(images, name="images"):
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"LungUNet expects {name} as (N, H, W), got shape {images.shape}")
+    return images
+
+
+class LungUNet:
+    """U-Net lung segmenter with an sklearn-like interface.
+
+    Trains at `input_size` (images resized bilinearly, masks by nearest neighbour, on the
+    fly) with BCE + soft-Dice loss and Adam (cosine decay to 5 % of `lr`), and predicts at
+    each image's own size by upsampling the logits. Defaults are sized
+    to train on a couple of CPU cores in about a minute; raise `input_size`,
+    `decoder_channels`, `encoder_depth` and `epochs` on a GPU.
+    """
+
+    _PARAMS = (
+        "encoder",
+        "encoder_depth",
+        "decoder_channels",
+        "input_size",
+        "epochs",
+        "batch_size",
+        "lr",
+        "val_fraction",
+        "seed",
+        "device",
+        "num_workers",
+        "threshold",
+    )
+
+    def __init__(
+        self,
+        encoder="resnet18",
+        encoder_depth=3,
+        decoder_channels=(64, 32, 16),
+        input_size=128,
+        epochs=8,
+        batch_size=16,
+        lr=1e-3,
+        val_fraction=0.2,
+        seed=0,
+        device="auto",
+        num_workers=0,
+        threshold=0.5,
+    ):
+        self.encoder = str(encoder)
+        self.encoder_depth = int(encoder_depth)
+        self.decoder_channels = tuple(int(c) for c in decoder_channels)
+        self.input_size = int(input_size)
+        self.epochs = int(epochs)
+        self.batch_size = int(batch_size)
+        self.lr = float(lr)
+        self.val_fraction = float(val_fraction)
+        self.seed = int(seed)
+        self.device = str(device)
+        self.num_workers = int(num_workers)
+        self.threshold = float(threshold)
+        self._check_params()
+        self.model_ = None
+        self.device_ = None
+        self.metrics_ = {}
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    def get_params(self):
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in ((k, getattr(self, k)) for k in self._PARAMS)
+        }
+
+    def _check_params(self):
+        def bad(key, why):
+            raise ConfigError(f"segmentation.{key} = {getattr(self, key)!r}: {why}")
+
+        if not 1 <= self.encoder_depth <= 5:
+            bad("encoder_depth", "must be between 1 and 5")
+        if len(self.decoder_channels) != self.encoder_depth:
+            bad("decoder_channels", f"needs one entry per encoder stage ({self.encoder_depth})")
+        if any(c < 1 for c in self.decoder_channels):
+            bad("decoder_channels", "channel counts must be positive")
+        step = 2**self.encoder_depth
+        if self.input_size < step or self.input_size % step:
+            bad("input_size", f"must be a positive multiple of 2**encoder_depth = {step}")
+        if self.epochs < 1:
+            bad("epochs", "must be at least 1")
+        if self.batch_size < 1:
+            bad("batch_size", "must be at least 1")
+        if not self.lr > 0:
+            bad("lr", "must be positive")
+        if not 0.0 <= self.val_fraction < 1.0:
+            bad("val_fraction", "must be in [0, 1)")
+        if self.num_workers < 0:
+            bad("num_workers", "must be 0 or more")
+        if not 0.0 < self.threshold < 1.0:
+            bad("threshold", "must be strictly between 0 and 1")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            bad("device", 'use "auto", "cpu", "cuda" or "cuda:N"')
+
+    def _build(self):
+        ensure_torchvision_ops()
+        import segmentation_models_pytorch as smp
+
+        try:
+            model = smp.Unet(
+                encoder_name=self.encoder,
+                encoder_weights=None,
+                encoder_depth=self.encoder_depth,
+                decoder_channels=self.decoder_channels,
+                in_channels=1,
+                classes=1,
+            )
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(
+                f"segmentation.encoder = {self.encoder!r}: smp cannot build it ({exc})"
+            ) from exc
+        _prune_unused(model, self.input_size)
+        return model
+
+    def _require_fitted(self):
+        if self.model_ is None:
+            raise GantraceError("LungUNet is not fitted: call fit() or LungUNet.load() first")
+
+    # -- training -----------------------------------------------------------------------------
+
+    def _split(self, n):
+        n_val = int(round(n * self.val_fraction)) if self.val_fraction > 0 else 0
+        if self.val_fraction > 0 and n >= 2:
+            n_val = min(max(n_val, 1), n - 1)
+        else:
+            n_val = 0
+        perm = np.random.default_rng(self.seed).permutation(n)
+        return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+    def fit(self, images, masks, log=None):
+        """Train on uint8 (N, H, W) images and bool (N, H, W) masks; returns self."""
+        images = _check_stack(images)
+        masks = _check_stack(masks, "masks")
+        if images.shape != masks.shape:
+            raise ValueError(f"fit: images {images.shape} and masks {masks.shape} differ")
+        if len(images) == 0:
+            raise GantraceError("LungUNet.fit: no training images")
+        start = time.perf_counter()
+        device = pick_device(self.device)
+        self.device_ = device
+        seed_everything(self.seed)
+        # channels_last: oneDNN (CPU) and cuDNN convolutions both run it faster.
+        model = self._build().to(device, memory_format=torch.channels_last)
+        self.model_ = model
+
+        train_idx, val_idx = self._split(len(images))
+        x_all = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+        y_all = torch.from_numpy(np.ascontiguousarray(masks, dtype=bool).view(np.uint8))
+        dataset = torch.utils.data.TensorDataset(x_all[train_idx], y_all[train_idx])
+        generator = torch.Generator().manual_seed(self.seed)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            generator=generator,
+            num_workers=self.num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=self.num_workers > 0,
+        )
+        optimiser = torch.optim.Adam(model.parameters(), lr=self.lr)
+        # fp16 autocast (GPUs without bf16) needs loss scaling; bf16 and CPU do not.
+        scaler = torch.amp.GradScaler(
+            "cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        )
+        steps = self.epochs * len(loader)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps))
+        )
+        val_images, val_masks = images[val_idx], np.asarray(masks[val_idx], dtype=bool)
+
+        loss_history, val_history = [], []
+        val_dice = None
+        for epoch in range(1, self.epochs + 1):
+            model.train()
+            t0 = time.perf_counter()
+            total, seen = 0.0, 0
+            for xb, yb in loader:
+                x = _to_input(xb, self.input_size, device)
+                y = _to_target(yb, self.input_size, device)
+                with autocast(device):
+                    logits = model(x)
+                loss = _loss(logits, y)
+                optimiser.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimiser)
+                scaler.update()
+                schedule.step()
+                total += float(loss.detach()) * len(xb)
+                seen += len(xb)
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            loss_history.append(total / max(seen, 1))
+            if len(val_idx):
+                val_dice = float(dice(self.predict(val_images), val_masks).mean())
+                val_history.append(val_dice)
+            shown = "n/a" if val_dice is None else f"{val_dice:.4f}"
+            _write(
+                log,
+                f"segment epoch {epoch}/{self.epochs} loss {loss_history[-1]:.4f} "
+                f"val_dice {shown} {rate:.1f} img/s ({device.type})",
+            )
+        train_dice = float(dice(self.predict(images[train_idx]), masks[train_idx]).mean())
+        self.metrics_ = {
+            "val_dice": val_dice,
+            "train_dice": train_dice,
+            "n_train": int(len(train_idx)),
+            "n_val": int(len(val_idx)),
+            "epochs": self.epochs,
+            "seconds": round(time.perf_counter() - start, 3),
+            "loss_history": [float(v) for v in loss_history],
+            "val_dice_history": val_history,
+            "device": device.type,
+        }
+        return self
+
+    # -- inference ----------------------------------------------------------------------------
+
+    def predict(self, images, batch_size=None):
+        """Bool (N, H, W) lung masks for uint8 (N, H, W) images, at the images' own size."""
+        self._require_fitted()
+        images = _check_stack(images)
+        n, h, w = images.shape
+        out = np.zeros((n, h, w), dtype=bool)
+        step = int(batch_size or self.batch_size)
+        cut = math.log(self.threshold / (1.0 - self.threshold))
+        model, device = self.model_, self.device_
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for i in range(0, n, step):
+                    xb = torch.from_numpy(np.ascontiguousarray(images[i : i + step], np.uint8))
+                    x = _to_input(xb, self.input_size, device)
+                    with autocast(device):
+                        logits = model(x)
+                    logits = logits.float()
+                    if logits.shape[-2:] != (h, w):
+                        logits = F.interpolate(
+                            logits, size=(h, w), mode="bilinear", align_corners=False
+                        )
+                    out[i : i + step] = (logits[:, 0] > cut).cpu().numpy()
+        finally:
+            model.train(was_training)
+        return out
+
+    def predict_shard(self, images_h5, out_h5, attrs=None, log=None):
+        """Segment one image shard block by block and write its masks; returns stats."""
+        self._require_fitted()
+        images_h5 = Path(images_h5)
+        start = time.perf_counter()
+        try:
+            h5 = h5py.File(images_h5, "r")
+        except (OSError, FileNotFoundError) as exc:
+            raise GantraceError(f"{images_h5}: cannot open image shard ({exc})") from exc
+        with h5:
+            if "images" not in h5 or "ids" not in h5:
+                raise GantraceError(f"{images_h5}: no 'images'/'ids' datasets; not an image shard")
+            ds = h5["images"]
+            ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["ids"][()]]
+            if ds.ndim != 3 or len(ids) != ds.shape[0]:
+                raise GantraceError(f"{images_h5}: images {ds.shape} do not match {len(ids)} ids")
+            n = ds.shape[0]
+            block = max(_SHARD_BLOCK, self.batch_size)
+            masks = np.zeros(ds.shape, dtype=bool)
+            for i in range(0, n, block):
+                masks[i : i + block] = self.predict(ds[i : i + block])
+        seconds = time.perf_counter() - start
+        fractions = masks.reshape(n, -1).mean(axis=1) if n else np.zeros(0)
+        stats = {
+            "n_images": int(n),
+            "n_empty": int(np.count_nonzero(fractions == 0)),
+            "mean_lung_fraction": float(fractions.mean()) if n else 0.0,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(n / max(seconds, 1e-9), 1),
+        }
+        meta = {
+            "segmenter": "LungUNet",
+            "encoder": self.encoder,
+            "input_size": self.input_size,
+            "threshold": self.threshold,
+            "val_dice": self.metrics_.get("val_dice"),
+            "source": images_h5.name,
+        }
+        meta.update(attrs or {})
+        write_masks(out_h5, ids, masks, meta)
+        _write(
+            log,
+            f"segment {images_h5.name}: {n} images, {stats['n_empty']} empty masks, "
+            f"mean lung fraction {stats['mean_lung_fraction']:.3f}, "
+            f"{stats['images_per_s']} img/s",
+        )
+        return stats
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def save(self, path):
+        """Write the weights as safetensors (parameters and metrics in its metadata) plus a
+        readable `<path>.json` sidecar; both written atomically."""
+        from safetensors.torch import save_file
+
+        self._require_fitted()
+        path = Path(path)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
+        info = {"params": self.get_params(), "metrics": self.metrics_}
+        metadata = {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "gantrace_version": __version__,
+            "params": json.dumps(info["params"], sort_keys=True),
+            "metrics": json.dumps(info["metrics"], sort_keys=True),
+        }
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata=metadata)
+        sidecar = path.with_name(path.name + ".json")
+        with atomic_path(sidecar) as tmp:
+            tmp.write_text(json.dumps({"format": _FORMAT, **info}, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path, device="auto"):
+        """Rebuild a saved model from its safetensors file (no pickle involved)."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise GantraceError(f"{path}: segmentation model not found; run the training step")
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises its own error types for bad headers
+            raise GantraceError(f"{path}: not a readable safetensors file ({exc})") from exc
+        if metadata.get("format") != _FORMAT:
+            raise GantraceError(f"{path}: not a gantrace LungUNet file (format metadata missing)")
+        try:
+            params = json.loads(metadata["params"])
+            metrics = json.loads(metadata.get("metrics", "{}"))
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise GantraceError(f"{path}: corrupt LungUNet metadata ({exc})") from exc
+        params["device"] = device
+        try:
+            obj = cls(**params)
+        except (TypeError, ConfigError) as exc:
+            raise GantraceError(f"{path}: stored parameters are not usable ({exc})") from exc
+        model = obj._build()
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise GantraceError(
+                f"{path}: weights do not fit the stored parameters ({exc})"
+            ) from exc
+        obj.device_ = pick_device(obj.device)
+        obj.model_ = model.to(obj.device_, memory_format=torch.channels_last).eval()
+        obj.metrics_ = metrics
+        return obj
+
+
+# ----------------------------------------------------------------------------------------------
+# Training data
+
+
+def _read_mask_png(path, shape):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+    except OSError as exc:
+        raise GantraceError(f"{path}: cannot read mask image ({exc})") from exc
+    if arr.ndim == 3:
+        arr = arr[..., :3].max(axis=-1) if arr.shape[-1] in (3, 4) else arr.max(axis=-1)
+    if arr.shape != tuple(shape):
+        raise GantraceError(
+            f"{path}: mask is {arr.shape[1]}x{arr.shape[0]} but its image is {shape[1]}x{shape[0]}"
+        )
+    return arr > 0
+
+
+def training_pairs(image_h5_paths, mask_source, mask_dir=None, log=None):
+    """Images of the given shards with lung masks; returns (ids, uint8 images, bool masks).
+
+    mask_source "folder": masks from `mask_dir/<image_id>.png` (non-zero = lung); images
+    without a mask are skipped. "threshold": `pseudo_masks` of every image.
+    """
+    if isinstance(image_h5_paths, (str, Path)):
+        image_h5_paths = [image_h5_paths]
+    if mask_source not in ("folder", "threshold"):
+        raise ConfigError(
+            f"segmentation.mask_source = {mask_source!r}: use 'folder' (mask PNGs in "
+            "segmentation.mask_dir) or 'threshold' (classical pseudo-masks)"
+        )
+    ids, blocks = [], []
+    for p in image_h5_paths:
+        i, x = read_images(p)
+        ids += i
+        blocks.append(x)
+    if blocks:
+        images = np.concatenate(blocks)
+    else:
+        images = np.zeros((0, 0, 0), np.uint8)
+
+    if mask_source == "threshold":
+        return ids, images, pseudo_masks(images)
+
+    if mask_dir is None:
+        raise ConfigError(
+            "segmentation.mask_dir is not set but segmentation.mask_source is "
+            "'folder'; point it at a folder of <image_id>.png masks"
+        )
+    mask_dir = Path(mask_dir)
+    if not mask_dir.is_dir():
+        raise GantraceError(f"{mask_dir}: mask folder does not exist (segmentation.mask_dir)")
+    keep, masks = [], []
+    for j, image_id in enumerate(ids):
+        png = mask_dir / f"{image_id}.png"
+        if png.is_file():
+            keep.append(j)
+            masks.append(_read_mask_png(png, images.shape[1:]))
+    if not keep:
+        raise GantraceError(
+            f"{mask_dir}: none of the {len(ids)} images has a mask <image_id>.png here"
+        )
+    if len(keep) < len(ids):
+        _write(
+            log,
+            f"training_pairs: {len(ids) - len(keep)} of {len(ids)} images have no "
+            f"mask in {mask_dir}; skipped",
+        )
+    return [ids[j] for j in keep], images[keep], np.stack(masks)

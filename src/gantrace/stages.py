@@ -1,0 +1,316 @@
+"""One function per workflow stage: paths and parameters in, files out.
+
+The Snakemake scripts only adapt `snakemake.input/params/output` to these calls, so every
+stage can also be run and tested without Snakemake.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gantrace import io
+from gantrace.errors import GantraceError
+
+
+def _say(msg):
+    print(msg, flush=True)
+
+
+# -- data ------------------------------------------------------------------------------------
+def simulate(params, out_dir):
+    from gantrace import simulate as sim
+
+    t0 = time.perf_counter()
+    plan = sim.write_dataset(params, out_dir)
+    _say(f"simulated {len(plan)} images in {time.perf_counter() - t0:.1f} s -> {out_dir}")
+
+
+def ingest(table, out_images, out_status, cfg, dataset, shard):
+    from gantrace.ingest import ingest_shard
+
+    t0 = time.perf_counter()
+    ids, images, status = ingest_shard(
+        table, cfg["image_size"], cfg["conversions"], cfg["max_pixels"]
+    )
+    attrs = {"dataset": dataset, "shard": int(shard), "n_shards": cfg["n_shards"]}
+    io.write_images(out_images, ids, images, attrs)
+    io.write_table(status, out_status)
+    dt = time.perf_counter() - t0
+    _say(
+        f"shard {shard}: {len(ids)} accepted, {int((~status.ok).sum())} rejected, "
+        f"{len(status) / max(dt, 1e-9):.0f} images/s"
+    )
+
+
+def manifest(status_paths, out_manifest, out_rejected, invalid_images, dataset):
+    from gantrace.ingest import build_manifest
+
+    tables = [io.read_table(p) for p in status_paths]
+    accepted, rejected, notes = build_manifest(tables, invalid_images, dataset)
+    for note in notes:
+        _say(f"NOTE: {note}")
+    for row in rejected.itertuples():
+        _say(f"skipped {row.path}: {row.reason}")
+    io.write_table(rejected, out_rejected)
+    io.write_table(accepted, out_manifest)
+    _say(f"{dataset}: {len(accepted)} images accepted, {len(rejected)} rejected")
+
+
+# -- segmentation ----------------------------------------------------------------------------
+def train_unet(image_paths, seg, mask_dirs, seed, device, out_model, out_metrics):
+    from gantrace.segment import LungUNet, training_pairs
+
+    source = seg["mask_source"]
+    groups = {}
+    for p in image_paths:
+        groups.setdefault(Path(p).parent.parent.name, []).append(p)
+    ids, images, masks = [], [], []
+    for ds, paths in sorted(groups.items()):
+        if source == "simulated":
+            if ds not in mask_dirs:
+                raise GantraceError(
+                    f"segmentation.mask_source: 'simulated' needs simulated datasets, but {ds!r} "
+                    "has image folders; use 'folder' (with mask_dir) or 'threshold'"
+                )
+            i, x, m = training_pairs(paths, "folder", mask_dirs[ds])
+        else:
+            i, x, m = training_pairs(paths, source, seg.get("mask_dir"))
+        ids += list(i)
+        images.append(x)
+        masks.append(m)
+    images, masks = np.concatenate(images), np.concatenate(masks)
+    _say(f"training the lung U-Net on {len(ids)} images with {source} masks")
+    model = LungUNet(**seg["unet"], seed=seed, device=device)
+    model.fit(images, masks, log=None)
+    model.save(out_model)
+    metrics = {k: v for k, v in model.metrics_.items()}
+    metrics.update(mask_source=source, n_images=len(ids))
+    with io.atomic_path(out_metrics) as tmp:
+        Path(tmp).write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    _say(f"validation Dice {metrics.get('val_dice', float('nan')):.4f}")
+
+
+def segment(model_path, images_h5, out_h5, device):
+    from gantrace.segment import LungUNet
+
+    model = LungUNet.load(model_path, device=device)
+    stats = model.predict_shard(images_h5, out_h5, attrs={"model": Path(model_path).name})
+    _say(f"masks: {stats}")
+
+
+# -- features --------------------------------------------------------------------------------
+def embed(images_h5, masks_h5, region, spec, out_h5, seed, device, num_workers):
+    from gantrace.features import extract_shard
+
+    stats = extract_shard(
+        images_h5,
+        masks_h5 or None,
+        region,
+        spec,
+        out_h5,
+        device=device,
+        num_workers=num_workers,
+        seed=seed,
+    )
+    _say(f"features: {stats}")
+
+
+def gather_features(paths, out_h5):
+    io.gather_features(paths, out_h5)
+    ids = io.read_ids_h5(out_h5)
+    _say(f"gathered {len(ids)} rows from {len(paths)} shards")
+
+
+def _features_for(features_h5, manifest_path, roles):
+    ids, x, _ = io.read_features(features_h5)
+    man = io.read_table(manifest_path).set_index("image_id")
+    keep = [i for i, iid in enumerate(ids) if iid in man.index and man.at[iid, "role"] in roles]
+    rows = man.loc[[ids[i] for i in keep]].reset_index()
+    return rows, x[keep]
+
+
+# -- methods ---------------------------------------------------------------------------------
+def attribution(features_h5, manifest_path, spec, n_generators, seed, out):
+    from gantrace.attribution import AttributionMethod
+
+    rows, x = _features_for(features_h5, manifest_path, {"generated"})
+    method = AttributionMethod(
+        n_clusters=n_generators,
+        clusterer=spec["clusterer"],
+        reducer=spec.get("reducer"),
+        random_state=seed,
+    )
+    labels = method.fit_predict(x)
+    table = pd.DataFrame(
+        {"image_id": rows.image_id, "cluster": labels.astype(int), "generator": rows.generator}
+    )
+    io.write_table(table, out)
+    _say(f"{spec['name']}: {len(table)} images in {len(set(labels))} clusters")
+
+
+def membership(features_h5, manifest_path, spec, n_folds, seed, out):
+    from gantrace.membership import MembershipMethod
+
+    gen, gx = _features_for(features_h5, manifest_path, {"generated"})
+    real, rx = _features_for(
+        features_h5, manifest_path, {"real_used", "real_not_used", "real_unknown"}
+    )
+    method = MembershipMethod(
+        scorer=spec["scorer"],
+        reducer=spec.get("reducer"),
+        threshold=spec["threshold"],
+        used_fraction=spec["used_fraction"],
+        n_folds=n_folds,
+        random_state=seed,
+    )
+    result = method.run(gx, rx, real.label.to_numpy())
+    _say(method.threshold_note_)
+    table = pd.concat([real[["image_id", "role", "label"]], result.reset_index(drop=True)], axis=1)
+    io.write_table(table, out)
+    _say(f"{spec['name']}: scored {len(table)} real images against {len(gen)} generated")
+
+
+def fusion(task, paths, spec, out, n_folds, seed):
+    from gantrace import fusion as fu
+
+    tables = [io.read_table(p) for p in paths]
+    base = tables[0]
+    for p, t in zip(paths, tables):
+        if list(t.image_id) != list(base.image_id):
+            raise GantraceError(f"{p}: its images differ from {paths[0]}; cannot fuse them")
+    if task == "attribution":
+        labels = np.stack([t.cluster.to_numpy() for t in tables])
+        fused = base[["image_id", "generator"]].copy()
+        fused["cluster"] = fu.majority_vote(labels, reference_index=0)
+    else:
+        fused = base[["image_id", "role", "label"]].copy()
+        decisions = np.stack([t.decision.to_numpy() for t in tables])
+        scores = np.stack([t.score.to_numpy() for t in tables])
+        fused["score"] = fu.mean_rank_scores(scores)
+        rule = spec["rule"]
+        if rule == "majority":
+            fused["decision"] = fu.vote_decisions(decisions)
+        elif rule == "perfect_agreement":
+            fused["decision"] = fu.perfect_agreement(decisions)
+        else:
+            from gantrace.membership import decide_thresholds
+
+            thresholds, folds, note = decide_thresholds(
+                fused.score.to_numpy(),
+                base.label.to_numpy(),
+                n_folds=n_folds,
+                random_state=seed,
+            )
+            fused["decision"] = (fused.score.to_numpy() > thresholds).astype(int)
+            _say(note)
+        fused["fold"] = base.fold if rule != "mean_rank" else folds
+    io.write_table(fused, out)
+    _say(f"fused {len(paths)} {task} methods by {spec['rule']}")
+
+
+# -- scores and run files --------------------------------------------------------------------
+def read_truth(path):
+    """A truth CSV: `image_id,label` (or with role/generator columns); header optional."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "image_id" not in df.columns:
+        df = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+        df = df.iloc[:, :2]
+        df.columns = ["image_id", "label"]
+    return df.set_index("image_id")
+
+
+def _membership_truth(table, truth):
+    y = table.label.to_numpy().astype(int).copy()
+    if truth is not None and "label" in truth.columns:
+        known = table.image_id.isin(truth.index) & (y < 0)
+        y[known.to_numpy()] = truth.loc[table.image_id[known], "label"].astype(int).to_numpy()
+    split = np.where(table.role == "real_unknown", "test", "dev")
+    return y, split
+
+
+def _attribution_truth(table, truth):
+    gen = table.generator.fillna("").astype(str).to_numpy().copy()
+    if truth is not None:
+        col = "generator" if "generator" in truth.columns else "label"
+        missing = (gen == "") & table.image_id.isin(truth.index).to_numpy()
+        gen[missing] = truth.loc[table.image_id[missing], col].astype(str).to_numpy()
+    return gen
+
+
+def score(task, dataset, names, fusions, paths, truth_path, out):
+    from gantrace.metrics import attribution_metrics, membership_metrics
+
+    truth = read_truth(truth_path) if truth_path else None
+    rows = []
+    for name, path in zip(names, paths):
+        t = io.read_table(path)
+        kind = "fusion" if name.removeprefix("fused_") in fusions else "method"
+        if task == "membership":
+            y, split = _membership_truth(t, truth)
+            for s in ("dev", "test"):
+                sel = (split == s) & (y >= 0)
+                if sel.sum() and len(set(y[sel])) == 2:
+                    m = membership_metrics(
+                        y[sel], t.decision.to_numpy()[sel], t.score.to_numpy()[sel]
+                    )
+                    rows.append(
+                        {"method": name, "kind": kind, "split": s, "n": int(sel.sum()), **m}
+                    )
+        else:
+            gen = _attribution_truth(t, truth)
+            sel = gen != ""
+            if sel.sum():
+                m = attribution_metrics(gen[sel], t.cluster.to_numpy()[sel])
+                rows.append(
+                    {"method": name, "kind": kind, "split": "all", "n": int(sel.sum()), **m}
+                )
+    table = pd.DataFrame(rows)
+    if len(table):
+        table.insert(0, "task", task)
+        table.insert(0, "dataset", dataset)
+    else:
+        _say(f"{dataset}: no ground truth, so no scores (run files are still written)")
+        table = pd.DataFrame(columns=["dataset", "task", "method", "kind", "split", "n"])
+    io.write_table(table, out)
+    _say(table.to_string(index=False))
+
+
+PRIMARY = {"membership": "f1", "attribution": "ari"}
+COLUMNS = ["f1", "kappa", "auc", "accuracy", "precision", "recall", "specificity", "ari", "nmi"]
+
+
+def leaderboard(score_paths, out_csv):
+    tables = [io.read_table(p) for p in score_paths]
+    board = pd.concat([t for t in tables if len(t)], ignore_index=True) if tables else None
+    if board is None or not len(board):
+        board = pd.DataFrame(columns=["dataset", "task", "split", "rank", "method", "kind", "n"])
+    else:
+        board["metric"] = board.task.map(PRIMARY)
+        board["score"] = [r[r["metric"]] for _, r in board.iterrows()]
+        board = board.sort_values(
+            ["dataset", "split", "score", "method"], ascending=[True, True, False, True]
+        )
+        board["rank"] = board.groupby(["dataset", "split"]).cumcount() + 1
+        cols = ["dataset", "task", "split", "rank", "method", "kind", "metric", "score", "n"]
+        board = board[cols + [c for c in COLUMNS if c in board.columns]]
+    with io.atomic_path(out_csv) as tmp:
+        board.to_csv(tmp, index=False, float_format="%.4f")
+    _say(board.to_string(index=False))
+
+
+def submission(task, result_path, out_csv, n_generators=None):
+    from gantrace.submission import validate_run_file, write_run_file
+
+    t = io.read_table(result_path)
+    if task == "membership":
+        if (t.role == "real_unknown").any():
+            t = t[t.role == "real_unknown"]
+        labels, allowed = t.decision.astype(int), {0, 1}
+    else:
+        labels, allowed = t.cluster.astype(int), set(range(1, int(n_generators) + 1))
+    write_run_file(list(t.image_id), list(labels), out_csv)
+    validate_run_file(out_csv, list(t.image_id), allowed)
+    _say(f"{out_csv}: {len(t)} lines, checked against the run-file rules")

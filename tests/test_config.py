@@ -1,0 +1,63 @@
+"""Config validation: schema (unknown keys are errors), defaults and cross-references."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gantrace.config import validate_config
+from gantrace.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "config" / "schema.yaml"
+
+
+def demo():
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_demo_and_tiny_configs_are_valid():
+    cfg = validate_config(demo(), SCHEMA)
+    assert cfg["ingest"]["n_shards"] == 4
+    assert cfg["membership"]["methods"]["pixels_knn"]["threshold"] == "oof_f1"  # default filled
+    validate_config(yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text()), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda c: c["ingest"].update(n_shard=3), "n_shard"),
+        (lambda c: c.update(sead=1), "sead"),
+        (lambda c: c["membership"]["methods"]["pixels_knn"].update(featur="x"), "featur"),
+        (lambda c: c["datasets"]["demo_attribution"].update(n_generator=3), "n_generator"),
+        (lambda c: c["ingest"].update(invalid_images="ignore"), "invalid_images"),
+    ],
+)
+def test_misspelt_or_bad_keys_are_named(edit, key):
+    cfg = demo()
+    edit(cfg)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, SCHEMA)
+    assert key in str(err.value)
+
+
+def test_cross_references_are_checked():
+    cfg = demo()
+    cfg["membership"]["methods"]["pixels_knn"]["feature"] = "resnet"
+    cfg["attribution"]["fusion"]["vote"]["methods"].append("ghost")
+    del cfg["datasets"]["demo_attribution"]["n_generators"]
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, SCHEMA)
+    msg = str(err.value)
+    assert "membership.methods.pixels_knn.feature" in msg and "'resnet'" in msg
+    assert "ghost" in msg and "n_generators" in msg
+
+
+def test_validation_does_not_depend_on_key_order():
+    a, b = demo(), demo()
+    b["features"] = dict(reversed(list(copy.deepcopy(b["features"]).items())))
+    assert (
+        validate_config(a, SCHEMA)["features"].keys()
+        == validate_config(b, SCHEMA)["features"].keys()
+    )

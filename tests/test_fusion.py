@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from gantrace.fusion import (
+    align_labels,
+    majority_vote,
+    mean_rank_scores,
+    perfect_agreement,
+    vote_decisions,
+)
+
+
+def test_align_permuted_labels_returns_reference():
+    rng = np.random.default_rng(0)
+    reference = rng.integers(1, 6, size=200)
+    permuted = np.array([40, 10, 30, 50, 20, 60])[reference]
+    np.testing.assert_array_equal(align_labels(permuted, reference), reference)
+
+
+def test_align_maximises_agreement_and_numbers_extra_clusters():
+    reference = np.array([1, 1, 1, 2, 2, 2])
+    labels = np.array([5, 5, 7, 9, 9, 9])  # 3 clusters against 2: cluster 7 is left over
+    np.testing.assert_array_equal(align_labels(labels, reference), [1, 1, 3, 2, 2, 2])
+    fewer = align_labels(np.array([0, 0, 0, 0, 0, 0]), np.array([3, 3, 4, 4, 4, 4]))
+    np.testing.assert_array_equal(fewer, [4] * 6)
+    with pytest.raises(ValueError):
+        align_labels([1, 2], [1, 2, 3])
+
+
+def test_majority_vote_by_hand():
+    reference = [1, 1, 2, 2, 3, 3]
+    other = [7, 7, 8, 8, 9, 9]  # same partition, other ids
+    third = [5, 6, 6, 6, 4, 4]
+    fused = majority_vote([reference, other, third])
+    np.testing.assert_array_equal(fused, [1, 1, 2, 2, 3, 3])
+    # Two methods disagreeing on every sample: each tie goes to the reference's label.
+    a, b = [1, 1, 2, 2], [1, 2, 2, 1]
+    np.testing.assert_array_equal(majority_vote([a, b]), a)
+    np.testing.assert_array_equal(majority_vote([a, b], reference_index=1), b)
+    # Four methods, ids permuted in one; sample 9 splits 2-2 and the reference says 2.
+    ref = [1, 1, 1, 2, 2, 2, 3, 3, 3, 2]
+    b = [7, 7, 7, 8, 8, 8, 9, 9, 9, 7]
+    c = [1, 1, 1, 2, 2, 2, 3, 3, 3, 1]
+    d = [1, 1, 1, 2, 2, 2, 3, 3, 3, 2]
+    np.testing.assert_array_equal(majority_vote([ref, b, c, d]), [1, 1, 1, 2, 2, 2, 3, 3, 3, 2])
+    np.testing.assert_array_equal(majority_vote([c, b, ref, d])[-1], 1)
+
+
+def test_majority_vote_tie_without_reference_takes_smallest():
+    ref = np.array([1, 1, 1, 2, 2, 2, 3, 3, 3, 4])
+    b = np.array([1, 1, 1, 2, 2, 2, 3, 3, 3, 2])
+    c = np.array([1, 1, 1, 2, 2, 2, 3, 3, 3, 3])
+    d = np.array([1, 1, 1, 2, 2, 2, 3, 3, 3, 3])
+    e = np.array([1, 1, 1, 2, 2, 2, 3, 3, 3, 2])
+    # last sample votes 4 (ref), 2, 3, 3, 2 -> tie between 2 and 3, reference not tied -> 2
+    assert majority_vote([ref, b, c, d, e])[-1] == 2
+
+
+def test_vote_decisions_and_tie_rule():
+    d = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1]])
+    np.testing.assert_array_equal(vote_decisions(d), [1, 0, 0, 0])
+    even = np.array([[1, 1, 0], [0, 1, 0]])
+    np.testing.assert_array_equal(vote_decisions(even), [0, 1, 0])
+    np.testing.assert_array_equal(vote_decisions(even, tie=1), [1, 1, 0])
+    with pytest.raises(ValueError):
+        vote_decisions([[0, 2]])
+
+
+def test_perfect_agreement():
+    d = np.array([[1, 1, 0, 1], [1, 0, 0, 1], [1, 1, 1, 1]])
+    np.testing.assert_array_equal(perfect_agreement(d), [1, 0, 0, 1])
+
+
+def test_mean_rank_scores():
+    scores = np.array([[10.0, 20.0, 30.0], [0.3, 0.1, 0.2]])
+    # ranks normalised: [0, .5, 1] and [1, 0, .5]
+    np.testing.assert_allclose(mean_rank_scores(scores), [0.5, 0.25, 0.75])
+    np.testing.assert_allclose(mean_rank_scores([[1.0, 1.0, 2.0]]), [0.25, 0.25, 1.0])
+    # invariant to any monotone rescaling of one method
+    rng = np.random.default_rng(1)
+    s = rng.standard_normal((3, 50))
+    t = s.copy()
+    t[1] = np.exp(5 * t[1]) + 100
+    np.testing.assert_allclose(mean_rank_scores(s), mean_rank_scores(t))

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from gantrace.errors import ConfigError
+from gantrace.reduce import REDUCERS, IdentityReducer, PCAReducer, build_reducer
+
+
+def _data(n=300, d=20, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 5)) @ rng.standard_normal((5, d)) * 3
+    X += 0.1 * rng.standard_normal((n, d))
+    X[:, 3] = 7.0  # constant column: must be dropped, not divided by zero
+    return X.astype(np.float32)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.8, 0.95, 0.99])
+def test_pca_keeps_asked_variance_fraction(fraction):
+    reducer = PCAReducer(n_components=fraction).fit(_data())
+    assert reducer.pca_.explained_variance_ratio_.sum() >= fraction
+    assert reducer.pca_.n_components_ < 19
+    assert not reducer.keep_[3] and reducer.keep_.sum() == 19
+
+
+def test_pca_int_components_shape_and_transform():
+    X = _data()
+    out = PCAReducer(n_components=4).fit_transform(X)
+    assert out.shape == (300, 4) and np.isfinite(out).all()
+    new = _data(n=7, seed=1)
+    assert PCAReducer(n_components=4).fit(X).transform(new).shape == (7, 4)
+    # components are ordered by variance
+    assert np.all(np.diff(out.var(axis=0)) <= 1e-9)
+
+
+def test_pca_deterministic():
+    X = _data()
+    a = PCAReducer(n_components=3, random_state=1).fit_transform(X)
+    b = PCAReducer(n_components=3, random_state=1).fit_transform(X)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_pca_too_many_components_and_bad_values():
+    with pytest.raises(ConfigError, match="n_components"):
+        PCAReducer(n_components=50).fit(_data())
+    for bad in (0, 1.0, 1.5, -0.2, True, "x"):
+        with pytest.raises(ConfigError, match="n_components"):
+            PCAReducer(n_components=bad)
+
+
+def test_build_reducer():
+    assert isinstance(build_reducer(None), IdentityReducer)
+    assert isinstance(build_reducer({"name": "none"}), IdentityReducer)
+    r = build_reducer({"name": "pca", "n_components": 8}, random_state=3)
+    assert isinstance(r, PCAReducer) and r.n_components == 8 and r.random_state == 3
+    assert set(REDUCERS) == {"none", "pca"}
+    with pytest.raises(ConfigError, match=r"reducer\.name.*none, pca"):
+        build_reducer({"name": "tsne"})
+    with pytest.raises(ConfigError, match=r"reducer\.n_comp.*valid: n_components, whiten"):
+        build_reducer({"name": "pca", "n_comp": 3}, random_state=0)
+    with pytest.raises(ConfigError, match=r"reducer\.random_state"):
+        build_reducer({"name": "pca", "random_state": 3}, random_state=0)
+    with pytest.raises(ConfigError, match="name"):
+        build_reducer({"n_components": 3})
+
+
+def test_identity_passes_through_and_rejects_nan():
+    X = _data(n=5)
+    np.testing.assert_array_equal(IdentityReducer().fit_transform(X), X)
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        IdentityReducer().fit_transform(X)

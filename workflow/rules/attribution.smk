@@ -1,0 +1,19 @@
+rule attribution:
+    """One attribution method: a cluster id (1..k) per generated image."""
+    input:
+        features=lambda wc: feature_path(wc.dataset, "attribution", wc.method),
+        manifest=f"{R}/{{dataset}}/manifest.parquet",
+    output:
+        f"{R}/{{dataset}}/attribution/{{method}}.parquet",
+    log:
+        f"{R}/logs/attribution/{{dataset}}/{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/attribution/{{dataset}}/{{method}}.tsv"
+    conda:
+        "../../envs/gantrace.yaml"
+    params:
+        method=lambda wc: method_spec("attribution", wc.method),
+        n_generators=lambda wc: DATASETS[wc.dataset]["n_generators"],
+        seed=config["seed"],
+    script:
+        "../scripts/attribution.py"

@@ -1,0 +1,24 @@
+rule fusion:
+    """Late fusion of named methods (clusterings aligned to the first method before voting)."""
+    input:
+        lambda wc: expand(
+            f"{R}/{wc.dataset}/{wc.task}/{{method}}.parquet",
+            method=FUSIONS[wc.task][wc.fusion]["methods"],
+        ),
+    output:
+        f"{R}/{{dataset}}/{{task}}/fused_{{fusion}}.parquet",
+    log:
+        f"{R}/logs/fusion/{{dataset}}/{{task}}_{{fusion}}.log",
+    benchmark:
+        f"{R}/benchmarks/fusion/{{dataset}}/{{task}}_{{fusion}}.tsv"
+    wildcard_constraints:
+        task="attribution|membership",
+    conda:
+        "../../envs/gantrace.yaml"
+    params:
+        fusion=lambda wc: FUSIONS[wc.task][wc.fusion],
+        task=lambda wc: wc.task,
+        n_folds=config["membership"]["n_folds"],
+        seed=config["seed"],
+    script:
+        "../scripts/fusion.py"

@@ -1,0 +1,59 @@
+rule score:
+    """Every method and fusion of a dataset against its ground truth (where known)."""
+    input:
+        results=result_tables,
+        manifest=f"{R}/{{dataset}}/manifest.parquet",
+        truth=lambda wc: truth_file(wc.dataset),
+    output:
+        f"{R}/{{dataset}}/scores.parquet",
+    log:
+        f"{R}/logs/score/{{dataset}}.log",
+    benchmark:
+        f"{R}/benchmarks/score/{{dataset}}.tsv"
+    conda:
+        "../../envs/gantrace.yaml"
+    params:
+        task=lambda wc: DATASETS[wc.dataset]["task"],
+        names=lambda wc: results_of(wc.dataset),
+        fusions=lambda wc: fusions_for(DATASETS[wc.dataset]["task"], wc.dataset),
+    script:
+        "../scripts/score.py"
+
+
+rule leaderboard:
+    """One table ranking every method and fusion across datasets."""
+    input:
+        expand(f"{R}/{{dataset}}/scores.parquet", dataset=DATASETS),
+    output:
+        csv=f"{R}/leaderboard.csv",
+    log:
+        f"{R}/logs/leaderboard.log",
+    benchmark:
+        f"{R}/benchmarks/leaderboard.tsv"
+    localrule: True
+    conda:
+        "../../envs/gantrace.yaml"
+    script:
+        "../scripts/leaderboard.py"
+
+
+rule submission:
+    """An ImageCLEF run file (<image_id>,<label>, no header), checked against the official rules."""
+    input:
+        result=lambda wc: f"{R}/{wc.dataset}/{DATASETS[wc.dataset]['task']}/{wc.name}.parquet",
+    output:
+        f"{R}/submissions/{{dataset}}/{{name}}.csv",
+    log:
+        f"{R}/logs/submission/{{dataset}}/{{name}}.log",
+    benchmark:
+        f"{R}/benchmarks/submission/{{dataset}}/{{name}}.tsv"
+    wildcard_constraints:
+        name=r"[^/]+",
+    localrule: True
+    conda:
+        "../../envs/gantrace.yaml"
+    params:
+        task=lambda wc: DATASETS[wc.dataset]["task"],
+        n_generators=lambda wc: DATASETS[wc.dataset].get("n_generators"),
+    script:
+        "../scripts/submission.py"

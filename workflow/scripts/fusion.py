@@ -1,0 +1,12 @@
+from gantrace import stages
+from gantrace.runlog import logged
+
+with logged(snakemake.log[0]):
+    stages.fusion(
+        snakemake.params.task,
+        list(snakemake.input),
+        snakemake.params.fusion,
+        snakemake.output[0],
+        snakemake.params.n_folds,
+        snakemake.params.seed,
+    )

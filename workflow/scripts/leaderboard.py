@@ -1,0 +1,5 @@
+from gantrace import stages
+from gantrace.runlog import logged
+
+with logged(snakemake.log[0]):
+    stages.leaderboard(list(snakemake.input), snakemake.output.csv)
