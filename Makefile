@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)  ## the built-in demo, end to end
-	$(BIN)/snakemake --cores $(CORES) --resources gpu=1 all
+	$(BIN)/snakemake all --cores $(CORES) --resources gpu=1
 
 test: $(STAMP)  ## unit + workflow tests, offline
 	$(BIN)/python -m pytest -q

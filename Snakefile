@@ -16,6 +16,9 @@ include: "workflow/rules/attribution.smk"
 include: "workflow/rules/membership.smk"
 include: "workflow/rules/fusion.smk"
 include: "workflow/rules/score.smk"
+include: "workflow/rules/check.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/weights.smk"
 
 
 rule all:

@@ -104,13 +104,17 @@ def test_changed_method_reruns_only_its_chain(tiny_run):
     assert changed != cfg
     (tiny_run / "changed.yaml").write_text(changed)
     jobs = planned_jobs(snakemake(tiny_run, "all", "-n", "--configfile", "changed.yaml"))
-    # the method, both fusions that use it, its dataset's score, the board, 3 run files
+    # the method, both fusions that use it, its dataset's score, the board, 3 run files and
+    # their check, the membership plot and the board's table -- no feature, mask or other method
     assert jobs == {
         "membership": 1,
         "fusion": 2,
         "score": 1,
         "leaderboard": 1,
+        "leaderboard_table": 1,
         "submission": 3,
+        "check_run_files": 1,
+        "plot_membership": 1,
         "all": 1,
     }, jobs
 

@@ -8,6 +8,7 @@ manifest step reports all rejected files of a dataset in one message.
 import glob
 import hashlib
 import io as _io
+import os
 import warnings
 from pathlib import Path
 
@@ -60,7 +61,44 @@ def list_images(spec, key):
             f"{key}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in {spec!r}; "
             "point it at the folder that holds the PNGs"
         )
+    bad = [f"  {shown_path(p)}: {why}" for p in files if (why := _unusable(p))]
+    if bad:
+        raise ConfigError(f"{key}: {len(bad)} file(s) cannot be used:\n" + "\n".join(bad))
     return files
+
+
+def shown_path(path):
+    """`path` as printable text, even when its name is not valid UTF-8 (bytes as \\xNN)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+def _unusable(path):
+    """Why a listed file cannot be an image of the workflow (checked when the workflow is
+    parsed, before any job), or "" when it can."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return (
+            "the file name is not valid UTF-8; rename it "
+            "(image ids are written to UTF-8 tables and run files)"
+        )
+    if any(c in path.stem for c in ",\r\n"):
+        return "the file name holds a comma or line break, which run files (<id>,<label>) cannot; rename it"
+    link = _link_problem(path)
+    return f"{link}; fix or remove the link" if link else ""
+
+
+def _link_problem(path):
+    """Why `path` is a symbolic link that leads to no file, or "" (links are followed)."""
+    if not path.is_symlink():
+        return ""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return "broken symbolic link (its target does not exist)"
+    except OSError as err:
+        return f"unusable symbolic link ({err.strerror or err})"
+    return ""
 
 
 def dataset_roles(name, ds):
@@ -89,12 +127,23 @@ def dataset_roles(name, ds):
     return sources
 
 
-def image_table(name, ds, n_shards):
-    """One row per image of a folder-based dataset: id, path, role, label, generator, shard."""
+def under_root(spec, root=None):
+    """`spec` joined to `root` (a config's data_root) when it is relative and root is set."""
+    spec = str(spec)
+    if root and not Path(spec).expanduser().is_absolute():
+        return str(Path(str(root)).expanduser() / spec)
+    return spec
+
+
+def image_table(name, ds, n_shards, root=None):
+    """One row per image of a folder-based dataset: id, path, role, label, generator, shard.
+
+    Relative folders and globs are read under `root` (the config's `data_root`) when given.
+    """
     rows, problems = [], []
     for role, generator, spec, key in dataset_roles(name, ds):
         try:
-            files = list_images(spec, key)
+            files = list_images(under_root(spec, root), key)
         except ConfigError as err:
             problems.append(str(err))
             continue
@@ -103,6 +152,12 @@ def image_table(name, ds, n_shards):
     if problems:
         raise ConfigError("\n".join(problems))
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS[:-1])
+    n_generated = int((table.role == "generated").sum())
+    if ds["task"] == "attribution" and ds.get("n_generators", 0) > n_generated:
+        raise ConfigError(
+            f"datasets.{name}.n_generators = {ds['n_generators']} but only {n_generated} "
+            "generated image(s) were found; lower it or add images"
+        )
     return _finish_table(name, table, n_shards)
 
 
@@ -143,6 +198,9 @@ def decode_image(path, image_size, conversions=(), max_pixels=16_777_216):
     try:
         data = path.read_bytes()
     except OSError as err:
+        link = _link_problem(path)
+        if link:
+            raise BadImage(link) from None
         raise BadImage(f"cannot read the file ({err.strerror or err})") from None
     info = {"sha256": hashlib.sha256(data).hexdigest(), "conversion": ""}
     if not data:

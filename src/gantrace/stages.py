@@ -5,6 +5,7 @@ stage can also be run and tested without Snakemake.
 """
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -28,13 +29,33 @@ def simulate(params, out_dir):
     _say(f"simulated {len(plan)} images in {time.perf_counter() - t0:.1f} s -> {out_dir}")
 
 
+INGEST_BLOCK = 256  # rows decoded between progress checks
+PROGRESS_EVERY_S = 10.0
+
+
 def ingest(table, out_images, out_status, cfg, dataset, shard):
     from gantrace.ingest import ingest_shard
 
-    t0 = time.perf_counter()
-    ids, images, status = ingest_shard(
-        table, cfg["image_size"], cfg["conversions"], cfg["max_pixels"]
-    )
+    t0 = last = time.perf_counter()
+    n = len(table)
+    ids, blocks, tables = [], [], []
+    # Decode in blocks so a long shard logs its progress (a tailed log moves).
+    for start in range(0, n, INGEST_BLOCK) if n else [0]:
+        i, x, s = ingest_shard(
+            table.iloc[start : start + INGEST_BLOCK],
+            cfg["image_size"],
+            cfg["conversions"],
+            cfg["max_pixels"],
+        )
+        ids += list(i)
+        blocks.append(x)
+        tables.append(s)
+        done, now = min(start + INGEST_BLOCK, n), time.perf_counter()
+        if done < n and now - last >= PROGRESS_EVERY_S:
+            last = now
+            _say(f"shard {shard}: {done}/{n} images read, {done / (now - t0):.0f} images/s")
+    images = np.concatenate(blocks)
+    status = pd.concat(tables, ignore_index=True)
     attrs = {"dataset": dataset, "shard": int(shard), "n_shards": cfg["n_shards"]}
     io.write_images(out_images, ids, images, attrs)
     io.write_table(status, out_status)
@@ -60,8 +81,20 @@ def manifest(status_paths, out_manifest, out_rejected, invalid_images, dataset):
 
 
 # -- segmentation ----------------------------------------------------------------------------
-def train_unet(image_paths, seg, mask_dirs, seed, device, out_model, out_metrics):
+def checkpoint_path(out_model):
+    """Where `train_unet` keeps its per-epoch training state: beside the model, not an output
+    of the rule (Snakemake deletes a failed job's outputs; this must survive a killed job)."""
+    out_model = Path(out_model)
+    return out_model.with_name(out_model.name.split(".")[0] + ".checkpoint.safetensors")
+
+
+def train_unet(image_paths, seg, mask_dirs, seed, device, out_model, out_metrics, checkpoint=None):
+    """Train and save the lung U-Net. Every epoch's state goes to `checkpoint` (default
+    `checkpoint_path(out_model)`), so a killed job resumes after its last finished epoch
+    with the same result; the checkpoint is deleted once the model is saved."""
     from gantrace.segment import LungUNet, training_pairs
+
+    checkpoint = Path(checkpoint) if checkpoint else checkpoint_path(out_model)
 
     source = seg["mask_source"]
     groups = {}
@@ -84,8 +117,9 @@ def train_unet(image_paths, seg, mask_dirs, seed, device, out_model, out_metrics
     images, masks = np.concatenate(images), np.concatenate(masks)
     _say(f"training the lung U-Net on {len(ids)} images with {source} masks")
     model = LungUNet(**seg["unet"], seed=seed, device=device)
-    model.fit(images, masks, log=None)
+    model.fit(images, masks, log=sys.stdout, checkpoint=checkpoint)
     model.save(out_model)
+    checkpoint.unlink(missing_ok=True)
     metrics = {k: v for k, v in model.metrics_.items()}
     metrics.update(mask_source=source, n_images=len(ids))
     with io.atomic_path(out_metrics) as tmp:
@@ -114,6 +148,7 @@ def embed(images_h5, masks_h5, region, spec, out_h5, seed, device, num_workers):
         device=device,
         num_workers=num_workers,
         seed=seed,
+        log=sys.stdout,
     )
     _say(f"features: {stats}")
 
@@ -282,13 +317,16 @@ PRIMARY = {"membership": "f1", "attribution": "ari"}
 COLUMNS = ["f1", "kappa", "auc", "accuracy", "precision", "recall", "specificity", "ari", "nmi"]
 
 
-def leaderboard(score_paths, out_csv):
+def leaderboard(score_paths, out_csv, metrics=None):
+    """Rank methods per dataset and split by the primary metric: `metrics` maps a dataset to
+    its metric (config `datasets.<ds>.metric`), else f1 (membership) / ari (attribution)."""
+    metrics = {d: m for d, m in (metrics or {}).items() if m}
     tables = [io.read_table(p) for p in score_paths]
     board = pd.concat([t for t in tables if len(t)], ignore_index=True) if tables else None
     if board is None or not len(board):
         board = pd.DataFrame(columns=["dataset", "task", "split", "rank", "method", "kind", "n"])
     else:
-        board["metric"] = board.task.map(PRIMARY)
+        board["metric"] = [metrics.get(d) or PRIMARY[t] for d, t in zip(board.dataset, board.task)]
         board["score"] = [r[r["metric"]] for _, r in board.iterrows()]
         board = board.sort_values(
             ["dataset", "split", "score", "method"], ascending=[True, True, False, True]

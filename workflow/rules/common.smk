@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from gantrace import simulate
 from gantrace.config import validate_config
 from gantrace.errors import GantraceError
-from gantrace.ingest import image_table, simulated_table
+from gantrace.ingest import image_table, simulated_table, under_root
 
 try:
     validate_config(config, workflow.source_path("../../config/schema.yaml"))
@@ -57,7 +57,9 @@ def images(ds):
                 plan = simulate.plan(simulate_params(ds))
                 _TABLES[ds] = simulated_table(ds, plan, sim_dir(ds), INGEST["n_shards"])
             else:
-                _TABLES[ds] = image_table(ds, cfg, INGEST["n_shards"])
+                _TABLES[ds] = image_table(
+                    ds, cfg, INGEST["n_shards"], root=config.get("data_root")
+                )
         except GantraceError as err:
             raise WorkflowError(str(err)) from None
     return _TABLES[ds]
@@ -92,7 +94,8 @@ def method_spec(task, method):
 def truth_file(ds):
     if "simulate" in DATASETS[ds]:
         return f"{sim_dir(ds)}/truth.csv"
-    return DATASETS[ds].get("truth", [])
+    truth = DATASETS[ds].get("truth")
+    return under_root(truth, config.get("data_root")) if truth else []
 
 
 def feature_path(ds, task, method):
@@ -136,6 +139,9 @@ def all_targets():
     for ds in DATASETS:
         targets.append(f"{R}/{ds}/scores.parquet")
         targets += [f"{R}/submissions/{ds}/{name}.csv" for name in results_of(ds)]
+        targets += plot_targets(ds)
+        targets.append(f"{R}/submissions/{ds}/checked.txt")
+    targets.append(f"{R}/leaderboard.html")
     return targets
 
 
@@ -145,3 +151,49 @@ onsuccess:
         print(
             f"\ngantrace: leaderboard written to {board} (scores per dataset in {R}/<dataset>/scores.parquet)"
         )
+
+
+# -- plots for the report (workflow/rules/report.smk) -----------------------------------------
+def image_shards(ds):
+    return [f"{R}/{ds}/images/{s}.h5" for s in shards(ds)]
+
+
+def attribution_method_tables(ds):
+    return [f"{R}/{ds}/attribution/{m}.parquet" for m in methods_for("attribution", ds)]
+
+
+def uses_masks(ds):
+    """A method of the dataset reads lung masks (region lung or outer)."""
+    task = DATASETS[ds]["task"]
+    return any(
+        METHODS[task][m].get("region", "full") != "full" for m in methods_for(task, ds)
+    )
+
+
+def true_mask_dir(ds):
+    """Folder of true lung masks (<image_id>.png) for Dice, or None."""
+    if "simulate" in DATASETS[ds]:
+        return f"{sim_dir(ds)}/masks"
+    seg = config["segmentation"]
+    if seg["mask_source"] == "folder" and seg.get("mask_dir"):
+        return str(seg["mask_dir"])
+    return None
+
+
+def plot_targets(ds):
+    """PNGs of one dataset. The segmentation montage only where lung masks are computed
+    anyway (a method uses region lung/outer), so plots never add U-Net work."""
+    plots = f"{R}/{ds}/plots"
+    if not methods_for(DATASETS[ds]["task"], ds):
+        targets = []
+    elif DATASETS[ds]["task"] == "attribution":
+        targets = [
+            f"{plots}/attribution_tsne.png",
+            f"{plots}/attribution_confusion.png",
+            f"{plots}/attribution_montage.png",
+        ]
+    else:
+        targets = [f"{plots}/membership_scores.png", f"{plots}/membership_roc_pr.png"]
+    if uses_masks(ds):
+        targets.append(f"{R}/segmentation/{ds}.png")
+    return targets

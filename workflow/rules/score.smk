@@ -25,7 +25,11 @@ rule leaderboard:
     input:
         expand(f"{R}/{{dataset}}/scores.parquet", dataset=DATASETS),
     output:
-        csv=f"{R}/leaderboard.csv",
+        csv=report(
+            f"{R}/leaderboard.csv",
+            caption="../report/leaderboard.rst",
+            category="Leaderboard",
+        ),
     log:
         f"{R}/logs/leaderboard.log",
     benchmark:
@@ -33,6 +37,8 @@ rule leaderboard:
     localrule: True
     conda:
         "../../envs/gantrace.yaml"
+    params:
+        metrics={ds: c.get("metric") for ds, c in DATASETS.items()},
     script:
         "../scripts/leaderboard.py"
 

@@ -29,6 +29,10 @@ rule train_unet:
         },
         seed=config["seed"],
         device=config["device"],
+        # Per-epoch training state: deliberately not an output (Snakemake deletes the
+        # outputs of a failed or killed job), so a rerun resumes after the last epoch.
+        # Deleted once the model is saved.
+        checkpoint=f"{R}/models/lung_unet.checkpoint.safetensors",
     script:
         "../scripts/train_unet.py"
 

@@ -12,4 +12,5 @@ with logged(snakemake.log[0]):
         snakemake.params.device,
         snakemake.output.model,
         snakemake.output.metrics,
+        checkpoint=snakemake.params.checkpoint,
     )

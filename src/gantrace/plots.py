@@ -1,0 +1,754 @@
+"""Figures for the visual report: one function per plot, tables or arrays in, a PNG out.
+
+matplotlib is used through its object API on the Agg canvas (no pyplot, no display, no
+global backend switch), so every function runs headless and leaves the caller's matplotlib
+state alone. Random steps (t-SNE, sample choice) are seeded: the same inputs give the same
+picture.
+
+The `*_plot` / `*_plots` / `leaderboard_table` functions at the end read the workflow's
+files (Parquet tables, HDF5 shards) and call the plot functions; the Snakemake scripts in
+workflow/scripts/plot_*.py only pass paths to them.
+"""
+
+import html
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from gantrace import io
+
+DPI = 100
+UNKNOWN = ""  # generator of an image whose generator is not known
+
+
+# -- common ----------------------------------------------------------------------------------
+def _figure(width, height):
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, out):
+    """Write `fig` as PNG through a temporary file (a killed job leaves no partial PNG)."""
+    with io.atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})
+    return Path(out)
+
+
+def _colours(n):
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(max(n, 1))]
+
+
+def _message(ax, text):
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes)
+
+
+def placeholder(out, title, text):
+    """A small PNG that says why a plot is empty (e.g. no ground truth), so the report lists it."""
+    fig = _figure(6, 2.5)
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    _message(ax, text)
+    return _save(fig, out)
+
+
+def _short(image_id, width=18):
+    s = str(image_id)
+    return s if len(s) <= width else "…" + s[-(width - 1) :]
+
+
+# -- attribution -----------------------------------------------------------------------------
+def match_clusters(clusters, generators):
+    """Match each predicted cluster to a true generator (Hungarian, on the images whose
+    generator is known). Returns ({cluster: generator or None}, generator names sorted)."""
+    from gantrace.fusion import align_labels
+
+    clusters = np.asarray(clusters)
+    generators = np.asarray(generators, dtype=object).astype(str)
+    known = generators != UNKNOWN
+    gen_names = sorted(set(map(str, generators[known])))
+    matched = {}
+    if known.any():
+        codes = np.array([gen_names.index(g) for g in generators[known]])
+        aligned = align_labels(clusters[known], codes)
+        for c, a in zip(clusters[known].tolist(), aligned.tolist()):
+            matched[c] = gen_names[a] if a < len(gen_names) else None
+    for c in clusters.tolist():
+        matched.setdefault(c, None)
+    return matched, gen_names
+
+
+def _cluster_name(c, g):
+    return f"{c} → {g}" if g is not None else f"cluster {c}"
+
+
+def _cluster_order(matched, gen_names):
+    """Clusters matched to generators first (in generator order), then the others by id."""
+    return sorted(
+        matched,
+        key=lambda c: (0, gen_names.index(matched[c]), c) if matched[c] else (1, 0, c),
+    )
+
+
+def aligned_confusion(clusters, generators):
+    """Counts of (true generator, predicted cluster) over images whose generator is known.
+
+    Returns (matrix, row names = generators, column names = clusters after Hungarian
+    alignment, matched clusters in their generator's column, extra clusters after).
+    """
+    clusters = np.asarray(clusters)
+    generators = np.asarray(generators, dtype=object).astype(str)
+    known = generators != UNKNOWN
+    matched, gen_names = match_clusters(clusters[known], generators[known])
+    order = _cluster_order(matched, gen_names)
+    matrix = np.zeros((len(gen_names), len(order)), dtype=np.int64)
+    col = {c: j for j, c in enumerate(order)}
+    for c, g in zip(clusters[known].tolist(), generators[known]):
+        matrix[gen_names.index(g), col[c]] += 1
+    return matrix, gen_names, [_cluster_name(c, matched[c]) for c in order]
+
+
+def plot_confusion(results, out, title=""):
+    """Confusion matrices (true generator × predicted cluster, Hungarian-aligned), one panel
+    per result in the order given. `results`: {name: (clusters, generators)}; images whose
+    generator is unknown ("") are left out. Colour: share of the generator's images
+    (row-normalised); text: counts; panel title: ARI and NMI."""
+    from gantrace.metrics import attribution_metrics
+
+    panels = []
+    for name, (clusters, generators) in results.items():
+        generators = np.asarray(generators, dtype=object).astype(str)
+        known = generators != UNKNOWN
+        if known.any():
+            m = attribution_metrics(generators[known], np.asarray(clusters)[known])
+            panels.append((name, *aligned_confusion(clusters, generators), m, int(known.sum())))
+    if not panels:
+        return placeholder(out, title or "confusion matrix", "no image has a known generator")
+    n_rows_max = max(len(p[2]) for p in panels)
+    n_cols_max = max(len(p[3]) for p in panels)
+    across = min(3, len(panels))
+    down = int(np.ceil(len(panels) / across))
+    fig = _figure(across * (2.2 + 0.9 * n_cols_max), down * (1.6 + 0.6 * n_rows_max) + 0.3)
+    im = None
+    for k, (name, matrix, rows, cols, m, n) in enumerate(panels):
+        ax = fig.add_subplot(down, across, k + 1)
+        share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                white = share[i, j] > 0.6
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=9,
+                        color="white" if white else "black")  # fmt: skip
+        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(len(rows)), rows if k % across == 0 else [], fontsize=8)
+        ax.set_title(f"{name}\nARI {m['ari']:.3f}, NMI {m['nmi']:.3f}, n={n}", fontsize=9)
+    fig.colorbar(im, ax=fig.axes, label="share of the true generator's images", shrink=0.6)
+    fig.supxlabel("predicted cluster (→ matched generator)", fontsize=9)
+    fig.supylabel("true generator", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+def tsne_embedding(features, seed=0, perplexity=30.0, max_dims=50):
+    """2-D t-SNE of `features` (rows = images), seeded.
+
+    Columns are standardised and, above `max_dims`, reduced by PCA first (the usual t-SNE
+    recipe; it also keeps the run short on large embeddings). Perplexity is capped at
+    (n - 1) / 3 so small sets work.
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    x = np.nan_to_num(np.asarray(features, dtype=np.float64))
+    n = len(x)
+    if n < 4:
+        return np.column_stack([np.arange(n, dtype=float), np.zeros(n)])
+    std = x.std(axis=0)
+    x = (x - x.mean(axis=0)) / np.where(std > 0, std, 1)
+    if x.shape[1] > max_dims:
+        x = PCA(n_components=min(max_dims, n - 1), random_state=seed).fit_transform(x)
+    p = float(min(perplexity, max(1.0, (n - 1) / 3)))
+    tsne = TSNE(n_components=2, perplexity=p, init="pca", learning_rate="auto", random_state=seed)
+    return tsne.fit_transform(x)
+
+
+def plot_embedding(xy, clusters, generators, out, title=""):
+    """Scatter of a 2-D embedding coloured by predicted cluster and, where known, by true
+    generator (a second panel). Clusters take the colour of their Hungarian-matched
+    generator, so a perfect clustering looks the same in both panels."""
+    xy = np.asarray(xy)
+    clusters = np.asarray(clusters)
+    generators = (
+        np.full(len(clusters), UNKNOWN, dtype=object)
+        if generators is None
+        else np.asarray(generators, dtype=object).astype(str)
+    )
+    matched, gen_names = match_clusters(clusters, generators)
+    order = _cluster_order(matched, gen_names)
+    extra = [c for c in order if matched[c] is None]
+    palette = _colours(len(gen_names) + len(extra))
+    gen_colour = {g: palette[j] for j, g in enumerate(gen_names)}
+    colour = {
+        c: gen_colour[matched[c]] if matched[c] else palette[len(gen_names) + extra.index(c)]
+        for c in order
+    }
+    known = generators != UNKNOWN
+    panels = 2 if known.any() else 1
+    fig = _figure(5.2 * panels + 0.6, 5)
+    axes = [fig.add_subplot(1, panels, k + 1) for k in range(panels)]
+    kw = {"s": 14, "linewidths": 0}
+    for c in order:
+        sel = clusters == c
+        label = _cluster_name(c, matched[c])
+        axes[0].scatter(xy[sel, 0], xy[sel, 1], color=colour[c], label=label, **kw)
+    axes[0].set_title("predicted cluster")
+    if panels == 2:
+        if (~known).any():
+            axes[1].scatter(xy[~known, 0], xy[~known, 1], color="0.8", label="unknown", **kw)
+        for g in gen_names:
+            sel = generators == g
+            axes[1].scatter(xy[sel, 0], xy[sel, 1], color=gen_colour[g], label=g, **kw)
+        axes[1].set_title("true generator")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("t-SNE 1")
+        ax.set_ylabel("t-SNE 2")
+        ax.legend(fontsize=8, markerscale=1.5, loc="best", frameon=True)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+def residual_spectrum(images, sigma=1.0):
+    """Mean noise-residual power spectrum of a stack (log10, zero frequency in the centre)."""
+    from gantrace.features.classic import noise_residual
+
+    power = None
+    for start in range(0, len(images), 64):
+        r = noise_residual(images[start : start + 64], "gaussian", sigma)
+        f = np.fft.fft2(r, axes=(1, 2))
+        p = (f.real**2 + f.imag**2).sum(axis=0) / (r.shape[1] * r.shape[2])
+        power = p if power is None else power + p
+    power /= max(len(images), 1)
+    return np.log10(np.fft.fftshift(power) + 1e-12)
+
+
+def plot_generator_montage(groups, out, n_samples=4, title=""):
+    """One block per generator (or cluster): `n_samples` sample images in two rows, and
+    beside them, as tall as both rows, the mean noise-residual spectrum of all the images
+    given for it (large, so single-pixel checkerboard peaks stay visible). `groups`:
+    {name: uint8 N×H×W}; the first `n_samples` images are shown. Spectra share one colour
+    scale."""
+    names = [g for g in groups if len(groups[g])]
+    if not names:
+        return placeholder(out, title or "generators", "no images")
+    spectra = {g: residual_spectrum(groups[g]) for g in names}
+    values = np.concatenate([s.ravel() for s in spectra.values()])
+    vmin, vmax = np.percentile(values, [1, 99.8])
+    per_row = max(1, int(np.ceil(n_samples / 2)))
+    fig = _figure(1.7 * (per_row + 2) + 1.0, 3.5 * len(names) + 0.4)
+    grid = fig.add_gridspec(2 * len(names), per_row + 2)
+    im = None
+    for i, g in enumerate(names):
+        stack = groups[g]
+        for j in range(2 * per_row):
+            ax = fig.add_subplot(grid[2 * i + j // per_row, j % per_row])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < min(n_samples, len(stack)):
+                ax.imshow(stack[j], cmap="gray", vmin=0, vmax=255)
+            else:
+                ax.set_axis_off()
+            if j % per_row == 0 and j // per_row == 0:
+                ax.set_ylabel(f"{g}\n(n={len(stack)})", fontsize=9)
+        ax = fig.add_subplot(grid[2 * i : 2 * i + 2, per_row:])
+        im = ax.imshow(spectra[g], cmap="magma", vmin=vmin, vmax=vmax)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{g}: mean residual spectrum", fontsize=9)
+    fig.colorbar(im, ax=fig.axes, label="log10 power", shrink=0.5)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+# -- membership ------------------------------------------------------------------------------
+def _membership_sets(t):
+    """(dev mask, test mask) of a table with role and y (true label, -1 unknown)."""
+    unknown = (t.role == "real_unknown").to_numpy()
+    return ~unknown, unknown
+
+
+def plot_score_histograms(tables, out, bins=30, title=""):
+    """Per method: scores of used vs not-used dev images, and of the unknown set (split by
+    its hidden labels where known). Lines: the threshold(s) the decisions used.
+
+    `tables`: {name: frame with role, y (1 used, 0 not used, -1 unknown), score and
+    optionally threshold}.
+    """
+    if not tables:
+        return placeholder(out, title or "membership scores", "no methods")
+    fig = _figure(10, 2.1 * len(tables) + 0.8)
+    axes = fig.subplots(len(tables), 2, squeeze=False)
+    colour = {1: "tab:red", 0: "tab:blue", -1: "0.45"}
+    label = {1: "used", 0: "not used", -1: "unknown"}
+    for row, (name, t) in enumerate(tables.items()):
+        score = t.score.to_numpy(dtype=float)
+        y = t.y.to_numpy()
+        dev, test = _membership_sets(t)
+        finite = score[np.isfinite(score)]
+        edges = np.histogram_bin_edges(finite if len(finite) else [0, 1], bins=bins)
+        thr = t.threshold.to_numpy(dtype=float) if "threshold" in t else None
+        for col, (sel, what) in enumerate(((dev, "dev"), (test, "unknown set"))):
+            ax = axes[row, col]
+            if not sel.any():
+                _message(ax, f"{name}: no {what} images")
+                continue
+            for cls in (1, 0, -1):
+                s = sel & (y == cls)
+                if s.any():
+                    ax.hist(
+                        score[s],
+                        bins=edges,
+                        density=True,
+                        histtype="stepfilled" if cls == -1 else "step",
+                        alpha=0.35 if cls == -1 else 1.0,
+                        linewidth=1.5,
+                        color=colour[cls],
+                        label=f"{label[cls]} ({int(s.sum())})",
+                    )
+            if thr is not None:
+                values = np.unique(thr[sel][np.isfinite(thr[sel])])
+                for k, v in enumerate(values):
+                    ax.axvline(
+                        v,
+                        color="black",
+                        linestyle=":" if len(values) > 1 else "--",
+                        linewidth=1,
+                        label="threshold" if k == 0 else None,
+                    )
+                # an infinite threshold (F1 best when every image is called used) has no line
+                for v, say in ((-np.inf, "-inf: all used"), (np.inf, "+inf: none used")):
+                    if (thr[sel] == v).any():
+                        ax.plot([], [], " ", label=f"threshold {say}")
+            ax.set_title(f"{name}: {what}", fontsize=10)
+            ax.locator_params(axis="x", nbins=6)
+            ax.set_ylabel("density")
+            ax.legend(fontsize=8)
+        axes[row, 0].set_xlabel("score (higher = more likely used)")
+        axes[row, 1].set_xlabel("score (higher = more likely used)")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+def plot_roc_pr(tables, out, title=""):
+    """ROC and precision-recall curves of every method, one row per split with both classes
+    known (dev; the unknown set where its hidden labels are known). Legend: ROC AUC and
+    average precision; the dot marks each method's decisions (its chosen threshold)."""
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
+
+    splits = []
+    for split, pick in (("dev", 0), ("unknown set", 1)):
+        curves = []
+        for name, t in tables.items():
+            sel = _membership_sets(t)[pick] & (t.y.to_numpy() >= 0)
+            y = t.y.to_numpy()[sel].astype(int)
+            if len(set(y)) < 2:
+                continue
+            s = np.nan_to_num(t.score.to_numpy(dtype=float)[sel], neginf=-1e300, posinf=1e300)
+            d = t.decision.to_numpy()[sel].astype(int)
+            curves.append((name, y, s, d, roc_auc_score(y, s), average_precision_score(y, s)))
+        if curves:
+            splits.append((split, sorted(curves, key=lambda c: (-c[4], c[0]))))
+    if not splits:
+        return placeholder(out, title or "ROC / PR", "no split has both used and not-used labels")
+    fig = _figure(11, 4.6 * len(splits) + 0.4)
+    axes = fig.subplots(len(splits), 2, squeeze=False)
+    palette = _colours(len(tables))
+    colour = {name: palette[k] for k, name in enumerate(tables)}
+    for row, (split, curves) in enumerate(splits):
+        roc_ax, pr_ax = axes[row]
+        for name, y, s, d, auc, ap in curves:
+            style = {"color": colour[name], "linestyle": "--" if name.startswith("fused_") else "-"}
+            fpr, tpr, _ = roc_curve(y, s)
+            prec, rec, _ = precision_recall_curve(y, s)
+            roc_ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})", **style)
+            pr_ax.plot(rec, prec, label=f"{name} (AP {ap:.3f})", drawstyle="steps-post", **style)
+            tp, fp = int(((d == 1) & (y == 1)).sum()), int(((d == 1) & (y == 0)).sum())
+            pos, neg = int((y == 1).sum()), int((y == 0).sum())
+            roc_ax.plot(fp / neg, tp / pos, "o", color=colour[name], markersize=6)
+            if tp + fp:
+                pr_ax.plot(tp / pos, tp / (tp + fp), "o", color=colour[name], markersize=6)
+        prevalence = float(np.mean(curves[0][1]))
+        roc_ax.plot([0, 1], [0, 1], color="0.6", linewidth=0.8, linestyle=":")
+        pr_ax.axhline(prevalence, color="0.6", linewidth=0.8, linestyle=":")
+        roc_ax.set(
+            xlabel="false-positive rate",
+            ylabel="true-positive rate",
+            title=f"ROC, {split} (n={len(curves[0][1])})",
+            xlim=(-0.01, 1.01),
+            ylim=(-0.01, 1.01),
+        )
+        pr_ax.set(
+            xlabel="recall",
+            ylabel="precision",
+            title=f"precision-recall, {split}",
+            xlim=(-0.01, 1.01),
+            ylim=(-0.01, 1.01),
+        )
+        handles, labels = roc_ax.get_legend_handles_labels()
+        dot = Line2D([], [], marker="o", color="0.3", linestyle="", label="chosen threshold")
+        roc_ax.legend(handles + [dot], labels + ["chosen threshold"], fontsize=8, loc="lower right")
+        pr_ax.legend(fontsize=8, loc="lower left")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+# -- segmentation ----------------------------------------------------------------------------
+def mask_dice(pred, true):
+    """Dice of two bool masks; two empty masks score 1.0 (as `gantrace.segment.dice`, which
+    would import torch into a plotting job)."""
+    pred, true = np.asarray(pred, dtype=bool), np.asarray(true, dtype=bool)
+    size = int(pred.sum()) + int(true.sum())
+    return 2.0 * int((pred & true).sum()) / size if size else 1.0
+
+
+def select_slices(ids, dice=None, n=16):
+    """Indices of the slices to show: the `n` worst Dice first where Dice is known (ties by
+    id), else `n` spread evenly over the ids in sorted order."""
+    ids = np.asarray(ids, dtype=object).astype(str)
+    if dice is not None:
+        dice = np.asarray(dice, dtype=float)
+        scored = np.flatnonzero(np.isfinite(dice))
+        if len(scored):
+            order = sorted(scored, key=lambda i: (dice[i], ids[i]))
+            return np.array(order[:n], dtype=int)
+    order = np.argsort(ids, kind="stable")
+    if len(order) <= n:
+        return order
+    return order[np.linspace(0, len(order) - 1, n).round().astype(int)]
+
+
+_RED = ListedColormap(["red"])
+
+
+def plot_segmentation_montage(images, masks, out, true_masks=None, ids=None, dice=None, title=""):
+    """Slices with the predicted lung mask outlined and lightly filled (red) and, where
+    given, the true mask outlined (cyan, dashed). Panels are drawn in the order given (callers put worst Dice first)."""
+    n = len(images)
+    if not n:
+        return placeholder(out, title or "lung masks", "no images")
+    cols = min(4, n)
+    rows = int(np.ceil(n / cols))
+    fig = _figure(2.6 * cols, 2.75 * rows + 0.5)
+    for k in range(n):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        ax.imshow(images[k], cmap="gray", vmin=0, vmax=255)
+        # the predicted mask also lightly filled: a mask leaking into the air around the
+        # body (a common U-Net failure) is then visible at once, not only as edge contours
+        pred = np.asarray(masks[k], dtype=bool)
+        ax.imshow(np.ma.masked_where(~pred, pred), cmap=_RED, alpha=0.3, vmin=0, vmax=1)
+        true = None if true_masks is None else np.asarray(true_masks[k], dtype=bool)
+        for m, c, ls in ((pred, "red", "-"), (true, "cyan", "--")):
+            if m is not None and m.any() and not m.all():
+                ax.contour(m.astype(float), levels=[0.5], colors=c, linewidths=1, linestyles=ls)
+        label = _short(ids[k]) if ids is not None else str(k)
+        if dice is not None and np.isfinite(dice[k]):
+            label += f"\nDice {dice[k]:.3f}"
+        ax.set_title(label, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [Line2D([], [], color="red", label="predicted")]
+    if true_masks is not None:
+        handles.append(Line2D([], [], color="cyan", linestyle="--", label="true"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+# -- leaderboard -----------------------------------------------------------------------------
+_SORT_JS = """
+document.querySelectorAll("th").forEach(function (th, col) {
+  th.addEventListener("click", function () {
+    var body = th.closest("table").tBodies[0];
+    var rows = Array.from(body.rows);
+    var asc = th.dataset.dir !== "asc";
+    document.querySelectorAll("th").forEach(function (h) { h.dataset.dir = ""; });
+    th.dataset.dir = asc ? "asc" : "desc";
+    rows.sort(function (a, b) {
+      var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return asc ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+  });
+});
+document.getElementById("filter").addEventListener("input", function (e) {
+  var q = e.target.value.toLowerCase();
+  document.querySelectorAll("tbody tr").forEach(function (r) {
+    r.style.display = r.textContent.toLowerCase().includes(q) ? "" : "none";
+  });
+});
+"""
+
+_CSS = """
+body { font-family: sans-serif; font-size: 14px; margin: 1em; }
+table { border-collapse: collapse; }
+th, td { padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: right; }
+th { cursor: pointer; background: #f2f2f2; position: sticky; top: 0; user-select: none; }
+th[data-dir="asc"]::after { content: " \\25B2"; }
+th[data-dir="desc"]::after { content: " \\25BC"; }
+td.text, th.text { text-align: left; }
+tr.first td { border-top: 2px solid #888; }
+"""
+
+
+def leaderboard_html(board, out, title="gantrace leaderboard"):
+    """A self-contained HTML page (inline CSS and JS, no network): the leaderboard as a
+    table sortable by clicking a column header, with a text filter."""
+    board = board.reset_index(drop=True)
+    numeric = [c for c in board.columns if pd.api.types.is_numeric_dtype(board[c])]
+    head = "".join(
+        f'<th class="{"num" if c in numeric else "text"}">{html.escape(str(c))}</th>'
+        for c in board.columns
+    )
+    rows = []
+    for i, r in board.iterrows():
+        first = i == 0 or (
+            "dataset" in board.columns and r.get("dataset") != board.at[i - 1, "dataset"]
+        )
+        cells = []
+        for c in board.columns:
+            v = r[c]
+            if c in numeric:
+                ok = pd.notna(v)
+                shown = "" if not ok else (f"{v:.4f}" if isinstance(v, float) else str(v))
+                cells.append(f'<td data-v="{v if ok else ""}">{shown}</td>')
+            else:
+                s = "" if pd.isna(v) else str(v)
+                cells.append(f'<td class="text" data-v="{html.escape(s)}">{html.escape(s)}</td>')
+        rows.append(f"<tr{' class=first' if first else ''}>{''.join(cells)}</tr>")
+    page = (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h2>{html.escape(title)}</h2>"
+        "<p>Click a column header to sort; type to filter rows. Membership is ranked by F1, "
+        "attribution by ARI (column <code>score</code>).</p>"
+        "<input id='filter' placeholder='filter…' size='30'>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<script>{_SORT_JS}</script></body></html>\n"
+    )
+    with io.atomic_path(out) as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    return Path(out)
+
+
+# -- from the workflow's files ---------------------------------------------------------------
+def _say(msg):
+    print(msg, flush=True)
+
+
+def best_result(scores, candidates, metric="ari"):
+    """The candidate with the highest `metric` in a scores table (ties: the earlier
+    candidate); the first candidate where none is scored (no ground truth)."""
+    candidates = list(candidates)
+    if scores is not None and len(scores) and metric in scores:
+        s = scores[scores.method.isin(candidates) & scores[metric].notna()]
+        if len(s):
+            rank = {m: k for k, m in enumerate(candidates)}
+            best = max(s.itertuples(), key=lambda r: (getattr(r, metric), -rank[r.method]))
+            return best.method, float(getattr(best, metric))
+    return candidates[0], float("nan")
+
+
+def _truth(truth_path):
+    from gantrace.stages import read_truth
+
+    return read_truth(truth_path) if truth_path else None
+
+
+def _attribution_table(path, truth):
+    from gantrace.stages import _attribution_truth
+
+    t = io.read_table(path)
+    t["true_generator"] = _attribution_truth(t, truth)
+    return t
+
+
+def _read_images(paths, wanted, dataset="images"):
+    """{id: array} of the `wanted` ids, read shard by shard (HDF5 rows in file order)."""
+    wanted = set(map(str, wanted))
+    found = {}
+    for p in paths:
+        with h5py.File(p, "r") as h5:
+            ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["ids"][()]]
+            rows = [i for i, iid in enumerate(ids) if iid in wanted]
+            if rows:
+                block = h5[dataset][rows]
+                for i, a in zip(rows, block):
+                    found[ids[i]] = a
+    return found
+
+
+def attribution_tsne_plot(
+    scores_path, methods, result_paths, feature_paths, truth_path, out, seed=0
+):
+    """t-SNE of the best attribution method's features (highest ARI among the methods, not
+    fusions, as a fusion has no features of its own), coloured by its clusters and by the
+    true generator where known."""
+    t0 = time.perf_counter()
+    scores = io.read_table(scores_path)
+    best, ari = best_result(scores, methods)
+    k = list(methods).index(best)
+    table = _attribution_table(result_paths[k], _truth(truth_path))
+    ids, x, _ = io.read_features(feature_paths[k])
+    row = {iid: i for i, iid in enumerate(ids)}
+    x = x[[row[i] for i in table.image_id]]
+    xy = tsne_embedding(x, seed=seed)
+    note = f"ARI {ari:.3f}" if np.isfinite(ari) else "no ground truth"
+    plot_embedding(
+        xy,
+        table.cluster.to_numpy(),
+        table.true_generator.to_numpy(),
+        out,
+        title=f"t-SNE of {best} features ({x.shape[1]}-D, {len(x)} images; {note})",
+    )
+    _say(f"t-SNE of {best} ({len(x)} x {x.shape[1]}) in {time.perf_counter() - t0:.1f} s -> {out}")
+
+
+def attribution_confusion_plot(scores_path, names, result_paths, truth_path, out):
+    """Confusion matrices of every method and fusion, best ARI first."""
+    scores = io.read_table(scores_path)
+    truth = _truth(truth_path)
+    ari = {}
+    if len(scores) and "ari" in scores:
+        ari = dict(zip(scores.method, scores.ari))
+    order = sorted(range(len(names)), key=lambda k: (-ari.get(names[k], -np.inf), k))
+    results = {}
+    for k in order:
+        t = _attribution_table(result_paths[k], truth)
+        results[names[k]] = (t.cluster.to_numpy(), t.true_generator.to_numpy())
+    plot_confusion(results, out)
+    _say(f"confusion matrices of {', '.join(results)} -> {out}")
+
+
+def attribution_montage_plot(
+    scores_path,
+    names,
+    result_paths,
+    image_paths,
+    truth_path,
+    out,
+    seed=0,
+    n_samples=4,
+    n_spectrum=128,
+):
+    """Sample images and mean residual spectrum per true generator; images whose generator
+    is unknown are grouped by the best result's predicted cluster. The spectrum averages up
+    to `n_spectrum` seeded-random images of the group."""
+    best, _ = best_result(io.read_table(scores_path), names)
+    table = _attribution_table(result_paths[list(names).index(best)], _truth(truth_path))
+    table = table.sort_values("image_id", kind="stable")
+    known = table.true_generator != UNKNOWN
+    group = np.where(known, table.true_generator, [f"cluster {c} ({best})" for c in table.cluster])
+    table["group"] = group
+    rng = np.random.default_rng(seed)
+    chosen = {}
+    for g in sorted(set(group[known.to_numpy()])) + sorted(set(group[~known.to_numpy()])):
+        ids = table.image_id[table.group == g].to_numpy()
+        chosen[g] = list(rng.permutation(ids)[:n_spectrum])
+    arrays = _read_images(image_paths, [i for v in chosen.values() for i in v])
+    groups = {g: np.stack([arrays[i] for i in v]) for g, v in chosen.items() if v}
+    plot_generator_montage(groups, out, n_samples=n_samples)
+    _say(f"montage of {len(groups)} groups ({sum(map(len, groups.values()))} images) -> {out}")
+
+
+def membership_plots(names, result_paths, truth_path, out_hist, out_curves):
+    """Score histograms and ROC / PR curves of every membership method and fusion."""
+    from gantrace.stages import _membership_truth
+
+    truth = _truth(truth_path)
+    tables = {}
+    for name, path in zip(names, result_paths):
+        t = io.read_table(path)
+        t["y"], _ = _membership_truth(t, truth)
+        tables[name] = t
+    plot_score_histograms(tables, out_hist)
+    plot_roc_pr(tables, out_curves)
+    _say(f"membership plots of {len(tables)} methods -> {out_hist}, {out_curves}")
+
+
+def segmentation_plot(image_paths, mask_paths, true_mask_dir, out, n=16, title=""):
+    """Montage of `n` slices with predicted lung masks; where true masks exist
+    (`true_mask_dir/<image_id>.png`), the worst Dice first."""
+    from PIL import Image
+
+    ids, dice = [], []
+    mask_dir = Path(true_mask_dir) if true_mask_dir else None
+    for p in mask_paths:
+        shard_ids, masks = io.read_masks(p)
+        for iid, m in zip(shard_ids, masks):
+            ids.append(iid)
+            png = mask_dir / f"{iid}.png" if mask_dir else None
+            if png is not None and png.is_file():
+                with Image.open(png) as im:
+                    true = np.asarray(im.convert("L")) > 0
+                dice.append(mask_dice(m, true) if true.shape == m.shape else np.nan)
+            else:
+                dice.append(np.nan)
+    dice = np.array(dice, dtype=float)
+    scored = np.isfinite(dice)
+    pick = select_slices(ids, dice if scored.any() else None, n)
+    picked = [ids[i] for i in pick]
+    imgs = _read_images(image_paths, picked)
+    masks = _read_images(mask_paths, picked, dataset="masks")
+    true_masks = None
+    if scored.any():
+        true_masks = []
+        for iid in picked:
+            png = mask_dir / f"{iid}.png"
+            with Image.open(png) as im:
+                true_masks.append(np.asarray(im.convert("L")) > 0)
+    summary = (
+        f"Dice over {int(scored.sum())} slices: mean {np.nanmean(dice):.3f}, "
+        f"min {np.nanmin(dice):.3f}; worst first"
+        if scored.any()
+        else f"{len(picked)} of {len(ids)} slices (no true masks)"
+    )
+    plot_segmentation_montage(
+        np.stack([imgs[i] for i in picked]) if picked else np.zeros((0, 1, 1), np.uint8),
+        [masks[i].astype(bool) for i in picked],
+        out,
+        true_masks=true_masks,
+        ids=picked,
+        dice=dice[pick] if scored.any() else None,
+        title=f"{title}: {summary}" if title else summary,
+    )
+    _say(f"segmentation montage: {summary} -> {out}")
+
+
+def leaderboard_table(csv_path, out):
+    board = pd.read_csv(csv_path)
+    leaderboard_html(board, out)
+    _say(f"leaderboard table ({len(board)} rows) -> {out}")

@@ -1,0 +1,13 @@
+from gantrace import plots
+from gantrace.runlog import logged
+
+with logged(snakemake.log[0]):
+    plots.attribution_montage_plot(
+        snakemake.input.scores,
+        snakemake.params.names,
+        list(snakemake.input.results),
+        list(snakemake.input.images),
+        snakemake.input.truth or None,
+        snakemake.output[0],
+        seed=snakemake.params.seed,
+    )

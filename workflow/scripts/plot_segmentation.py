@@ -1,0 +1,12 @@
+from gantrace import plots
+from gantrace.runlog import logged
+
+with logged(snakemake.log[0]):
+    plots.segmentation_plot(
+        list(snakemake.input.images),
+        list(snakemake.input.masks),
+        snakemake.params.true_mask_dir,
+        snakemake.output[0],
+        n=snakemake.params.n,
+        title=snakemake.wildcards.dataset,
+    )
