@@ -9,6 +9,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# A small simulated membership dataset (written to folders by the workflow tests).
+TINY_MEMBERSHIP = {
+    "task": "membership",
+    "seed": 3,
+    "n_used": 12,
+    "n_not_used": 12,
+    "n_generated": 24,
+    "n_unknown": 12,
+}
+
 
 def copy_workflow(dest):
     """A runnable copy of the workflow (Snakefile, rules, scripts, config, profiles)."""

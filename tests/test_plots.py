@@ -4,7 +4,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import copy_workflow, snakemake
+from conftest import TINY_MEMBERSHIP, copy_workflow, snakemake
 from PIL import Image
 
 from gantrace import plots, simulate
@@ -199,14 +199,7 @@ membership:
   fusion:
     mean_rank: {methods: [pixels_knn, pixels_outer_knn], rule: mean_rank}
 """
-MEMBERSHIP = {
-    "task": "membership",
-    "seed": 3,
-    "n_used": 12,
-    "n_not_used": 12,
-    "n_generated": 24,
-    "n_unknown": 12,
-}
+MEMBERSHIP = TINY_MEMBERSHIP
 EXPECTED = {
     "tiny_attribution": [
         "tiny_attribution/plots/attribution_tsne.png",

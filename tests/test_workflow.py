@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, copy_workflow, snakemake
+from conftest import ROOT, TINY_MEMBERSHIP, copy_workflow, snakemake
 from PIL import Image
 
 from gantrace import simulate
@@ -15,14 +15,7 @@ from gantrace.submission import validate_run_file
 pytestmark = pytest.mark.workflow
 
 TINY = ROOT / "tests" / "data" / "tiny.yaml"
-MEMBERSHIP = {
-    "task": "membership",
-    "seed": 3,
-    "n_used": 12,
-    "n_not_used": 12,
-    "n_generated": 24,
-    "n_unknown": 12,
-}
+MEMBERSHIP = TINY_MEMBERSHIP
 
 
 def planned_jobs(proc):

@@ -38,6 +38,7 @@ class TorchExtractor(FeatureExtractor):
 
     uses_torch = True
     versions_of = ("numpy", "torch")
+    norm_mean, norm_std = IMAGENET_MEAN, IMAGENET_STD  # per-channel input normalisation
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -79,8 +80,8 @@ class TorchExtractor(FeatureExtractor):
 
     def _affine(self):
         if self._consts is None:
-            mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)
-            std = torch.tensor(IMAGENET_STD, dtype=torch.float32)
+            mean = torch.tensor(self.norm_mean, dtype=torch.float32)
+            std = torch.tensor(self.norm_std, dtype=torch.float32)
             scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device)
             shift = (-mean / std).view(1, 3, 1, 1).to(self.device)
             self._consts = (scale, shift)

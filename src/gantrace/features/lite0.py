@@ -9,8 +9,6 @@ normalised with mean = std = 0.5 (the TF-Lite models' preprocessing).
 import os
 from pathlib import Path
 
-import torch
-
 from gantrace.errors import ConfigError, WeightsError
 from gantrace.features.base import check_int, register
 from gantrace.features.deep import PRETRAINED, TorchExtractor, load_state_dict_file
@@ -79,6 +77,7 @@ class EfficientNetLite0Extractor(TorchExtractor):
     name = "efficientnet_lite0"
     defaults = {"weights": "packaged", "input_size": 224, "batch_size": 32, "seed": 0}
     versions_of = ("numpy", "torch", "timm", LITE0_PACKAGE)
+    norm_mean, norm_std = LITE0_MEAN, LITE0_STD
 
     def check_params(self):
         p = self.params
@@ -115,12 +114,3 @@ class EfficientNetLite0Extractor(TorchExtractor):
 
     def build_model(self):
         return load_lite0(self._weights_file, head=False)
-
-    def _affine(self):
-        if self._consts is None:
-            mean = torch.tensor(LITE0_MEAN, dtype=torch.float32)
-            std = torch.tensor(LITE0_STD, dtype=torch.float32)
-            scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device)
-            shift = (-mean / std).view(1, 3, 1, 1).to(self.device)
-            self._consts = (scale, shift)
-        return self._consts
