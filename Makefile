@@ -25,7 +25,7 @@ dry-run: $(STAMP)
 	$(BIN)/snakemake -n all
 
 report: $(STAMP)
-	$(BIN)/snakemake --report results/report.html all
+	$(BIN)/snakemake all --report results/report.html
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint
