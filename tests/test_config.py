@@ -54,6 +54,13 @@ def test_cross_references_are_checked():
     assert "ghost" in msg and "n_generators" in msg
 
 
+def test_method_names_cannot_shadow_fusion_outputs():
+    cfg = demo()
+    cfg["membership"]["methods"]["fused_x"] = cfg["membership"]["methods"]["pixels_knn"]
+    with pytest.raises(ConfigError, match="membership.methods.fused_x"):
+        validate_config(cfg, SCHEMA)
+
+
 def test_validation_does_not_depend_on_key_order():
     a, b = demo(), demo()
     b["features"] = dict(reversed(list(copy.deepcopy(b["features"]).items())))

@@ -86,6 +86,8 @@ def _cross_check(cfg):
         section = cfg.get(task, {})
         methods = section.get("methods", {})
         for mname, m in methods.items():
+            if mname.startswith("fused_"):
+                yield f"{task}.methods.{mname}: names starting with 'fused_' are kept for fusions"
             if m["feature"] not in features:
                 yield (
                     f"{task}.methods.{mname}.feature: unknown feature {m['feature']!r} "
