@@ -209,6 +209,16 @@ def load_state_dict_file(path):
     return state
 
 
+def local_weights_file(weights, model, accepted):
+    """The local weights file a spec names, or a WeightsError naming it and what is accepted."""
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(
+            f"{model}: weights file {path} does not exist (weights must be {accepted})"
+        )
+    return path
+
+
 @register
 class TorchvisionExtractor(TorchExtractor):
     """Penultimate global-pooled features of a torchvision classification model."""
@@ -272,13 +282,11 @@ class TorchvisionExtractor(TorchExtractor):
                 )
             self._weights_file = path
         elif w != "none":
-            path = Path(w).expanduser()
-            if not path.is_file():
-                raise WeightsError(
-                    f"torchvision {self.params['arch']}: weights file {path} does not exist "
-                    "(weights must be none, imagenet or a local .pth/.pt/.safetensors state_dict)"
-                )
-            self._weights_file = path
+            self._weights_file = local_weights_file(
+                w,
+                f"torchvision {self.params['arch']}",
+                "none, imagenet or a local .pth/.pt/.safetensors state_dict",
+            )
         else:
             self._weights_file = None
 

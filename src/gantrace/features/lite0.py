@@ -11,7 +11,12 @@ from pathlib import Path
 
 from gantrace.errors import ConfigError, WeightsError
 from gantrace.features.base import check_int, register
-from gantrace.features.deep import PRETRAINED, TorchExtractor, load_state_dict_file
+from gantrace.features.deep import (
+    PRETRAINED,
+    TorchExtractor,
+    load_state_dict_file,
+    local_weights_file,
+)
 from gantrace.torch_env import ensure_torchvision_ops
 
 LITE0_ARCH = "tf_efficientnet_lite0"
@@ -96,13 +101,11 @@ class EfficientNetLite0Extractor(TorchExtractor):
         elif w == "packaged" or w.lower() in PRETRAINED:
             self._weights_file = packaged_lite0_file()
         else:
-            path = Path(w).expanduser()
-            if not path.is_file():
-                raise WeightsError(
-                    f"efficientnet_lite0: weights file {path} does not exist (weights must be "
-                    "packaged, none or a local .pth/.safetensors EfficientNet-Lite0 state_dict)"
-                )
-            self._weights_file = path
+            self._weights_file = local_weights_file(
+                w,
+                "efficientnet_lite0",
+                "packaged, none or a local .pth/.safetensors EfficientNet-Lite0 state_dict",
+            )
 
     def weights_description(self):
         w = self.params["weights"]
