@@ -8,10 +8,12 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/segment.smk"
 include: "workflow/rules/embed.smk"
+include: "workflow/rules/finetune.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/membership.smk"
 include: "workflow/rules/fusion.smk"

@@ -58,7 +58,7 @@ def test_config_errors():
         AttributionMethod(n_clusters=7).fit_predict(X)
     with pytest.raises(ConfigError, match="n_generators"):
         AttributionMethod(n_clusters=0)
-    with pytest.raises(ConfigError, match=r"clusterer\.name.*kmeans, agglomerative"):
+    with pytest.raises(ConfigError, match=r"clusterer\.name.*agglomerative, dbscan_rerank, gmm"):
         AttributionMethod(n_clusters=3, clusterer={"name": "dbscan"})
     with pytest.raises(ConfigError, match=r"clusterer\.n_clusters"):
         AttributionMethod(n_clusters=3, clusterer={"name": "kmeans", "n_clusters": 3})
@@ -68,7 +68,13 @@ def test_config_errors():
         build_clusterer({"name": "agglomerative", "linkage": "median"})
     with pytest.raises(ConfigError, match="ward"):
         build_clusterer({"name": "agglomerative", "metric": "cosine"})
-    assert set(CLUSTERERS) == {"kmeans", "agglomerative"}
+    assert set(CLUSTERERS) == {
+        "agglomerative",
+        "dbscan_rerank",
+        "gmm",
+        "hdbscan_rerank",
+        "kmeans",
+    }
 
 
 def test_agglomerative_refuses_large_n():
@@ -76,3 +82,78 @@ def test_agglomerative_refuses_large_n():
     with pytest.raises(ConfigError, match="kmeans"):
         AgglomerativeClusterer(n_clusters=3, max_samples=29).fit_predict(X)
     assert len(AgglomerativeClusterer(n_clusters=3, max_samples=30).fit_predict(X)) == 30
+
+
+@pytest.mark.parametrize("init", ["kmeans", "k-means++", "random", "random_from_data"])
+def test_gmm_inits_recover_blobs(init):
+    X, truth = _blobs()
+    spec = {"name": "gmm", "init": init, "covariance_type": "diag", "n_init": 3}
+    labels = AttributionMethod(n_clusters=3, clusterer=spec).fit_predict(X)
+    assert adjusted_rand_score(truth, labels) == 1.0
+
+
+def test_gmm_full_covariance_beats_kmeans_on_elongated_clusters():
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1], 150)
+    X = np.c_[rng.normal(scale=10, size=300), rng.normal(scale=0.3, size=300)]
+    X[:, 1] += 2.0 * truth  # two long parallel stripes
+    gmm = AttributionMethod(2, {"name": "gmm", "n_init": 3}).fit_predict(X)
+    km = AttributionMethod(2, {"name": "kmeans"}).fit_predict(X)
+    assert adjusted_rand_score(truth, gmm) > 0.9 > adjusted_rand_score(truth, km)
+
+
+def test_density_rerank_fixes_planted_outlier():
+    from gantrace.attribution import density_rerank
+
+    X, truth = _blobs()
+    labels = truth.copy()
+    wrong = int(np.flatnonzero(truth == 0)[0])
+    labels[wrong] = 1  # planted mislabel inside cluster 0
+    density = truth.copy()  # a density clustering that found the blobs
+    density[5] = -1  # one noise row keeps its (correct) label by its neighbours' vote
+    fixed = density_rerank(X, labels, density, min_share=0.2, n_neighbors=5)
+    np.testing.assert_array_equal(fixed, truth)
+    # A merged density cluster holding two big labels leaves both alone.
+    merged = np.where(truth == 2, 1, truth)
+    np.testing.assert_array_equal(density_rerank(X, truth, merged), truth)
+
+
+@pytest.mark.parametrize("name", ["dbscan_rerank", "hdbscan_rerank"])
+def test_rerank_clusterers_fix_a_bad_base(name):
+    X, truth = _blobs()
+    # Single linkage with one cluster too many splits a loose point of blob 0 off as its
+    # own cluster; density re-ranking gives it back to blob 0.
+    X = X.copy()
+    out = int(np.flatnonzero(truth == 0)[0])
+    X[out] += 2.5  # a loose point of blob 0
+    base = {"name": "agglomerative", "linkage": "single"}
+    base_labels = AttributionMethod(4, base).fit_predict(X)
+    assert adjusted_rand_score(truth, base_labels) < 1.0  # the base splits off the outlier
+    spec = {"name": name, "base": base}
+    labels = AttributionMethod(4, spec).fit_predict(X)
+    assert adjusted_rand_score(truth, labels) == 1.0
+
+
+def test_rerank_config_errors():
+    with pytest.raises(ConfigError, match="base"):
+        build_clusterer({"name": "dbscan_rerank", "base": "dbscan_rerank"}, n_clusters=2)
+    with pytest.raises(ConfigError, match="clusterer.name"):
+        build_clusterer({"name": "dbscan_rerank", "base": "nope"}, n_clusters=2)
+    with pytest.raises(ConfigError, match="gmm.init"):
+        build_clusterer({"name": "gmm", "init": "kmeans+"}, n_clusters=2)
+
+
+def test_autoencoder_reducer_is_saved_by_the_stage(tmp_path):
+    from safetensors.numpy import load_file
+
+    from gantrace.stages import _save_models
+
+    X, truth = _blobs(n_per=15)
+    spec = {"name": "autoencoder", "code_size": 3, "hidden": 16, "epochs": 15, "lr": 3e-3}
+    method = AttributionMethod(3, {"name": "kmeans", "n_init": 3}, reducer=spec)
+    assert adjusted_rand_score(truth, method.fit_predict(X)) == 1.0
+    _save_models(method, tmp_path / "models")
+    assert set(load_file(tmp_path / "models" / "reducer.safetensors")) >= {"mean", "scale"}
+    plain = AttributionMethod(3, "kmeans")
+    plain.fit(X)
+    assert plain.trained_parts() == {}

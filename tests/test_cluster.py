@@ -15,7 +15,7 @@ from conftest import ROOT
 
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 GPU_RULES = {"train_unet", "segment", "embed"}
-TABLE_RULES = {"leaderboard", "submission", "check_run_files"}
+TABLE_RULES = {"leaderboard", "submission", "check_run_files", "manifest", "score"}
 TORCH = {"torchvision", "dinov2", "timm"}
 
 

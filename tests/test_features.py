@@ -48,7 +48,7 @@ def _images(n=6, size=64, seed=0):
 
 
 def test_registry_every_name_builds_and_transforms():
-    assert set(FEATURES) == set(SMALL_SPECS)
+    assert set(SMALL_SPECS) <= set(FEATURES)  # the others: test_extractors_catalogue.py
     images = _images(3, 64)
     for name, spec in SMALL_SPECS.items():
         ext = build_extractor(spec)

@@ -82,3 +82,36 @@ def test_mean_rank_scores():
     t = s.copy()
     t[1] = np.exp(5 * t[1]) + 100
     np.testing.assert_allclose(mean_rank_scores(s), mean_rank_scores(t))
+
+
+def test_rerank_decisions_fixes_a_planted_outvoted_row():
+    from gantrace.fusion import rerank_decisions
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat([1, 0], 10)
+    # Three methods agree in their scores: used rows score high, not-used rows low.
+    scores = np.stack([truth + 0.1 * rng.standard_normal(20) for _ in range(3)])
+    decisions = np.tile(truth, (3, 1))
+    decisions[:2, 4] = 0  # two of three methods' decisions wrongly call row 4 not used
+    assert vote_decisions(decisions)[4] == 0
+    fixed = rerank_decisions(decisions, scores, n_clusters=2)
+    np.testing.assert_array_equal(fixed, truth)
+    # One cluster per row: nothing to re-rank, the majority vote is returned.
+    np.testing.assert_array_equal(
+        rerank_decisions(decisions, scores, n_clusters=20), vote_decisions(decisions)
+    )
+
+
+def test_rerank_labels_absorbs_a_fragment_the_vote_keeps():
+    from gantrace.fusion import rerank_labels
+
+    truth = np.repeat([1, 2, 3], 10)
+    a = truth.copy()
+    b = np.array([5, 6, 7])[truth - 1]  # same partition, other ids
+    c = truth.copy()
+    a[:2], b[:2] = 4, 8  # two of three clusterings split rows 0-1 off as a 4th cluster
+    voted = majority_vote(np.stack([a, b, c]))
+    assert len(set(voted)) == 4 and voted[0] == 4
+    fixed = rerank_labels(np.stack([a, b, c]), n_clusters=3, linkage="average")
+    np.testing.assert_array_equal(fixed, truth)
+    np.testing.assert_array_equal(rerank_labels(np.stack([a, b, c]), n_clusters=4), voted)

@@ -187,8 +187,8 @@ def test_best_f1_threshold_is_optimal(rows):
 
 
 def test_config_errors():
-    assert set(SCORERS) == {"knn", "cluster_distance"}
-    with pytest.raises(ConfigError, match=r"scorer\.name.*cluster_distance, knn"):
+    assert {"knn", "cluster_distance", "similarity", "class_centroids", "column"} <= set(SCORERS)
+    with pytest.raises(ConfigError, match=r"scorer\.name.*cluster_distance, column"):
         build_scorer({"name": "lira"})
     with pytest.raises(ConfigError, match=r"scorer\.n_neighbors.*block_size, k, metric"):
         build_scorer({"name": "knn", "n_neighbors": 3})

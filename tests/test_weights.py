@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from conftest import copy_workflow, snakemake
 
-from gantrace.errors import WeightsError
+from gantrace.errors import ConfigError, WeightsError
 from gantrace.features import FEATURES, build_extractor
 from gantrace.features.lite0 import load_lite0, packaged_lite0_file
 from gantrace.weights import fetch, required_weights
@@ -171,3 +171,46 @@ def test_fetch_weights_target(tmp_path):
     dry = snakemake(wd, "all", "-n", "--configfile", "config/config.yaml")
     assert "rule fetch_weights" not in dry.stdout
     assert not re.search(r"^\s*fetch_weights\s+\d+", dry.stdout, flags=re.M)
+
+
+def test_required_weights_of_the_2024_backbones(caches):
+    """timm (hub or URL), BLIP / BLIP-2 / ViT-MAE repos, and concat's parts are planned."""
+    features = {
+        "xcp": {"extractor": "timm", "model": "xception41", "weights": "imagenet"},
+        "xcp_legacy": {"extractor": "timm", "model": "legacy_xception", "weights": "imagenet"},
+        "xcp_random": {"extractor": "timm", "model": "legacy_xception"},
+        "blip_l": {"extractor": "blip", "size": "large", "weights": "imagenet"},
+        "blip2": {"extractor": "blip2", "weights": "imagenet"},
+        "mae": {"extractor": "vit_mae", "weights": "imagenet", "preprocess": "histeq"},
+        "multi": {
+            "extractor": "concat",
+            "parts": [
+                {"extractor": "blip", "size": "large", "weights": "imagenet"},
+                {"extractor": "dinov2", "weights": "imagenet"},
+                {"extractor": "lbp"},
+            ],
+        },
+    }
+    t0 = time.perf_counter()
+    req = {item["key"]: item for item in required_weights(features)}
+    assert time.perf_counter() - t0 < 10
+    hub = {k.split(":", 1)[1]: v for k, v in req.items() if v["source"] == "huggingface"}
+    assert set(hub) == {
+        "timm/xception41.tf_in1k",
+        "Salesforce/blip-image-captioning-large",
+        "Salesforce/blip2-opt-2.7b",
+        "facebook/vit-mae-base",
+        "facebook/dinov2-small",
+    }
+    assert hub["Salesforce/blip-image-captioning-large"]["features"] == ["blip_l", "multi"]
+    assert hub["facebook/dinov2-small"]["features"] == ["multi"]
+    assert "*.safetensors" in hub["Salesforce/blip2-opt-2.7b"]["allow_patterns"]
+    assert not any(item["present"] for item in req.values())
+    (url,) = [v for v in req.values() if v["source"] == "url"]
+    assert url["features"] == ["xcp_legacy"] and url["url"].endswith(".pth")
+    assert url["path"].startswith(str(caches / "torch" / "hub" / "checkpoints"))
+    with pytest.raises(WeightsError, match="fetch_weights") as err:
+        fetch([url], log=None)
+    assert url["path"] in str(err.value)
+    with pytest.raises(ConfigError, match=r"features\.bad\.preprocess"):
+        required_weights({"bad": {"extractor": "timm", "preprocess": "sharpen"}})

@@ -1,13 +1,24 @@
 """Attribution: cluster generated images by the generator that made them."""
 
 import numpy as np
-from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.cluster import DBSCAN, HDBSCAN, AgglomerativeClustering, KMeans
+from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import NearestNeighbors
 
 from gantrace.errors import ConfigError
-from gantrace.reduce import as_matrix, build_from_spec, build_reducer, check_choice, check_int
+from gantrace.reduce import (
+    as_matrix,
+    build_from_spec,
+    build_reducer,
+    check_choice,
+    check_int,
+    spec_name,
+    trained_parts,
+)
 
 METRICS = ("euclidean", "cosine", "manhattan")
 LINKAGES = ("ward", "average", "complete", "single")
+GMM_INITS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
 class KMeansClusterer:
@@ -54,7 +65,179 @@ class AgglomerativeClusterer:
         return model.fit_predict(X)
 
 
-CLUSTERERS = {"kmeans": KMeansClusterer, "agglomerative": AgglomerativeClusterer}
+class GMMClusterer:
+    """Gaussian mixture, labels by highest posterior (Biomedical Imaging Goa 2024).
+
+    `init` is one of sklearn's four initialisations: kmeans, k-means++, random,
+    random_from_data; `covariance_type` full, tied, diag or spherical.
+    """
+
+    def __init__(
+        self,
+        n_clusters=8,
+        init="kmeans",
+        covariance_type="full",
+        n_init=1,
+        max_iter=100,
+        reg_covar=1e-6,
+        random_state=0,
+    ):
+        check_choice("gmm.init", init, GMM_INITS)
+        check_choice("gmm.covariance_type", covariance_type, ("full", "tied", "diag", "spherical"))
+        check_int("gmm.n_init", n_init)
+        check_int("gmm.max_iter", max_iter)
+        if not reg_covar > 0:
+            raise ConfigError(f"gmm.reg_covar: expected a positive number, got {reg_covar!r}")
+        self.n_clusters = n_clusters
+        self.init = init
+        self.covariance_type = covariance_type
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.reg_covar = reg_covar
+        self.random_state = random_state
+
+    def fit_predict(self, X):
+        model = GaussianMixture(
+            self.n_clusters,
+            covariance_type=self.covariance_type,
+            init_params=self.init,
+            n_init=self.n_init,
+            max_iter=self.max_iter,
+            reg_covar=self.reg_covar,
+            random_state=self.random_state,
+        )
+        return model.fit_predict(X)
+
+
+def density_rerank(X, labels, density_labels, min_share=0.2, n_neighbors=5):
+    """Re-assign base `labels` using a density clustering of the same rows.
+
+    A row is *trusted* when its density cluster is not noise (id -1) and its base label
+    holds at least `min_share` of that density cluster's rows. Every other row (density
+    noise, or a minority label inside a density cluster dominated by another label) takes
+    the most common base label among its `n_neighbors` nearest trusted rows (Euclidean;
+    ties go to the label of the nearest). With no trusted row the labels are returned as is.
+    """
+    X, labels, density_labels = np.asarray(X), np.asarray(labels), np.asarray(density_labels)
+    trusted = density_labels >= 0
+    for c in np.unique(density_labels[trusted]):
+        members = density_labels == c
+        ids, counts = np.unique(labels[members], return_counts=True)
+        minor = ids[counts < min_share * members.sum()]
+        trusted &= ~(members & np.isin(labels, minor))
+    out = labels.copy()
+    if trusted.all() or not trusted.any():
+        return out
+    k = min(n_neighbors, int(trusted.sum()))
+    nn = NearestNeighbors(n_neighbors=k).fit(X[trusted])
+    _, idx = nn.kneighbors(X[~trusted])
+    votes = labels[trusted][idx]  # nearest first
+    for row, vote in zip(np.flatnonzero(~trusted), votes):
+        ids, counts = np.unique(vote, return_counts=True)
+        tied = ids[counts == counts.max()]
+        out[row] = next(v for v in vote if v in tied)  # the nearest among the tied labels
+    return out
+
+
+class DensityRerank:
+    """Base clustering, then `density_rerank` with DBSCAN or HDBSCAN (CSMorgan 2024)."""
+
+    density = None
+
+    def __init__(self, base, n_clusters, random_state, min_share, n_neighbors):
+        if spec_name(base) in ("dbscan_rerank", "hdbscan_rerank"):
+            raise ConfigError(f"clusterer.base: a re-ranker cannot be its own base; got {base!r}")
+        if not 0 < min_share <= 1:
+            raise ConfigError(f"clusterer.min_share: must lie in (0, 1], got {min_share!r}")
+        check_int("clusterer.n_neighbors", n_neighbors)
+        self.base = base
+        self.n_clusters = n_clusters
+        self.random_state = random_state
+        self.min_share = min_share
+        self.n_neighbors = n_neighbors
+        self.base_ = build_clusterer(base, n_clusters=n_clusters, random_state=random_state)
+
+    def fit_predict(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        self.base_labels_ = np.asarray(self.base_.fit_predict(X))
+        self.density_labels_ = self._density(X)
+        return density_rerank(
+            X, self.base_labels_, self.density_labels_, self.min_share, self.n_neighbors
+        )
+
+
+class DBSCANRerank(DensityRerank):
+    """DBSCAN re-ranking of a base clustering (see `density_rerank`).
+
+    `eps` None picks the `eps_quantile` quantile of each row's distance to its
+    `min_samples`-th nearest neighbour, so the default adapts to the feature scale.
+    """
+
+    def __init__(
+        self,
+        n_clusters=8,
+        base="kmeans",
+        eps=None,
+        eps_quantile=0.9,
+        min_samples=5,
+        min_share=0.2,
+        n_neighbors=5,
+        random_state=0,
+    ):
+        check_int("dbscan_rerank.min_samples", min_samples)
+        if eps is not None and not eps > 0:
+            raise ConfigError(f"dbscan_rerank.eps: expected a positive number, got {eps!r}")
+        if not 0 < eps_quantile <= 1:
+            raise ConfigError(f"dbscan_rerank.eps_quantile: must lie in (0, 1], got {eps_quantile}")
+        self.eps = eps
+        self.eps_quantile = eps_quantile
+        self.min_samples = min_samples
+        super().__init__(base, n_clusters, random_state, min_share, n_neighbors)
+
+    def _density(self, X):
+        eps = self.eps
+        if eps is None:
+            k = min(self.min_samples, len(X) - 1)
+            dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)
+            eps = float(np.quantile(dist[:, k], self.eps_quantile)) or 1e-12
+        self.eps_ = eps
+        return DBSCAN(eps=eps, min_samples=self.min_samples).fit_predict(X)
+
+
+class HDBSCANRerank(DensityRerank):
+    """HDBSCAN re-ranking of a base clustering (see `density_rerank`)."""
+
+    def __init__(
+        self,
+        n_clusters=8,
+        base="kmeans",
+        min_cluster_size=5,
+        min_samples=None,
+        min_share=0.2,
+        n_neighbors=5,
+        random_state=0,
+    ):
+        check_int("hdbscan_rerank.min_cluster_size", min_cluster_size, minimum=2)
+        if min_samples is not None:
+            check_int("hdbscan_rerank.min_samples", min_samples)
+        self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples
+        super().__init__(base, n_clusters, random_state, min_share, n_neighbors)
+
+    def _density(self, X):
+        model = HDBSCAN(
+            min_cluster_size=self.min_cluster_size, min_samples=self.min_samples, copy=True
+        )
+        return model.fit_predict(X)
+
+
+CLUSTERERS = {
+    "agglomerative": AgglomerativeClusterer,
+    "dbscan_rerank": DBSCANRerank,
+    "gmm": GMMClusterer,
+    "hdbscan_rerank": HDBSCANRerank,
+    "kmeans": KMeansClusterer,
+}
 
 
 def build_clusterer(spec, **injected):
@@ -93,9 +276,14 @@ class AttributionMethod:
             raise ConfigError(
                 f"n_generators={self.n_clusters} exceeds the {len(X)} generated images to cluster"
             )
-        reducer, clusterer = self._build()
-        self.labels_ = canonical_labels(clusterer.fit_predict(reducer.fit_transform(X)))
+        self.reducer_, self.clusterer_ = self._build()
+        reduced = self.reducer_.fit_transform(X)
+        self.labels_ = canonical_labels(self.clusterer_.fit_predict(reduced))
         return self.labels_
+
+    def trained_parts(self):
+        """{role: fitted part} for the parts that trained a network (to save)."""
+        return trained_parts({"reducer": self.reducer_, "clusterer": self.clusterer_})
 
     def fit(self, X):
         self.fit_predict(X)

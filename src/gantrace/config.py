@@ -46,6 +46,8 @@ def validate_config(config, schema_path):
 
 
 def _message(error):
+    if error.validator == "anyOf" and not error.path:
+        return "give `datasets` (image folders to score) or `benchmark` (to build one)"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
@@ -54,7 +56,8 @@ def _message(error):
 
 
 def _cross_check(cfg):
-    datasets = cfg["datasets"]
+    yield from _benchmark_check(cfg.get("benchmark"))
+    datasets = cfg.get("datasets", {})
     features = cfg.get("features", {})
     for name, ds in datasets.items():
         has_folders = any(
@@ -102,8 +105,39 @@ def _cross_check(cfg):
             for m in fus["methods"]:
                 if m not in methods:
                     yield f"{task}.fusion.{fname}.methods: unknown {task} method {m!r}"
-            if task == "attribution" and fus.get("rule", "majority") != "majority":
-                yield f"{task}.fusion.{fname}.rule: attribution fusion supports only 'majority'"
+            if task == "attribution" and fus.get("rule", "majority") not in ("majority", "rerank"):
+                yield (
+                    f"{task}.fusion.{fname}.rule: attribution fusion supports only "
+                    "'majority' and 'rerank'"
+                )
+
+
+def _benchmark_check(bench):
+    """Generator parameters and names that the schema cannot see (checked by the classes)."""
+    if not bench:
+        return
+    import re
+
+    from gantrace.benchmark.generators import GENERATORS
+
+    for name, spec in bench["generators"].items():
+        allowed = GENERATORS[spec["model"]]._all_defaults()
+        unknown = sorted(set(spec) - {"model"} - set(allowed))
+        if unknown:
+            yield (
+                f"benchmark.generators.{name}: unknown parameter(s) {unknown} for model "
+                f"{spec['model']!r} (allowed: {', '.join(sorted(allowed))})"
+            )
+    for g in bench.get("attribution", {}).get("unseen", []):
+        if g not in bench["generators"]:
+            yield f"benchmark.attribution.unseen: {g!r} is not a generator of benchmark.generators"
+    pattern = bench.get("split", {}).get("groups", {}).get("pattern")
+    if pattern is not None:
+        try:
+            if re.compile(pattern).groups < 1:
+                yield "benchmark.split.groups.pattern: needs a (...) capture for the group"
+        except re.error as err:
+            yield f"benchmark.split.groups.pattern: not a regular expression ({err})"
 
 
 def load_config(path, schema_path):

@@ -84,3 +84,56 @@ def mean_rank_scores(scores):
         return np.full(1, 0.5)
     ranks = rankdata(scores, axis=1)  # 1..n
     return ((ranks - 1) / (n - 1)).mean(axis=0)
+
+
+def _rerank_groups(features, n_clusters, linkage):
+    from sklearn.cluster import AgglomerativeClustering
+
+    n = len(features)
+    k = max(2, round(n / 10)) if n_clusters is None else n_clusters
+    if k >= n:
+        return np.arange(n)
+    return AgglomerativeClustering(k, linkage=linkage).fit_predict(features)
+
+
+def rerank_decisions(decisions, scores, n_clusters=None, linkage="ward", tie=0):
+    """CSMorgan's agglomerative re-ranking of fused membership decisions.
+
+    The images are clustered (agglomerative, `n_clusters`, default n / 10) on their stacked
+    method scores, each method's scores rank-normalised to [0, 1]; every cluster then takes
+    the majority of its members' majority-voted decisions (an even split gives `tie`).
+    """
+    decisions, scores = _decisions(decisions), _matrix(scores, "scores").astype(np.float64)
+    fused = vote_decisions(decisions, tie=tie)
+    n = scores.shape[1]
+    ranks = (rankdata(scores, axis=1) - 1) / max(n - 1, 1)
+    groups = _rerank_groups(ranks.T, n_clusters, linkage)
+    out = np.empty_like(fused)
+    for g in np.unique(groups):
+        members = groups == g
+        votes = 2 * fused[members].sum()
+        out[members] = tie if votes == members.sum() else int(votes > members.sum())
+    return out
+
+
+def rerank_labels(label_matrix, n_clusters=None, linkage="ward", reference_index=0):
+    """Attribution re-ranking: `majority_vote`, then agglomerative clustering of the images
+    on their stacked one-hot (aligned) labels into `n_clusters` groups (default: the
+    reference method's cluster count); each group takes its members' most common voted
+    label (ties to the smallest id). Small fragments that the vote keeps as extra clusters
+    are absorbed by the group of the nearest label pattern.
+    """
+    label_matrix = _matrix(label_matrix, "rerank_labels")
+    reference = label_matrix[reference_index]
+    aligned = np.stack([align_labels(row, reference) for row in label_matrix])
+    voted = majority_vote(label_matrix, reference_index)
+    ids = np.unique(aligned)
+    onehot = np.concatenate([(row[:, None] == ids).astype(np.float64) for row in aligned], axis=1)
+    k = n_clusters or len(np.unique(reference))
+    groups = _rerank_groups(onehot, k, linkage)
+    out = voted.copy()
+    for g in np.unique(groups):
+        members = groups == g
+        values, counts = np.unique(voted[members], return_counts=True)
+        out[members] = values[np.argmax(counts)]
+    return out

@@ -1,88 +1,49 @@
 """Membership inference: which real images trained the generator?
 
-Scores are higher for images more likely USED. They never see labels; labels only pick the
-decision threshold, out of fold, so no labelled row's decision uses its own label.
+Scores are higher for images more likely USED. Unsupervised scorers never see labels;
+labels only pick the decision threshold (and tuned parameters), out of fold. Supervised
+scorers are cross-fitted. Either way no labelled row's decision uses its own label.
 """
+
+import copy
+import itertools
 
 import numpy as np
 import pandas as pd
-from sklearn.cluster import KMeans
-from sklearn.metrics import pairwise_distances
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
-from sklearn.neighbors import NearestNeighbors
 
-from gantrace.errors import ConfigError
-from gantrace.reduce import as_matrix, build_from_spec, build_reducer, check_choice, check_int
+from gantrace.errors import ConfigError, GantraceError
+from gantrace.reduce import (
+    as_matrix,
+    build_from_spec,
+    build_reducer,
+    check_choice,
+    check_int,
+    spec_name,
+)
+from gantrace.reduce import trained_parts as _trained_parts
+from gantrace.scorers import SCORERS, ClusterDistanceScorer, KNNScorer  # noqa: F401
 
-METRICS = ("euclidean", "cosine", "manhattan")
-
-
-class KNNScorer:
-    """Minus the mean distance to the `k` nearest generated images (GAN-Leaks black-box)."""
-
-    def __init__(self, k=1, metric="euclidean", block_size=1024):
-        check_int("knn.k", k)
-        check_choice("knn.metric", metric, METRICS)
-        check_int("knn.block_size", block_size)
-        self.k = k
-        self.metric = metric
-        self.block_size = block_size
-
-    def fit(self, generated_X):
-        generated_X = as_matrix(generated_X, "generated features")
-        if self.k > len(generated_X):
-            raise ConfigError(f"knn.k={self.k} exceeds the {len(generated_X)} generated images")
-        self.nn_ = NearestNeighbors(n_neighbors=self.k, metric=self.metric, algorithm="brute")
-        self.nn_.fit(generated_X)
-        return self
-
-    def score(self, real_X):
-        real_X = as_matrix(real_X, "real features")
-        out = np.empty(len(real_X))
-        # Row blocks bound memory to block_size x n_generated distances.
-        for start in range(0, len(real_X), self.block_size):
-            dist, _ = self.nn_.kneighbors(real_X[start : start + self.block_size])
-            out[start : start + len(dist)] = -dist.mean(axis=1)
-        return out
-
-
-class ClusterDistanceScorer:
-    """Minus the min (or mean) distance to k-means centres of the generated images."""
-
-    def __init__(self, n_clusters=10, reduce="min", metric="euclidean", n_init=10, random_state=0):
-        check_int("cluster_distance.n_clusters", n_clusters)
-        check_choice("cluster_distance.reduce", reduce, ("min", "mean"))
-        check_choice("cluster_distance.metric", metric, METRICS)
-        check_int("cluster_distance.n_init", n_init)
-        self.n_clusters = n_clusters
-        self.reduce = reduce
-        self.metric = metric
-        self.n_init = n_init
-        self.random_state = random_state
-
-    def fit(self, generated_X):
-        generated_X = as_matrix(generated_X, "generated features")
-        if self.n_clusters > len(generated_X):
-            raise ConfigError(
-                f"cluster_distance.n_clusters={self.n_clusters} exceeds the "
-                f"{len(generated_X)} generated images"
-            )
-        km = KMeans(self.n_clusters, n_init=self.n_init, random_state=self.random_state)
-        self.centers_ = km.fit(generated_X).cluster_centers_
-        return self
-
-    def score(self, real_X):
-        dist = pairwise_distances(
-            as_matrix(real_X, "real features"), self.centers_, metric=self.metric
-        )
-        return -(dist.min(axis=1) if self.reduce == "min" else dist.mean(axis=1))
-
-
-SCORERS = {"cluster_distance": ClusterDistanceScorer, "knn": KNNScorer}
+THRESHOLDS = ("oof_f1", "fraction", "natural")
 
 
 def build_scorer(spec, **injected):
     return build_from_spec(spec, SCORERS, "scorer", **injected)
+
+
+def expand_grid(spec):
+    """A scorer spec whose parameters may be lists -> one plain spec per combination."""
+    if isinstance(spec, str):
+        return [{"name": spec}]
+    if not isinstance(spec, dict):
+        return [spec]  # build_from_spec names the problem
+    tuned = {k: v for k, v in spec.items() if k != "name" and isinstance(v, list)}
+    for key, values in tuned.items():
+        if not values:
+            raise ConfigError(f"scorer.{key}: an empty list leaves nothing to tune")
+    combos = itertools.product(*tuned.values())
+    return [{**spec, **dict(zip(tuned, values))} for values in combos]
 
 
 def best_f1_threshold(scores, labels):
@@ -129,19 +90,28 @@ class MembershipMethod:
 
     threshold="oof_f1" picks F1-best thresholds out of fold on labelled rows (and on all
     labelled rows for unknown ones); "fraction" (also the fallback when too few labels)
-    calls used every row scoring above the (1 - used_fraction) quantile of all real scores.
+    calls used every row scoring above the (1 - used_fraction) quantile of all real scores;
+    "natural" decides score > 0, for margin scorers (supervised, column, vcmi_*). None
+    picks natural for margin scorers, else oof_f1.
+
+    Scorer parameters given as lists are tuned: each fold is scored with the combination
+    of best AUC on the other folds' labelled rows (unlabelled rows: on all labelled rows).
+    Supervised scorers are cross-fitted: fold f's rows by a scorer fitted on the other
+    folds (tuned, if asked, by an inner cross-fit over those folds), unlabelled rows by one
+    fitted on every labelled row.
     """
 
     def __init__(
         self,
         scorer="knn",
         reducer=None,
-        threshold="oof_f1",
+        threshold=None,
         used_fraction=0.5,
         n_folds=5,
         random_state=0,
     ):
-        check_choice("threshold", threshold, ("oof_f1", "fraction"))
+        if threshold is not None:
+            check_choice("threshold", threshold, THRESHOLDS)
         if not 0 < used_fraction < 1:
             raise ConfigError(f"used_fraction: must lie in (0, 1), got {used_fraction!r}")
         check_int("n_folds", n_folds, minimum=2)
@@ -151,24 +121,71 @@ class MembershipMethod:
         self.used_fraction = used_fraction
         self.n_folds = n_folds
         self.random_state = random_state
-        self._build()  # a bad spec fails here, before any feature is read
+        self.combos_ = expand_grid(scorer)
+        reducer, scorer = self._build(self.combos_[0])  # a bad spec fails here, not later
+        for combo in self.combos_[1:]:
+            self._build(combo)
+        if getattr(reducer, "transforms_unseen", True) is False:
+            raise ConfigError(
+                f"reducer.name: {spec_name(self.reducer)!r} cannot transform real images "
+                "it was not fitted on (t-SNE has no out-of-sample mapping), so it serves "
+                "attribution only; use pca or autoencoder for membership"
+            )
+        self.supervised_ = getattr(scorer, "supervised", False)
+        margin = getattr(scorer, "margin", False)
+        self.rule_ = threshold or ("natural" if margin else "oof_f1")
+        if self.rule_ == "natural" and not margin:
+            raise ConfigError(
+                f"threshold: 'natural' (score > 0) suits margin scorers only; "
+                f"{self.combos_[0]['name']!r} scores are not margins; use oof_f1 or fraction"
+            )
+        if self.supervised_ and self.rule_ == "oof_f1":
+            raise ConfigError(
+                "threshold: supervised scorers are cross-fitted and decide at their natural "
+                "margin; use threshold natural (default) or fraction"
+            )
 
-    def _build(self):
+    def _build(self, combo):
         reducer = build_reducer(self.reducer, random_state=self.random_state)
-        return reducer, build_scorer(self.scorer, random_state=self.random_state)
+        return reducer, build_scorer(combo, random_state=self.random_state)
 
     def score(self, generated_X, real_X):
-        reducer, scorer = self._build()
-        generated_X = reducer.fit_transform(as_matrix(generated_X, "generated features"))
-        return scorer.fit(generated_X).score(reducer.transform(real_X))
+        """Scores of a single unsupervised scorer (no labels, no tuning)."""
+        if self.supervised_ or len(self.combos_) > 1:
+            raise GantraceError("score(): supervised or tuned scorers need labels; use run()")
+        gx, rx = self._reduce(generated_X, real_X)
+        return self._unsupervised(self.combos_[0], gx, rx)
 
-    def run(self, generated_X, real_X, labels):
-        """Return a frame (one row per real image): score, decision, fold, threshold."""
+    def _reduce(self, generated_X, real_X):
+        self.reducer_ = self._build(self.combos_[0])[0]
+        gx = self.reducer_.fit_transform(as_matrix(generated_X, "generated features"))
+        return gx, self.reducer_.transform(as_matrix(real_X, "real features"))
+
+    def _unsupervised(self, combo, gx, rx):
+        scorer = self._build(combo)[1].fit(gx)
+        if hasattr(scorer, "fit_reference"):
+            scorer.fit_reference(rx)
+        self.scorer_ = scorer
+        return scorer.score(rx)
+
+    def run(self, generated_X, real_X, labels, folds=None):
+        """Return a frame (one row per real image): score, decision, fold, threshold.
+
+        `folds` (fold id per row, -1 for unlabelled) reuses a split for supervised or
+        tuned scorers; by default a stratified split seeded by `random_state` is drawn.
+        """
         labels = np.asarray(labels)
         if labels.shape != (len(real_X),) or not np.isin(labels, (-1, 0, 1)).all():
             raise ValueError(f"labels: expected {len(real_X)} values in {{-1, 0, 1}}")
-        scores = self.score(generated_X, real_X)
-        thresholds, folds, self.threshold_note_ = self._thresholds(scores, labels)
+        gx, rx = self._reduce(generated_X, real_X)
+        if not self.supervised_ and len(self.combos_) == 1:
+            scores = self._unsupervised(self.combos_[0], gx, rx)
+            thresholds, folds, note = decide_thresholds(
+                scores, labels, self.rule_, self.used_fraction, self.n_folds, self.random_state
+            )
+        else:
+            scores, thresholds, folds, note = self._fold_wise(gx, rx, labels, folds)
+        self.threshold_note_ = note
         frame = pd.DataFrame(
             {
                 "score": scores,
@@ -177,18 +194,108 @@ class MembershipMethod:
                 "threshold": thresholds,
             }
         )
-        frame.attrs["threshold_note"] = self.threshold_note_
+        frame.attrs["threshold_note"] = note
         return frame
 
-    def _thresholds(self, scores, labels):
-        return decide_thresholds(
-            scores, labels, self.threshold, self.used_fraction, self.n_folds, self.random_state
-        )
+    def _fold_wise(self, gx, rx, labels, folds=None):
+        known = labels >= 0
+        n_used, n_not = int((labels == 1).sum()), int((labels == 0).sum())
+        n_folds = min(self.n_folds, n_used, n_not)
+        if folds is not None:
+            folds = np.asarray(folds, dtype=np.int64)
+            n_folds = len(np.unique(folds[known]))
+            if folds.shape != labels.shape or set(np.unique(folds[known])) != set(range(n_folds)):
+                raise ValueError("folds: expected ids 0..k-1 on labelled rows, one per row")
+        what = "supervised scorer" if self.supervised_ else "scorer tuning"
+        if n_folds < 2:
+            raise GantraceError(
+                f"{what}: needs at least 2 used and 2 not-used labelled real images "
+                f"(got {n_used} used, {n_not} not used)"
+            )
+        if folds is None:
+            folds = np.full(len(labels), -1, dtype=np.int64)
+            folds[known] = stratified_folds(labels[known], n_folds, self.random_state)
+        folds = np.where(known, folds, -1)
+        groups = [(f, folds == f, known & (folds != f)) for f in range(n_folds)]
+        groups.append(("unlabelled", ~known, known))
+        if self.supervised_:
+            scores, chosen = self._cross_fit(gx, rx, labels, folds, groups)
+            thresholds = np.zeros(len(labels))
+        else:
+            scores, thresholds, chosen = self._tuned(gx, rx, labels, groups)
+        if self.rule_ == "fraction":
+            thresholds = np.full(len(labels), float(np.quantile(scores, 1 - self.used_fraction)))
+        note = f"{self.rule_}: {what} over {n_folds} stratified folds of {n_used + n_not} rows"
+        if len(self.combos_) > 1:
+            tuned = [k for k, v in self.scorer.items() if isinstance(v, list)]
+            picks = "; ".join(
+                f"{g}: " + ", ".join(f"{k}={c[k]}" for k in tuned) for g, c in chosen.items()
+            )
+            note += f"; tuned by out-of-fold AUC: {picks}"
+        return scores, thresholds, folds, note
+
+    def _tuned(self, gx, rx, labels, groups):
+        all_scores = [self._unsupervised(c, gx, rx) for c in self.combos_]
+        scores, thresholds, chosen = np.zeros(len(labels)), np.zeros(len(labels)), {}
+        for name, rows, fit in groups:
+            if not rows.any():
+                continue
+            best = _best_combo([_auc(s[fit], labels[fit]) for s in all_scores])
+            chosen[name] = self.combos_[best]
+            s = all_scores[best]
+            scores[rows] = s[rows]
+            if self.rule_ == "oof_f1":
+                thresholds[rows] = best_f1_threshold(s[fit], labels[fit])
+        self.scorer_ = self._build(chosen.get("unlabelled", self.combos_[0]))[1]
+        return scores, thresholds, chosen
+
+    def _cross_fit(self, gx, rx, labels, folds, groups):
+        fitted = [self._build(c)[1].fit_generated(gx) for c in self.combos_]
+        scores, chosen = np.zeros(len(labels)), {}
+
+        def fit_score(i, train, rows):
+            return copy.copy(fitted[i]).fit_labels(rx[train], labels[train]).score(rx[rows])
+
+        for name, rows, train in groups:
+            if not rows.any():
+                continue
+            best = 0
+            if len(self.combos_) > 1:
+                inner = np.unique(folds[train])
+                if len(inner) < 2:
+                    raise ConfigError("n_folds: tuning a supervised scorer needs n_folds >= 3")
+                aucs = []
+                for i in range(len(self.combos_)):
+                    oof = np.zeros(len(labels))
+                    for g in inner:
+                        oof[train & (folds == g)] = fit_score(
+                            i, train & (folds != g), train & (folds == g)
+                        )
+                    aucs.append(_auc(oof[train], labels[train]))
+                best = _best_combo(aucs)
+            chosen[name] = self.combos_[best]
+            scores[rows] = fit_score(best, train, rows)
+        self.scorer_ = fitted[self.combos_.index(chosen.get("unlabelled", self.combos_[0]))]
+        return scores, chosen
+
+    def trained_parts(self):
+        """{role: fitted part} for the parts that trained a network (to save)."""
+        return _trained_parts({"reducer": self.reducer_, "scorer": self.scorer_})
+
+
+def _auc(scores, labels):
+    return roc_auc_score(labels, scores) if len(np.unique(labels)) == 2 else 0.5
+
+
+def _best_combo(aucs):
+    return int(np.argmax(aucs))  # ties: the first combination listed
 
 
 def decide_thresholds(scores, labels, rule="oof_f1", used_fraction=0.5, n_folds=5, random_state=0):
     """(thresholds, folds, note) per real row; a labelled row never sees its own label."""
     n = len(scores)
+    if rule == "natural":
+        return np.zeros(n), np.full(n, -1, dtype=np.int64), "natural: score > 0 called used"
     known = labels >= 0
     n_used, n_not = int((labels == 1).sum()), int((labels == 0).sum())
     n_folds_asked = n_folds

@@ -117,7 +117,116 @@ class PCAReducer:
         return self.fit(X).transform(X)
 
 
-REDUCERS = {"none": IdentityReducer, "pca": PCAReducer}
+class AutoencoderReducer:
+    """Code layer of an MLP autoencoder trained on the rows it is fitted on (CSMorgan 2024).
+
+    Columns are standardised first; `hidden` width and `epochs` set the model size and
+    training length; `device` is "cpu" (default, reproducible), "auto" or "cuda[:N]".
+    """
+
+    trains = True
+
+    def __init__(
+        self,
+        code_size=32,
+        hidden=256,
+        epochs=50,
+        lr=1e-3,
+        batch_size=64,
+        device="cpu",
+        random_state=0,
+    ):
+        from gantrace.autoencoder import FeatureAutoencoder
+
+        self.code_size = code_size
+        self.hidden = hidden
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.model_ = FeatureAutoencoder(
+            code_size, hidden, epochs, lr, batch_size, device, random_state
+        )
+
+    def fit(self, X):
+        self.model_.fit(as_matrix(X))
+        return self
+
+    def transform(self, X):
+        return self.model_.encode(as_matrix(X))
+
+    def fit_transform(self, X):
+        return self.fit(X).transform(X)
+
+    def save(self, path):
+        self.model_.save(path)
+
+
+class TSNEReducer:
+    """2-D (or `n_components`-D) t-SNE embedding (SDVAHCS 2024), after standardising columns.
+
+    t-SNE places only the rows it is fitted on: there is no `transform` for unseen rows, so
+    it serves attribution only. `perplexity` is lowered to (n - 1) / 3 for small inputs.
+    """
+
+    transforms_unseen = False
+
+    def __init__(self, n_components=2, perplexity=30.0, max_iter=1000, random_state=0):
+        check_int("tsne.n_components", n_components)
+        if n_components > 3:
+            raise ConfigError("tsne.n_components: Barnes-Hut t-SNE allows at most 3")
+        if isinstance(perplexity, bool) or not isinstance(perplexity, Real) or perplexity <= 0:
+            raise ConfigError(f"tsne.perplexity: expected a positive number, got {perplexity!r}")
+        check_int("tsne.max_iter", max_iter, minimum=250)
+        self.n_components = n_components
+        self.perplexity = perplexity
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def fit_transform(self, X):
+        from sklearn.manifold import TSNE
+
+        X = as_matrix(X).astype(np.float64)
+        X = X[:, np.ptp(X, axis=0) > 0]
+        X = (X - X.mean(axis=0)) / X.std(axis=0)
+        perplexity = min(float(self.perplexity), max((len(X) - 1) / 3, 1.0))
+        model = TSNE(
+            self.n_components,
+            perplexity=perplexity,
+            max_iter=self.max_iter,
+            init="pca",
+            learning_rate="auto",
+            random_state=self.random_state,
+        )
+        return model.fit_transform(X)
+
+    def fit(self, X):
+        self.fit_transform(X)
+        return self
+
+    def transform(self, X):
+        raise ConfigError(
+            "reducer.name: tsne embeds only the rows it is fitted on and cannot transform "
+            "unseen rows; use pca or autoencoder here"
+        )
+
+
+REDUCERS = {
+    "autoencoder": AutoencoderReducer,
+    "none": IdentityReducer,
+    "pca": PCAReducer,
+    "tsne": TSNEReducer,
+}
+
+
+def spec_name(spec):
+    return spec if isinstance(spec, str) else (spec or {}).get("name")
+
+
+def trained_parts(parts):
+    """{role: part} of the parts that train a network (class attribute `trains`)."""
+    return {role: p for role, p in parts.items() if getattr(p, "trains", False)}
 
 
 def build_reducer(spec, **injected):

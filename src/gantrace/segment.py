@@ -21,7 +21,13 @@ from scipy import ndimage
 from gantrace import __version__
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.io import atomic_path, read_images, write_masks
-from gantrace.torch_env import autocast, ensure_torchvision_ops, pick_device, seed_everything
+from gantrace.torch_env import (
+    autocast,
+    ensure_torchvision_ops,
+    optimiser_step,
+    pick_device,
+    seed_everything,
+)
 
 _FORMAT = "gantrace.LungUNet"
 _FORMAT_VERSION = "1"
@@ -550,11 +556,7 @@ class LungUNet:
                 with autocast(device):
                     logits = model(x)
                 loss = _loss(logits, y)
-                optimiser.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimiser)
-                scaler.update()
-                schedule.step()
+                optimiser_step(loss, optimiser, scaler, schedule)
                 total += float(loss.detach()) * len(xb)
                 seen += len(xb)
             rate = seen / max(time.perf_counter() - t0, 1e-9)

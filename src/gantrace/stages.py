@@ -168,7 +168,18 @@ def _features_for(features_h5, manifest_path, roles):
 
 
 # -- methods ---------------------------------------------------------------------------------
-def attribution(features_h5, manifest_path, spec, n_generators, seed, out):
+def _save_models(method, model_dir):
+    if model_dir is None:
+        return
+    parts = method.trained_parts()
+    if parts:
+        Path(model_dir).mkdir(parents=True, exist_ok=True)
+    for role, part in parts.items():
+        part.save(Path(model_dir) / f"{role}.safetensors")
+        _say(f"saved the trained {role} to {model_dir}/{role}.safetensors")
+
+
+def attribution(features_h5, manifest_path, spec, n_generators, seed, out, model_dir=None):
     from gantrace.attribution import AttributionMethod
 
     rows, x = _features_for(features_h5, manifest_path, {"generated"})
@@ -179,6 +190,7 @@ def attribution(features_h5, manifest_path, spec, n_generators, seed, out):
         random_state=seed,
     )
     labels = method.fit_predict(x)
+    _save_models(method, model_dir)
     table = pd.DataFrame(
         {"image_id": rows.image_id, "cluster": labels.astype(int), "generator": rows.generator}
     )
@@ -186,7 +198,7 @@ def attribution(features_h5, manifest_path, spec, n_generators, seed, out):
     _say(f"{spec['name']}: {len(table)} images in {len(set(labels))} clusters")
 
 
-def membership(features_h5, manifest_path, spec, n_folds, seed, out):
+def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=None):
     from gantrace.membership import MembershipMethod
 
     gen, gx = _features_for(features_h5, manifest_path, {"generated"})
@@ -196,13 +208,14 @@ def membership(features_h5, manifest_path, spec, n_folds, seed, out):
     method = MembershipMethod(
         scorer=spec["scorer"],
         reducer=spec.get("reducer"),
-        threshold=spec["threshold"],
-        used_fraction=spec["used_fraction"],
+        threshold=spec.get("threshold"),
+        used_fraction=spec.get("used_fraction", 0.5),
         n_folds=n_folds,
         random_state=seed,
     )
     result = method.run(gx, rx, real.label.to_numpy())
     _say(method.threshold_note_)
+    _save_models(method, model_dir)
     table = pd.concat([real[["image_id", "role", "label"]], result.reset_index(drop=True)], axis=1)
     io.write_table(table, out)
     _say(f"{spec['name']}: scored {len(table)} real images against {len(gen)} generated")
@@ -219,7 +232,12 @@ def fusion(task, paths, spec, out, n_folds, seed):
     if task == "attribution":
         labels = np.stack([t.cluster.to_numpy() for t in tables])
         fused = base[["image_id", "generator"]].copy()
-        fused["cluster"] = fu.majority_vote(labels, reference_index=0)
+        if spec["rule"] == "rerank":
+            fused["cluster"] = fu.rerank_labels(
+                labels, spec.get("n_clusters"), spec.get("linkage", "ward")
+            )
+        else:
+            fused["cluster"] = fu.majority_vote(labels, reference_index=0)
     else:
         fused = base[["image_id", "role", "label"]].copy()
         decisions = np.stack([t.decision.to_numpy() for t in tables])
@@ -230,6 +248,10 @@ def fusion(task, paths, spec, out, n_folds, seed):
             fused["decision"] = fu.vote_decisions(decisions)
         elif rule == "perfect_agreement":
             fused["decision"] = fu.perfect_agreement(decisions)
+        elif rule == "rerank":
+            fused["decision"] = fu.rerank_decisions(
+                decisions, scores, spec.get("n_clusters"), spec.get("linkage", "ward")
+            )
         else:
             from gantrace.membership import decide_thresholds
 
@@ -317,10 +339,12 @@ PRIMARY = {"membership": "f1", "attribution": "ari"}
 COLUMNS = ["f1", "kappa", "auc", "accuracy", "precision", "recall", "specificity", "ari", "nmi"]
 
 
-def leaderboard(score_paths, out_csv, metrics=None):
+def leaderboard(score_paths, out_csv, metrics=None, catalogue=None):
     """Rank methods per dataset and split by the primary metric: `metrics` maps a dataset to
-    its metric (config `datasets.<ds>.metric`), else f1 (membership) / ari (attribution)."""
+    its metric (config `datasets.<ds>.metric`), else f1 (membership) / ari (attribution).
+    `catalogue` maps a method or fusion name to the catalogue id it came from."""
     metrics = {d: m for d, m in (metrics or {}).items() if m}
+    catalogue = catalogue or {}
     tables = [io.read_table(p) for p in score_paths]
     board = pd.concat([t for t in tables if len(t)], ignore_index=True) if tables else None
     if board is None or not len(board):
@@ -332,7 +356,9 @@ def leaderboard(score_paths, out_csv, metrics=None):
             ["dataset", "split", "score", "method"], ascending=[True, True, False, True]
         )
         board["rank"] = board.groupby(["dataset", "split"]).cumcount() + 1
-        cols = ["dataset", "task", "split", "rank", "method", "kind", "metric", "score", "n"]
+        board["catalogue"] = [catalogue.get(m.removeprefix("fused_"), "") for m in board.method]
+        cols = ["dataset", "task", "split", "rank", "method", "kind", "catalogue", "metric"]
+        cols += ["score", "n"]
         board = board[cols + [c for c in COLUMNS if c in board.columns]]
     with io.atomic_path(out_csv) as tmp:
         board.to_csv(tmp, index=False, float_format="%.4f")

@@ -87,3 +87,13 @@ def set_threads(n):
     if n:
         torch.set_num_threads(int(n))
         os.environ.setdefault("OMP_NUM_THREADS", str(n))
+
+
+def optimiser_step(loss, optimiser, scaler, schedule=None):
+    """One mixed-precision training step: backward through the grad scaler, step, schedule."""
+    optimiser.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimiser)
+    scaler.update()
+    if schedule is not None:
+        schedule.step()

@@ -1,8 +1,9 @@
 """Pretrained weights, offline first: which files a config needs, and fetching them once.
 
 Compute nodes often have no internet. `required_weights(config["features"])` lists what
-the configured extractors will load (torchvision checkpoints in TORCH_HOME's hub cache,
-Hugging Face repos in the HF cache, weights shipped inside a Python package);
+the configured extractors will load (torchvision and URL-only timm checkpoints in
+TORCH_HOME's hub cache, Hugging Face repos (timm, DINOv2, BLIP, MAE) in the HF cache,
+weights shipped inside a Python package; a concat lists its parts' needs);
 `fetch(required, log)` downloads the missing ones on a machine that has internet (a
 cluster login node: `snakemake fetch_weights`), into the same caches the extractors read.
 
@@ -18,43 +19,73 @@ from urllib.parse import urlparse
 import torch
 
 from gantrace.errors import ConfigError, WeightsError
-from gantrace.features.base import FEATURES
+from gantrace.features.base import check_spec
 from gantrace.features.deep import PRETRAINED, _hf_cache_dir
 from gantrace.torch_env import ensure_torchvision_ops
 
 _TRUE = ("1", "true", "yes", "on")
 
 
-def _bare(name, spec):
-    """The extractor for `spec` with its params validated but its weights not checked."""
-    params = dict(spec)
-    cls = FEATURES.get(params.pop("extractor", None))
-    if cls is None:
-        raise ConfigError(f"features.{name}: unknown extractor {spec.get('extractor')!r}")
-    obj = cls.__new__(cls)
-    unknown = sorted(set(params) - set(cls.defaults))
-    if unknown:
-        raise ConfigError(f"features.{name}: unknown key '{unknown[0]}' for {cls.name}")
-    obj.params = {**cls.defaults, **params}
-    obj.check_params()
-    return obj
-
-
 def _torch_cache_path(url):
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
-def _hf_present(repo_id):
+HF_PATTERNS = ["*.json", "*.safetensors"]  # configs and weights, no TF/Flax/ONNX copies
+HF_FALLBACK = ["pytorch_model*.bin"]  # repos without safetensors
+
+
+def _hf_present(repo_id, filenames=("config.json",)):
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=_hf_cache_dir())
-    return isinstance(found, str)
+    for filename in filenames:
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=_hf_cache_dir())
+        if isinstance(found, str):
+            return True
+    return False
 
 
-def _entry(name, spec):
-    """One feature's weight need (a dict), or None when it needs no pretrained weights."""
-    ext = _bare(name, spec)
+def _hf_entry(repo, filenames=("config.json",)):
+    return {
+        "source": "huggingface",
+        "key": f"huggingface:{repo}",
+        "repo_id": repo,
+        "cache_dir": str(_hf_cache_dir()),
+        "present": _hf_present(repo, filenames),
+        "allow_patterns": HF_PATTERNS,
+    }
+
+
+def _entries(ext):
+    """An extractor's weight needs (dicts); concat lists its parts' needs."""
+    if ext.name == "concat":
+        return [entry for part in ext.parts for entry in _entries(part)]
+    entry = _entry(ext)
+    return [] if entry is None else [entry]
+
+
+def _entry(ext):
+    """One extractor's weight need (a dict), or None when it needs no pretrained weights."""
     kind = ext.name
+    if kind == "timm":
+        w = ext.params["weights"]
+        if w == "none":
+            return None
+        if not ext.pretrained():
+            return _local(w)
+        from gantrace.features.timm_models import timm_pretrained_source
+
+        source, where, files = timm_pretrained_source(ext.params["model"])
+        if source == "hf":
+            return {**_hf_entry(where, files), "allow_patterns": ["*.json", *files]}
+        return {
+            "source": "url",
+            "key": f"url:{where}",
+            "arch": f"timm {ext.params['model']}",
+            "weights": "ImageNet",
+            "url": where,
+            "path": str(files),
+            "present": files.is_file(),
+        }
     if kind == "torchvision":
         member = ext._weights_enum()
         if member is not None:
@@ -70,7 +101,7 @@ def _entry(name, spec):
             }
         w = ext.params["weights"]
         return None if w == "none" else _local(w)
-    if kind == "dinov2":
+    if kind in ("dinov2", "blip", "blip2", "vit_mae"):
         w = ext.params["weights"]
         if w == "none":
             return None
@@ -78,15 +109,7 @@ def _entry(name, spec):
             where_kind, where = ext._source()
         except WeightsError:
             return _local(w)
-        if where_kind == "dir":
-            return _local(w)
-        return {
-            "source": "huggingface",
-            "key": f"huggingface:{where}",
-            "repo_id": where,
-            "cache_dir": str(_hf_cache_dir()),
-            "present": _hf_present(where),
-        }
+        return _local(w) if where_kind == "dir" else _hf_entry(where)
     if kind == "efficientnet_lite0":
         w = ext.params["weights"]
         if w == "none":
@@ -132,12 +155,26 @@ def required_weights(features_config):
     for name, spec in features_config.items():
         if not isinstance(spec, dict):
             raise ConfigError(f"features.{name} must be a mapping, got {spec!r}")
-        entry = _entry(name, spec)
-        if entry is None:
-            continue
-        entry = by_key.setdefault(entry["key"], {**entry, "features": []})
-        entry["features"].append(name)
+        for entry in _entries_of(name, spec):
+            entry = by_key.setdefault(entry["key"], {**entry, "features": []})
+            if name not in entry["features"]:
+                entry["features"].append(name)
     return list(by_key.values())
+
+
+def _entries_of(name, spec):
+    """Weight needs of one feature; a learned (`finetuned`) feature starts from torchvision
+    ImageNet weights of each of its archs, or from none."""
+    if spec.get("extractor") == "finetuned":
+        archs = spec.get("ensemble") or [spec.get("arch", "custom")]
+        weights = spec.get("weights", "none")
+        found = []
+        for arch in archs:
+            if arch != "custom":
+                tv = {"extractor": "torchvision", "arch": arch, "weights": weights}
+                found += _entries(check_spec(tv, key=f"features.{name}"))
+        return found
+    return _entries(check_spec(spec, key=f"features.{name}"))
 
 
 def _offline():
@@ -146,7 +183,7 @@ def _offline():
 
 def _fetch_one(item, log):
     source = item["source"]
-    if source == "torchvision":
+    if source in ("torchvision", "url"):
         path = _torch_cache_path(item["url"])  # TORCH_HOME as it is now
         if path.is_file():
             return {**item, "path": str(path), "present": True, "status": "cached"}
@@ -164,7 +201,7 @@ def _fetch_one(item, log):
                 model_dir=str(path.parent),
                 map_location="cpu",
                 progress=False,
-                check_hash=True,
+                check_hash=source == "torchvision",  # torchvision names carry a sha256 prefix
                 weights_only=True,
             )
         except Exception as exc:  # noqa: BLE001 - network, hash or disk: one clear message
@@ -190,8 +227,12 @@ def _fetch_one(item, log):
         print(f"[weights] {repo} -> {cache} ({status})", file=log, flush=True)
         from huggingface_hub import snapshot_download
 
+        patterns = item.get("allow_patterns")
         try:
-            where = snapshot_download(repo, cache_dir=cache, local_files_only=status == "cached")
+            get = dict(cache_dir=cache, local_files_only=status == "cached")
+            where = snapshot_download(repo, allow_patterns=patterns, **get)
+            if patterns == HF_PATTERNS and not any(Path(where).glob("*.safetensors")):
+                where = snapshot_download(repo, allow_patterns=HF_FALLBACK, **get)
         except Exception as exc:  # noqa: BLE001
             raise WeightsError(
                 f"cannot download {repo} into {cache}: {exc}. Run `snakemake fetch_weights` "

@@ -11,9 +11,12 @@ rule attribution:
         f"{R}/benchmarks/attribution/{{dataset}}/{{method}}.tsv"
     conda:
         "../../envs/gantrace.yaml"
+    resources:
+        gpu=lambda wc: trains_network("attribution", wc.method),
     params:
         method=lambda wc: method_spec("attribution", wc.method),
         n_generators=lambda wc: DATASETS[wc.dataset]["n_generators"],
         seed=config["seed"],
+        model_dir=lambda wc: f"{R}/models/{wc.dataset}/attribution/{wc.method}",
     script:
         "../scripts/attribution.py"

@@ -1,3 +1,4 @@
+import re
 import sys
 from pathlib import Path
 
@@ -5,23 +6,27 @@ from pathlib import Path
 # the conda env, which installs this checkout too).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from gantrace import simulate
+from gantrace import catalogue, simulate
 from gantrace.config import validate_config
 from gantrace.errors import GantraceError
 from gantrace.ingest import image_table, simulated_table, under_root
 
 try:
+    # Catalogue entries (config/methods/<id>.yaml) join the config before it is checked.
+    CATALOGUE = catalogue.expand(config, Path(workflow.basedir) / "config" / "methods")
     validate_config(config, workflow.source_path("../../config/schema.yaml"))
 except GantraceError as err:
     raise WorkflowError(str(err)) from None
 
 R = "results"
 INGEST = config["ingest"]
-DATASETS = config["datasets"]
+DATASETS = config.get("datasets", {})  # a benchmark-only config has none
 FEATURES = config["features"]
 METHODS = {t: config[t]["methods"] for t in ("attribution", "membership")}
 FUSIONS = {t: config[t]["fusion"] for t in ("attribution", "membership")}
-TORCH_EXTRACTORS = {"torchvision", "dinov2", "timm"}
+# Features trained on a dataset's labelled images by a dataset-level rule (finetune.smk),
+# not extracted shard by shard (gantrace.finetune.EXTRACTOR).
+LEARNED_EXTRACTORS = {"finetuned"}
 
 
 wildcard_constraints:
@@ -79,7 +84,37 @@ def datasets_of(task):
 
 
 def methods_for(task, ds):
-    return [m for m, s in METHODS[task].items() if ds in s.get("datasets", [ds])]
+    """Methods run on a dataset: those listing it (or listing none), except methods that
+    learn from labels on a dataset without enough labelled images (a test set)."""
+    named = [m for m, s in METHODS[task].items() if ds in s.get("datasets", [ds])]
+    return [m for m in named if labelled(ds) or not needs_labels(task, m)]
+
+
+def labelled(ds):
+    """At least two labelled images per class: used / not used, or two generators."""
+    table = images(ds)
+    if DATASETS[ds]["task"] == "membership":
+        return min((table.label == 1).sum(), (table.label == 0).sum()) >= 2
+    counts = table.generator.dropna().astype(str).value_counts()
+    return (counts.drop("", errors="ignore") >= 2).sum() >= 2
+
+
+def needs_labels(task, method):
+    """The method learns from the labelled images of the dataset it scores: a learned
+    feature without `train_from`, a supervised scorer, or a scorer with tuned (listed)
+    parameters."""
+    from gantrace.scorers import SCORERS
+    from gantrace.reduce import spec_name
+
+    spec = METHODS[task][method]
+    feature = FEATURES[spec["feature"]]
+    if feature["extractor"] in LEARNED_EXTRACTORS and not feature.get("train_from"):
+        return True
+    if task != "membership":
+        return False
+    scorer = spec["scorer"] if isinstance(spec["scorer"], dict) else {}
+    supervised = getattr(SCORERS.get(spec_name(spec["scorer"])), "supervised", False)
+    return supervised or any(isinstance(v, list) for v in scorer.values())
 
 
 def fusions_for(task, ds):
@@ -103,8 +138,77 @@ def feature_path(ds, task, method):
     return f"{R}/{ds}/features/{m['feature']}/{m.get('region', 'full')}.h5"
 
 
+_GPU = {}
+
+
 def uses_gpu(feature):
-    return int(FEATURES[feature]["extractor"] in TORCH_EXTRACTORS)
+    """1 for features computed by a network (learned ones included), else 0."""
+    if feature not in _GPU:
+        spec = FEATURES[feature]
+        if spec["extractor"] in LEARNED_EXTRACTORS:
+            _GPU[feature] = 1
+        else:
+            from gantrace.features import check_spec  # imports torch: only when asked
+
+            try:
+                _GPU[feature] = int(
+                    check_spec(spec, key=f"features.{feature}").uses_torch
+                )
+            except GantraceError as err:
+                raise WorkflowError(str(err)) from None
+    return _GPU[feature]
+
+
+def learned_features():
+    """Feature names produced by `train_features` (a net trained on labelled images)."""
+    return sorted(
+        f for f, s in FEATURES.items() if s["extractor"] in LEARNED_EXTRACTORS
+    )
+
+
+def shard_features():
+    """Feature names extracted shard by shard (`embed` + `gather_features`)."""
+    return sorted(f for f in FEATURES if f not in learned_features())
+
+
+def names_regex(names):
+    """A wildcard constraint matching exactly these names (nothing when empty)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def train_from(wc):
+    """The dataset a learned feature trains on: its `train_from`, else its own dataset."""
+    source = FEATURES[wc.feature].get("train_from")
+    if source is None:
+        return wc.dataset
+    if source not in DATASETS:
+        raise WorkflowError(
+            f"features.{wc.feature}.train_from: unknown dataset {source!r} "
+            f"(defined: {', '.join(DATASETS)})"
+        )
+    return source
+
+
+for _task, _methods in METHODS.items():
+    for _name, _m in _methods.items():
+        if _m["feature"] in learned_features() and _m.get("region", "full") != "full":
+            raise WorkflowError(
+                f"{_task}.methods.{_name}.region: learned feature {_m['feature']!r} covers "
+                "whole images only; remove region (or set it to full)"
+            )
+
+
+def trains_network(task, method):
+    """1 when a part of the method (its reducer or membership scorer) trains a network."""
+    from gantrace.membership import SCORERS
+    from gantrace.reduce import REDUCERS, spec_name
+
+    spec = METHODS[task][method]
+    parts = [REDUCERS.get(spec_name(spec.get("reducer")))]
+    if task == "membership":
+        # A tuned scorer may list values; its name is never a list.
+        parts.append(SCORERS.get(spec_name(spec.get("scorer"))))
+    return int(any(getattr(p, "trains", False) for p in parts))
 
 
 def segmentation_datasets():
@@ -197,3 +301,52 @@ def plot_targets(ds):
     if uses_masks(ds):
         targets.append(f"{R}/segmentation/{ds}.png")
     return targets
+
+
+# -- benchmark builder (workflow/rules/benchmark.smk) ---------------------------------------
+BENCH = config.get("benchmark")
+BENCH_DIR = f"{R}/benchmark/{BENCH['name']}" if BENCH else f"{R}/benchmark/_unset"
+BENCH_MODELS = (
+    f"{R}/models/benchmark/{BENCH['name']}" if BENCH else f"{R}/models/benchmark/_unset"
+)
+BENCH_LOGS = (
+    f"{R}/logs/benchmark/{BENCH['name']}" if BENCH else f"{R}/logs/benchmark/_unset"
+)
+BENCH_TIMES = (
+    f"{R}/benchmarks/benchmark/{BENCH['name']}" if BENCH else f"{R}/benchmarks/_unset"
+)
+
+
+def bench_config():
+    if not BENCH:
+        raise WorkflowError(
+            "`snakemake benchmark` needs a `benchmark:` section in the config "
+            "(copy config/benchmark.yaml and set `source` to your folder of slices)"
+        )
+    return BENCH
+
+
+def bench_generators():
+    return list(bench_config()["generators"])
+
+
+def bench_source_files(wc):
+    from gantrace.benchmark.split import list_slices
+
+    try:
+        return [str(p) for p in list_slices(bench_config()["source"])]
+    except GantraceError as err:
+        raise WorkflowError(str(err)) from None
+
+
+def bench_targets(wc):
+    gens = bench_generators()
+    return [
+        f"{BENCH_DIR}/gantrace.yaml",
+        *expand(f"{BENCH_DIR}/report/{{g}}_grid.png", g=gens),
+        *expand(f"{BENCH_DIR}/report/{{g}}_memorisation.txt", g=gens),
+    ]
+
+
+wildcard_constraints:
+    generator=r"[^/]+",

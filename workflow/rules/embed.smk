@@ -12,6 +12,8 @@ rule embed:
         f"{R}/logs/embed/{{dataset}}/{{feature}}/{{region}}/{{shard}}.log",
     benchmark:
         f"{R}/benchmarks/embed/{{dataset}}/{{feature}}/{{region}}/{{shard}}.tsv"
+    wildcard_constraints:
+        feature=names_regex(shard_features()),  # learned features: finetune.smk
     conda:
         "../../envs/gantrace.yaml"
     threads: 4
@@ -39,6 +41,8 @@ rule gather_features:
         f"{R}/logs/gather_features/{{dataset}}/{{feature}}/{{region}}.log",
     benchmark:
         f"{R}/benchmarks/gather_features/{{dataset}}/{{feature}}/{{region}}.tsv"
+    wildcard_constraints:
+        feature=names_regex(shard_features()),
     conda:
         "../../envs/gantrace.yaml"
     script:

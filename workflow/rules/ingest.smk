@@ -33,6 +33,7 @@ rule manifest:
         f"{R}/logs/manifest/{{dataset}}.log",
     benchmark:
         f"{R}/benchmarks/manifest/{{dataset}}.tsv"
+    localrule: True
     conda:
         "../../envs/gantrace.yaml"
     params:

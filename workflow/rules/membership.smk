@@ -11,9 +11,12 @@ rule membership:
         f"{R}/benchmarks/membership/{{dataset}}/{{method}}.tsv"
     conda:
         "../../envs/gantrace.yaml"
+    resources:
+        gpu=lambda wc: trains_network("membership", wc.method),
     params:
         method=lambda wc: method_spec("membership", wc.method),
         n_folds=config["membership"]["n_folds"],
         seed=config["seed"],
+        model_dir=lambda wc: f"{R}/models/{wc.dataset}/membership/{wc.method}",
     script:
         "../scripts/membership.py"

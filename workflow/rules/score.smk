@@ -10,6 +10,7 @@ rule score:
         f"{R}/logs/score/{{dataset}}.log",
     benchmark:
         f"{R}/benchmarks/score/{{dataset}}.tsv"
+    localrule: True
     conda:
         "../../envs/gantrace.yaml"
     params:
@@ -39,6 +40,7 @@ rule leaderboard:
         "../../envs/gantrace.yaml"
     params:
         metrics={ds: c.get("metric") for ds, c in DATASETS.items()},
+        catalogue=CATALOGUE,
     script:
         "../scripts/leaderboard.py"
 

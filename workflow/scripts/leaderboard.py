@@ -2,4 +2,9 @@ from gantrace import stages
 from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):
-    stages.leaderboard(list(snakemake.input), snakemake.output.csv, snakemake.params.metrics)
+    stages.leaderboard(
+        list(snakemake.input),
+        snakemake.output.csv,
+        snakemake.params.metrics,
+        snakemake.params.catalogue,
+    )

@@ -9,4 +9,5 @@ with logged(snakemake.log[0]):
         snakemake.params.n_folds,
         snakemake.params.seed,
         snakemake.output[0],
+        model_dir=snakemake.params.model_dir,
     )

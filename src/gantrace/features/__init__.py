@@ -3,15 +3,25 @@
 from gantrace.features import build_extractor, extract_shard
 ext = build_extractor({"extractor": "torchvision", "arch": "densenet121", "weights": "none"})
 feats = ext.transform(images)  # uint8 (N, H, W) -> float32 (N, D)
+
+Every spec takes `preprocess` (see `gantrace.preprocess`), applied before the region mask.
 """
 
-from gantrace.features import classic, deep, lite0  # noqa: F401 - fill the registry
+from gantrace.features import (  # noqa: F401 - fill the registry
+    classic,
+    concat,
+    deep,
+    hf_vision,
+    lite0,
+    timm_models,
+)
 from gantrace.features.base import (
     FEATURES,
     REGIONS,
     FeatureExtractor,
     apply_region,
     build_extractor,
+    check_spec,
 )
 from gantrace.features.classic import (
     LBPExtractor,
@@ -19,13 +29,19 @@ from gantrace.features.classic import (
     SpectrumExtractor,
     noise_residual,
 )
+from gantrace.features.concat import ConcatExtractor
 from gantrace.features.deep import Dinov2Extractor, TorchExtractor, TorchvisionExtractor
+from gantrace.features.hf_vision import Blip2Extractor, BlipExtractor, VitMaeExtractor
 from gantrace.features.lite0 import EfficientNetLite0Extractor
 from gantrace.features.runner import ShardDataset, extract_shard
+from gantrace.features.timm_models import TimmExtractor
 
 __all__ = [
     "FEATURES",
     "REGIONS",
+    "Blip2Extractor",
+    "BlipExtractor",
+    "ConcatExtractor",
     "Dinov2Extractor",
     "EfficientNetLite0Extractor",
     "FeatureExtractor",
@@ -34,9 +50,12 @@ __all__ = [
     "ShardDataset",
     "SpectrumExtractor",
     "TorchExtractor",
+    "TimmExtractor",
     "TorchvisionExtractor",
+    "VitMaeExtractor",
     "apply_region",
     "build_extractor",
+    "check_spec",
     "extract_shard",
     "noise_residual",
 ]

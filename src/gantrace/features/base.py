@@ -8,6 +8,7 @@ import numpy as np
 
 from gantrace import __version__
 from gantrace.errors import ConfigError
+from gantrace.preprocess import build_preprocessor
 
 FEATURES: dict[str, type] = {}
 REGIONS = ("full", "lung", "outer")
@@ -24,23 +25,35 @@ def suggest(word, choices):
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def build_extractor(spec):
-    """Build an extractor from a config mapping such as {"extractor": "pixels", "size": 32}."""
+def _spec_class(spec, key):
     if not isinstance(spec, dict):
-        raise ConfigError(f"features spec must be a mapping, got {type(spec).__name__}: {spec!r}")
+        raise ConfigError(f"{key} must be a mapping, got {type(spec).__name__}: {spec!r}")
     params = dict(spec)
     name = params.pop("extractor", None)
     valid = ", ".join(sorted(FEATURES))
     if name is None:
-        raise ConfigError(
-            f"features spec {spec!r} has no 'extractor' key; valid extractors: {valid}"
-        )
+        raise ConfigError(f"{key} {spec!r} has no 'extractor' key; valid extractors: {valid}")
     if name not in FEATURES:
         raise ConfigError(
-            f"features spec: unknown extractor '{name}'{suggest(name, FEATURES)}; "
-            f"valid extractors: {valid}"
+            f"{key}: unknown extractor '{name}'{suggest(name, FEATURES)}; valid extractors: {valid}"
         )
-    return FEATURES[name](**params)
+    return FEATURES[name], params
+
+
+def build_extractor(spec, key="features spec"):
+    """Build an extractor from a config mapping such as {"extractor": "pixels", "size": 32}.
+
+    `key` names the spec in errors, e.g. "features.r50" (then a bad preprocessing step is
+    reported as "features.r50.preprocess").
+    """
+    cls, params = _spec_class(spec, key)
+    return cls(config_key=key, **params)
+
+
+def check_spec(spec, key="features spec"):
+    """Validate a spec without touching weights: the extractor, its weights not checked."""
+    cls, params = _spec_class(spec, key)
+    return cls.bare(params, config_key=key)
 
 
 def library_versions(*names):
@@ -82,8 +95,9 @@ def as_batch(images):
 class FeatureExtractor:
     """Maps a batch of uint8 greyscale images (N, H, W) to float32 features (N, D).
 
-    Every parameter is a constructor keyword listed in `defaults`; an unknown keyword is a
-    ConfigError naming it. Subclasses set `name`, `defaults` and implement `transform`.
+    Every parameter is a constructor keyword listed in `defaults` (plus `preprocess`, a
+    `gantrace.preprocess` spec, for every extractor); an unknown keyword is a ConfigError
+    naming it. Subclasses set `name`, `defaults` and implement `extract`.
     """
 
     name = "base"
@@ -91,21 +105,40 @@ class FeatureExtractor:
     uses_torch = False
     versions_of: tuple = ("numpy",)
 
-    def __init__(self, **params):
-        unknown = sorted(set(params) - set(self.defaults))
+    def __init__(self, *, config_key="features spec", **params):
+        self._setup(params, config_key)
+        self.check_weights()
+
+    @classmethod
+    def bare(cls, params, config_key="features spec"):
+        """The extractor with its params validated but its weights not looked for."""
+        obj = cls.__new__(cls)
+        obj._setup(dict(params), config_key)
+        return obj
+
+    def _setup(self, params, config_key):
+        self.config_key = config_key
+        unknown = sorted(set(params) - set(self.defaults) - {"preprocess"})
         if unknown:
             key = unknown[0]
             raise ConfigError(
-                f"features spec for extractor '{self.name}': unknown key '{key}'"
-                f"{suggest(key, self.defaults)}; valid keys: extractor, "
-                f"{', '.join(sorted(self.defaults))}"
+                f"{config_key} (extractor '{self.name}'): unknown key '{key}'"
+                f"{suggest(key, [*self.defaults, 'preprocess'])}; valid keys: extractor, "
+                f"{', '.join(sorted([*self.defaults, 'preprocess']))}"
             )
         self.params = {**copy.deepcopy(self.defaults), **params}
         self.params["batch_size"] = check_int(self.name, "batch_size", self.params["batch_size"])
+        self.preprocessor = build_preprocessor(
+            self.params.get("preprocess"), key=f"{config_key}.preprocess"
+        )
+        self.params["preprocess"] = self.preprocessor.spec()
         self.check_params()
 
     def check_params(self):
         """Validate `self.params`; raise ConfigError on a bad value."""
+
+    def check_weights(self):
+        """Fail fast (WeightsError) when the weights asked for are not available here."""
 
     @property
     def batch_size(self):
@@ -117,13 +150,25 @@ class FeatureExtractor:
     def weights_description(self):
         return "none"
 
-    def transform(self, images):
+    def transform(self, images, masks=None, region="full"):
+        """Features of uint8 (N, H, W) images: preprocess, keep `region`, extract.
+
+        The same order as the shard runner, so library and workflow give the same numbers.
+        """
+        images = as_batch(images)
+        if self.preprocessor:
+            images = self.preprocessor.transform(images)
+        return self.extract(apply_region(images, masks, region))
+
+    def extract(self, images):
+        """Features of images already preprocessed and region-masked."""
         raise NotImplementedError
 
     def provenance(self):
         return {
             "extractor": self.name,
             "params": self.get_params(),
+            "preprocess": self.preprocessor.spec(),
             "weights": self.weights_description(),
             "versions": library_versions(*self.versions_of),
         }

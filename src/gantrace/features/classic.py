@@ -22,7 +22,7 @@ class PixelsExtractor(FeatureExtractor):
     def check_params(self):
         check_int(self.name, "size", self.params["size"])
 
-    def transform(self, images):
+    def extract(self, images):
         images = as_batch(images)
         n, h, w = images.shape
         s = self.params["size"]
@@ -66,7 +66,7 @@ class LBPExtractor(FeatureExtractor):
     def n_features(self):
         return sum(p + 2 for p, _ in self._scales)
 
-    def transform(self, images):
+    def extract(self, images):
         from skimage.feature import local_binary_pattern
 
         images = as_batch(images)
@@ -153,7 +153,7 @@ class SpectrumExtractor(FeatureExtractor):
         state["_pool"] = {}
         return state
 
-    def transform(self, images):
+    def extract(self, images):
         images = as_batch(images)
         n, h, w = images.shape
         residual = noise_residual(images, self.params["denoise"], self.params["sigma"])

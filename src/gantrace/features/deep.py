@@ -40,15 +40,11 @@ class TorchExtractor(FeatureExtractor):
     versions_of = ("numpy", "torch")
     norm_mean, norm_std = IMAGENET_MEAN, IMAGENET_STD  # per-channel input normalisation
 
-    def __init__(self, **params):
-        super().__init__(**params)
+    def _setup(self, params, config_key):
+        super()._setup(params, config_key)
         self._model = None
         self._consts = None
         self.device = torch.device("cpu")
-        self.check_weights()
-
-    def check_weights(self):
-        """Fail fast (WeightsError) when the weights asked for are not available here."""
 
     def build_model(self):
         """Return the feature model (eval mode) with its weights loaded."""
@@ -87,7 +83,7 @@ class TorchExtractor(FeatureExtractor):
             self._consts = (scale, shift)
         return self._consts
 
-    def preprocess(self, images):
+    def prepare(self, images):
         """uint8 (N, H, W) tensor -> float (N, 3, S, S) resized, ImageNet-normalised."""
         x = images.to(self.device, non_blocking=True).unsqueeze(1).float()
         size = self.params["input_size"]
@@ -107,12 +103,12 @@ class TorchExtractor(FeatureExtractor):
         """uint8 (N, H, W) tensor -> float32 (N, D) tensor on the extractor's device."""
         self.model  # noqa: B018 - build outside inference mode (its tensors stay ordinary)
         with torch.inference_mode():
-            x = self.preprocess(images)
+            x = self.prepare(images)
             with autocast(self.device):
                 feats = self.forward_features(x)
             return feats.float()
 
-    def transform(self, images):
+    def extract(self, images):
         images = np.ascontiguousarray(as_batch(images), dtype=np.uint8)
         if not len(images):
             return np.zeros((0, 0), dtype=np.float32)
@@ -311,6 +307,11 @@ class TorchvisionExtractor(TorchExtractor):
             if member is None:
                 raise
             raise WeightsError(f"cannot load {self._weights_file} for {arch}: {exc}") from exc
+        if getattr(model, "aux_logits", False):  # ImageNet Inception/GoogLeNet: drop aux heads
+            model.aux_logits = False
+            for aux in ("AuxLogits", "aux1", "aux2"):
+                if hasattr(model, aux):
+                    setattr(model, aux, None)
         model = strip_head(model, arch)
         if member is None and self._weights_file is not None:
             state = load_state_dict_file(self._weights_file)
@@ -351,6 +352,24 @@ def _hf_cache_dir():
     from huggingface_hub import constants
 
     return constants.HF_HUB_CACHE
+
+
+def weights_source(owner, weights, default_repo):
+    """Where a transformers model's weights come from: ("none", None), ("hub", repo id) for
+    `imagenet` (the default repo) or an `org/name` id, or ("dir", path) for a local folder."""
+    if weights == "none":
+        return "none", None
+    if weights.lower() in PRETRAINED:
+        return "hub", default_repo
+    path = Path(weights).expanduser()
+    if path.exists():
+        return "dir", path
+    if weights.count("/") == 1 and not weights.startswith((".", "/", "~")):
+        return "hub", weights
+    raise WeightsError(
+        f"{owner}: weights directory {path} does not exist (weights must be none, imagenet, "
+        f"a hub id such as {default_repo}, or a local from_pretrained directory)"
+    )
 
 
 @register
@@ -406,20 +425,10 @@ class Dinov2Extractor(TorchExtractor):
 
     def _source(self):
         """("none", None), ("hub", repo id) or ("dir", local path)."""
-        w = self.params["weights"]
-        if w == "none":
-            return "none", None
-        if w.lower() in PRETRAINED:
-            return "hub", f"facebook/dinov2-{self.params['size']}"
-        path = Path(w).expanduser()
-        if path.exists():
-            return "dir", path
-        if w.count("/") == 1 and not w.startswith((".", "/", "~")):
-            return "hub", w
-        raise WeightsError(
-            f"dinov2: weights directory {path} does not exist (weights must be none, imagenet, "
-            "a hub id such as facebook/dinov2-small, or a local from_pretrained directory)"
-        )
+        return weights_source(self.name, self.params["weights"], self._hub_repo())
+
+    def _hub_repo(self):
+        return f"facebook/dinov2-{self.params['size']}"
 
     def _hub_error(self, repo, detail=""):
         return WeightsError(

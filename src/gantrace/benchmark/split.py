@@ -1,0 +1,107 @@
+"""Seeded used / not-used split of real slices, optionally keeping each group on one side."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gantrace.errors import ConfigError
+
+IMAGE_SUFFIXES = (".png",)
+
+
+def list_slices(source):
+    """Sorted PNG files of `source` (a folder); ConfigError if there are none."""
+    folder = Path(source)
+    if not folder.is_dir():
+        raise ConfigError(f"benchmark.source: {source} is not a folder of PNG slices")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ConfigError(f"benchmark.source: no .png files in {source}")
+    return files
+
+
+def assign_groups(files, groups=None):
+    """Group of each file: its own id, a regex capture (`pattern`), or a CSV `image,group`."""
+    ids = [Path(f).stem for f in files]
+    groups = groups or {}
+    if "pattern" in groups:
+        rx = re.compile(groups["pattern"])
+        out = []
+        for f in files:
+            m = rx.search(Path(f).name)
+            if m is None or not m.groups():
+                raise ConfigError(
+                    f"benchmark.split.groups.pattern: {groups['pattern']!r} has no group "
+                    f"capture matching {Path(f).name!r}; use one (...) around the patient part"
+                )
+            out.append(m.group(1))
+        return out
+    if "csv" in groups:
+        table = pd.read_csv(groups["csv"], dtype=str)
+        if not {"image", "group"} <= set(table.columns):
+            raise ConfigError(
+                f"benchmark.split.groups.csv: {groups['csv']} needs columns image,group"
+            )
+        lookup = {Path(i).stem: g for i, g in zip(table.image, table.group, strict=True)}
+        missing = [i for i in ids if i not in lookup]
+        if missing:
+            raise ConfigError(
+                f"benchmark.split.groups.csv: {len(missing)} slice(s) have no group, "
+                f"e.g. {missing[:5]}"
+            )
+        return [lookup[i] for i in ids]
+    return ids
+
+
+class GroupSplit:
+    """Split slices into used / not used, then each side into labelled (dev) / hidden (unknown).
+
+    Whole groups move together at both steps, so neighbouring slices of one patient never
+    fall on both sides. Fractions are reached as closely as whole groups allow.
+    """
+
+    def __init__(self, used_fraction=0.5, unknown_fraction=0.3, seed=0):
+        self.used_fraction = used_fraction
+        self.unknown_fraction = unknown_fraction
+        self.seed = seed
+
+    @staticmethod
+    def _take(groups, fraction, rng):
+        """Pick whole groups (random order) until `fraction` of the slices is covered."""
+        names, counts = np.unique(groups, return_counts=True)
+        order = rng.permutation(len(names))
+        target, total, chosen = fraction * len(groups), 0, set()
+        for i in order:
+            if total >= target:
+                break
+            chosen.add(names[i])
+            total += counts[i]
+        return np.isin(groups, list(chosen))
+
+    def fit_transform(self, files, groups=None):
+        ids = [Path(f).stem for f in files]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("benchmark.source: two slices share a file name stem")
+        groups = np.asarray(groups if groups is not None else ids, dtype=str)
+        rng = np.random.default_rng(self.seed)
+        used = self._take(groups, self.used_fraction, rng)
+        if used.all() or not used.any():
+            raise ConfigError(
+                "benchmark.split: every group fell on one side; give more groups or change "
+                "used_fraction"
+            )
+        unknown = np.zeros(len(ids), bool)
+        for side in (used, ~used):
+            idx = np.flatnonzero(side)
+            unknown[idx] = self._take(groups[idx], self.unknown_fraction, rng)
+        return pd.DataFrame(
+            {
+                "image_id": ids,
+                "path": [str(f) for f in files],
+                "group": groups,
+                "used": used.astype(int),
+                "part": np.where(unknown, "unknown", "dev"),
+            }
+        )

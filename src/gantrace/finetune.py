@@ -1,0 +1,683 @@
+"""Supervised CNNs trained on the labelled images of a data set, used as learned features.
+
+The 2024 seed methods that fine-tune CNNs (DESIGN.md §4) become one feature extractor,
+`finetuned`, that a dataset-level rule trains and applies:
+
+- GAN-Amis: a small plain CNN (`arch: custom`) or a fine-tuned torchvision CNN trained on
+  the dev generator labels; penultimate features feed k-means.
+- SDVAHCS/UCSD: ResNet18/34/50 fine-tuned on the dev generators; the `n_pseudo` least
+  confident test images become an extra "unseen generator" class and the net is retrained
+  (`open_set`); the three nets form an `ensemble`.
+- Inoue Koki: a ResNet-152 classifying real images as used / not used (`target:
+  membership`), one per preprocessed input, combined by a membership fusion vote.
+
+No label leaks: without `train_from`, the labelled rows are split into stratified folds and
+the features of a fold come from nets trained on the other folds only; rows without a label
+get features from a net trained on every labelled row. All nets of one feature start from
+the same seeded initialisation, so the folds' feature spaces stay close; the probability
+(or logit) columns are comparable across folds by construction.
+
+`CNNClassifier` is the estimator (fit / embed / predict_proba / save / load, safetensors);
+`LearnedFeature` turns a config spec into features of every image; `train_features` is the
+workflow stage.
+"""
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gantrace import __version__, io
+from gantrace.errors import ConfigError, GantraceError
+from gantrace.segment import _EpochShuffle, _read_checkpoint, _restore, _write_checkpoint
+from gantrace.torch_env import autocast, optimiser_step, pick_device, seed_everything
+
+EXTRACTOR = "finetuned"  # workflow/rules/common.smk: LEARNED_EXTRACTORS
+TARGETS = ("generator", "membership")
+OUTPUTS = ("both", "penultimate", "probabilities")
+CUSTOM = "custom"
+_FORMAT = "gantrace.CNNClassifier"
+_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _say(log, line):
+    if log is not None:
+        print(line, file=log, flush=True)
+
+
+# -- networks ----------------------------------------------------------------------------------
+class PlainCNN(nn.Module):
+    """conv-bn-relu blocks, each doubling the channels and halving the size, then global
+    average pooling (GAN-Amis' custom CNN, sized by `width` and `depth`)."""
+
+    def __init__(self, width=16, depth=4):
+        super().__init__()
+        layers, c_in = [], 1
+        for i in range(depth):
+            c_out = width * 2**i
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            c_in = c_out
+        self.body = nn.Sequential(*layers)
+        self.out_dim = c_in
+
+    def forward(self, x):
+        return torch.flatten(F.adaptive_avg_pool2d(self.body(x), 1), 1)
+
+
+class _Net(nn.Module):
+    """Trunk (penultimate features) + linear head; returns (features, logits)."""
+
+    def __init__(self, trunk, dim, n_classes):
+        super().__init__()
+        self.trunk = trunk
+        self.head = nn.Linear(dim, n_classes)
+
+    def forward(self, x):
+        f = self.trunk(x)
+        return f, self.head(f)
+
+
+def _trunk(arch, weights, input_size, width, seed):
+    """(trunk module, feature width, input channels); pretrained weights load fail-fast."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if arch == CUSTOM:
+            trunk = PlainCNN(width)
+            return trunk, trunk.out_dim, 1
+        from gantrace.features.deep import TorchvisionExtractor
+
+        # Validates arch/weights and raises WeightsError naming the missing file.
+        ext = TorchvisionExtractor(arch=arch, weights=weights, input_size=input_size, seed=seed)
+        trunk = ext.build_model()
+    trunk.eval()
+    with torch.no_grad():
+        dim = trunk(torch.zeros(2, 3, input_size, input_size)).shape[1]
+    return trunk.train(), int(dim), 3
+
+
+def _to_input(batch_u8, size, channels, device):
+    """uint8 (B, H, W) -> float (B, C, size, size): [-1, 1] for 1 channel, ImageNet else."""
+    x = batch_u8.to(device, non_blocking=True).unsqueeze(1).float()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    if channels == 1:
+        return x.div_(127.5).sub_(1.0)
+    mean = torch.tensor(_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(_STD, device=device).view(1, 3, 1, 1)
+    return (x / 255.0 - mean) / std
+
+
+def resize_images(images, size):
+    """uint8 (N, H, W) -> uint8 (N, size, size), antialiased (kept small in memory)."""
+    images = np.asarray(images, dtype=np.uint8)
+    if images.shape[1:] == (size, size):
+        return images
+    out = np.empty((len(images), size, size), np.uint8)
+    for i in range(0, len(images), 256):
+        x = torch.from_numpy(images[i : i + 256]).unsqueeze(1).float()
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        out[i : i + 256] = x.round().clamp_(0, 255).to(torch.uint8)[:, 0].numpy()
+    return out
+
+
+# -- the estimator -----------------------------------------------------------------------------
+class CNNClassifier:
+    """A CNN image classifier with an sklearn-like interface.
+
+    Trains with cross-entropy and AdamW (cosine decay to 5 % of `lr`), each epoch's shuffle
+    seeded from (seed, epoch); `fit(..., checkpoint=path)` writes the training state after
+    every epoch and resumes from it, giving the same weights as an uninterrupted run on CPU.
+    """
+
+    _PARAMS = ("arch", "weights", "width", "input_size", "epochs", "batch_size", "lr", "seed")
+
+    def __init__(
+        self,
+        arch=CUSTOM,
+        weights="none",
+        width=16,
+        input_size=64,
+        epochs=3,
+        batch_size=32,
+        lr=1e-3,
+        seed=0,
+        device="auto",
+    ):
+        self.arch, self.weights, self.width = str(arch), str(weights), int(width)
+        self.input_size, self.epochs = int(input_size), int(epochs)
+        self.batch_size, self.lr, self.seed = int(batch_size), float(lr), int(seed)
+        self.device = str(device)
+        self.model_ = None
+        self.n_classes_ = None
+        self.metrics_ = {}
+
+    def get_params(self):
+        return {k: getattr(self, k) for k in self._PARAMS}
+
+    def _build(self, n_classes, weights=None):
+        w = self.weights if weights is None else weights
+        trunk, dim, self.channels_ = _trunk(self.arch, w, self.input_size, self.width, self.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + 1)
+            return _Net(trunk, dim, n_classes)
+
+    def _fingerprint(self, images, y, device):
+        digest = hashlib.sha256()
+        for arr in (np.ascontiguousarray(images, np.uint8), np.ascontiguousarray(y, np.int64)):
+            digest.update(repr(arr.shape).encode())
+            digest.update(memoryview(arr).cast("B"))
+        return {
+            "params": self.get_params(),
+            "device_type": device.type,
+            "data_sha256": digest.hexdigest(),
+            "torch": torch.__version__,
+        }
+
+    def fit(self, images, y, n_classes=None, log=None, checkpoint=None):
+        """Train on uint8 (N, H, W) images and int class labels 0..K-1; returns self."""
+        images = np.asarray(images, dtype=np.uint8)
+        y = np.asarray(y, dtype=np.int64)
+        if images.ndim != 3 or len(images) != len(y) or not len(y):
+            raise GantraceError(f"CNNClassifier.fit: images {images.shape} for {len(y)} labels")
+        k = int(n_classes or y.max() + 1)
+        device = self.device_ = pick_device(self.device)
+        seed_everything(self.seed)
+        model = self._build(k).to(device)
+        self.model_, self.n_classes_ = model, k
+        data = torch.utils.data.TensorDataset(torch.from_numpy(images), torch.from_numpy(y))
+        sampler = _EpochShuffle(len(y), self.seed)
+        loader = torch.utils.data.DataLoader(
+            data,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=len(y) % self.batch_size == 1,  # BatchNorm cannot train on one image
+            pin_memory=device.type == "cuda",
+        )
+        optimiser = torch.optim.AdamW(model.parameters(), lr=self.lr)
+        scaler = torch.amp.GradScaler(
+            "cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        )
+        steps = max(self.epochs * len(loader), 1)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps))
+        )
+        losses, done, fingerprint = [], 0, None
+        if checkpoint is not None:
+            fingerprint = self._fingerprint(images, y, device)
+            state = _read_checkpoint(checkpoint, fingerprint, log)
+            if state is not None:
+                done = _restore(state, model, optimiser, schedule, scaler)
+                losses = state["loss_history"]
+                _say(log, f"finetune: resuming {checkpoint} after epoch {done}/{self.epochs}")
+        for epoch in range(done + 1, self.epochs + 1):
+            sampler.epoch = epoch
+            model.train()
+            t0, total = time.perf_counter(), 0.0
+            for xb, yb in loader:
+                x = _to_input(xb, self.input_size, self.channels_, device)
+                with autocast(device):
+                    _, logits = model(x)
+                loss = F.cross_entropy(logits.float(), yb.to(device))
+                optimiser_step(loss, optimiser, scaler, schedule)
+                total += float(loss.detach()) * len(xb)
+            losses.append(total / len(y))
+            _say(
+                log,
+                f"finetune {self.arch} epoch {epoch}/{self.epochs} loss {losses[-1]:.4f} "
+                f"{len(y) / max(time.perf_counter() - t0, 1e-9):.1f} img/s ({device.type})",
+            )
+            if checkpoint is not None:
+                history = {"loss_history": losses, "val_history": [], "val_dice": None}
+                _write_checkpoint(
+                    checkpoint, fingerprint, epoch, model, optimiser, schedule, scaler, history
+                )
+        self._recalibrate_bn(images)
+        self.metrics_ = {"n_train": len(y), "n_classes": k, "loss_history": losses}
+        return self
+
+    def _recalibrate_bn(self, images):
+        """Recompute BatchNorm running statistics as exact averages over the training
+        images with the final weights: after a few hundred steps the momentum averages still
+        lag the weights, and eval-mode outputs would be poor."""
+        norms = [m for m in self.model_.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        self.model_.train()
+        with torch.no_grad():
+            for i in range(0, len(images), self.batch_size):
+                xb = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch_size]))
+                if len(xb) < 2:  # a batch of one has no batch statistics
+                    continue
+                with autocast(self.device_):
+                    self.model_(_to_input(xb, self.input_size, self.channels_, self.device_))
+        for m, mom in zip(norms, saved, strict=True):
+            m.momentum = mom
+        self.model_.eval()
+
+    def embed(self, images, batch_size=None):
+        """(penultimate features (N, D), logits (N, K)) as float32 arrays."""
+        if self.model_ is None:
+            raise GantraceError("CNNClassifier is not fitted: call fit() or load() first")
+        images = np.asarray(images, dtype=np.uint8)
+        model, device, step = self.model_, self.device_, int(batch_size or self.batch_size)
+        feats, logits = [], []
+        model.eval()
+        with torch.inference_mode():
+            for i in range(0, len(images), step):
+                xb = torch.from_numpy(np.ascontiguousarray(images[i : i + step]))
+                with autocast(device):
+                    f, z = model(_to_input(xb, self.input_size, self.channels_, device))
+                feats.append(f.float().cpu().numpy())
+                logits.append(z.float().cpu().numpy())
+        if not feats:
+            return np.zeros((0, 0), np.float32), np.zeros((0, self.n_classes_), np.float32)
+        return np.concatenate(feats), np.concatenate(logits)
+
+    def predict_proba(self, images):
+        _, z = self.embed(images)
+        return torch.softmax(torch.from_numpy(z), 1).numpy()
+
+    def save(self, path):
+        """Weights as safetensors with parameters and metrics in the metadata, plus a
+        readable `<path>.json` sidecar; both atomic."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
+        info = {"params": self.get_params(), "n_classes": self.n_classes_, "metrics": self.metrics_}
+        meta = {"format": _FORMAT, "gantrace_version": __version__, "info": json.dumps(info)}
+        with io.atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata=meta)
+        with io.atomic_path(Path(str(path) + ".json")) as tmp:
+            tmp.write_text(json.dumps({"format": _FORMAT, **info}, indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path, device="auto"):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+            info = json.loads(meta["info"])
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise GantraceError(f"{path}: not a readable CNNClassifier file ({exc})") from exc
+        obj = cls(**info["params"], device=device)
+        model = obj._build(info["n_classes"], weights="none")  # the file holds the weights
+        model.load_state_dict(state, strict=True)
+        obj.device_ = pick_device(device)
+        obj.model_, obj.n_classes_ = model.to(obj.device_).eval(), info["n_classes"]
+        obj.metrics_ = info["metrics"]
+        return obj
+
+
+# -- the learned feature -----------------------------------------------------------------------
+class LearnedFeature:
+    """A config spec (`extractor: finetuned`) -> features of every image of a data set.
+
+    Feature row, target generator: penultimate features of every net (ensemble: side by
+    side), then the class probabilities averaged over the nets (`output` picks either
+    block). Target membership: the log-odds of "used" (from the probabilities averaged
+    over the nets; > 0 means the nets call the image used) first, then the penultimate
+    features.
+    """
+
+    defaults = {
+        "arch": CUSTOM,
+        "ensemble": None,
+        "weights": "none",
+        "target": "generator",
+        "epochs": 3,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "input_size": 64,
+        "width": 16,
+        "n_folds": 3,
+        "train_from": None,
+        "open_set": None,
+        "preprocess": None,
+        "output": "both",
+        "seed": None,
+    }
+
+    def __init__(self, name="finetuned", **spec):
+        self.name = name
+        spec.pop("extractor", None)
+        unknown = sorted(set(spec) - set(self.defaults))
+        if unknown:
+            raise ConfigError(
+                f"features.{name}: unknown key '{unknown[0]}' for extractor finetuned; "
+                f"valid keys: {', '.join(self.defaults)}"
+            )
+        self.params = {**self.defaults, **spec}
+        self._check()
+
+    def _bad(self, key, why):
+        raise ConfigError(f"features.{self.name}.{key} = {self.params[key]!r}: {why}")
+
+    def _check(self):
+        p = self.params
+        for key, lo in (("epochs", 1), ("batch_size", 1), ("input_size", 16), ("width", 1)):
+            if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < lo:
+                self._bad(key, f"must be an integer >= {lo}")
+        if isinstance(p["n_folds"], bool) or not isinstance(p["n_folds"], int) or p["n_folds"] < 2:
+            self._bad("n_folds", "must be an integer >= 2")
+        if not isinstance(p["lr"], (int, float)) or not p["lr"] > 0:
+            self._bad("lr", "must be a positive number")
+        if p["train_from"] is not None and not isinstance(p["train_from"], str):
+            self._bad("train_from", "must be the name of a dataset with labelled images")
+        if p["target"] not in TARGETS:
+            self._bad("target", f"use one of {', '.join(TARGETS)}")
+        if p["output"] not in OUTPUTS:
+            self._bad("output", f"use one of {', '.join(OUTPUTS)}")
+        archs = p["ensemble"] if p["ensemble"] is not None else [p["arch"]]
+        if not isinstance(archs, list) or not archs or len(set(archs)) != len(archs):
+            self._bad("ensemble", "must be a non-empty list of distinct archs")
+        for arch in archs:
+            if arch != CUSTOM:  # validate against torchvision now, before any training
+                _check_arch(self.name, arch, p["weights"], p["input_size"])
+        self.archs = [str(a) for a in archs]
+        if p["open_set"] is not None:
+            if p["target"] != "generator":
+                self._bad("open_set", "only makes sense with target: generator")
+            n = p["open_set"].get("n_pseudo", 200) if isinstance(p["open_set"], dict) else None
+            if isinstance(n, bool) or not (
+                (isinstance(n, int) and n >= 1) or (isinstance(n, float) and 0 < n < 1)
+            ):
+                self._bad("open_set", "use {n_pseudo: N} (a count >= 1 or a fraction in (0, 1))")
+        self.preprocessor = _preprocessor(self.name, p["preprocess"])
+
+    def classifier(self, arch, seed, device):
+        p = self.params
+        return CNNClassifier(
+            arch=arch,
+            weights=p["weights"] if arch != CUSTOM else "none",
+            width=p["width"],
+            input_size=p["input_size"],
+            epochs=p["epochs"],
+            batch_size=p["batch_size"],
+            lr=p["lr"],
+            seed=seed,
+            device=device,
+        )
+
+    def prepare(self, images):
+        """Preprocess (if asked) at full size, then shrink to input_size (uint8)."""
+        if self.preprocessor is not None:
+            images = self.preprocessor.transform(np.asarray(images, dtype=np.uint8))
+        return resize_images(images, self.params["input_size"])
+
+    # -- training plan -----------------------------------------------------------------------
+    def fit_transform(
+        self,
+        images,
+        y,
+        train=None,
+        folds=None,
+        seed=0,
+        device="auto",
+        model_dir=None,
+        checkpoint_dir=None,
+        log=None,
+    ):
+        """Features of every row of `images` (prepared, uint8 (N, S, S)).
+
+        `y`: class index per row, -1 where unlabelled. `train`: (images, y) of another data
+        set to train on instead (then every row here is embedded by nets trained there).
+        `folds`: fold index of each labelled row (default: stratified, seeded).
+        Returns (features float32 (N, D), info dict).
+        """
+        y = np.asarray(y, dtype=np.int64)
+        seed = int(self.params["seed"] if self.params["seed"] is not None else seed)
+        units = []  # (tag, train images, train labels, rows embedded)
+        if train is not None:
+            tx, ty = np.asarray(train[0]), np.asarray(train[1], dtype=np.int64)
+            keep = ty >= 0
+            units.append(("all", tx[keep], ty[keep], np.arange(len(y))))
+            k = _n_classes(ty[keep], self.name)
+            folds = None
+        else:
+            lab = np.flatnonzero(y >= 0)
+            k = _n_classes(y[lab], self.name)
+            if folds is None:
+                folds = _folds(y[lab], self.params["n_folds"], seed, self.name)
+            folds = np.asarray(folds, dtype=np.int64)
+            for f in range(folds.max() + 1):
+                units.append(
+                    (f"fold{f}", images[lab[folds != f]], y[lab[folds != f]], lab[folds == f])
+                )
+            rest = np.flatnonzero(y < 0)
+            if len(rest):
+                units.append(("all", images[lab], y[lab], rest))
+        n_pseudo = self._n_pseudo()
+        k_out = k + (1 if n_pseudo else 0)
+        pens = {a: None for a in self.archs}
+        probs = np.zeros((len(y), k_out), np.float64)
+        info = {"n_classes": k, "units": [u[0] for u in units], "oof_accuracy": None}
+        info["pseudo_rows"] = {}  # open set: rows (of `images`) labelled as the unseen class
+        for arch in self.archs:
+            for tag, tx, ty, rows in units:
+                name = tag if len(self.archs) == 1 else f"{tag}.{arch}"
+                ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / name
+                net = self._fit_unit(
+                    arch, seed, device, tx, ty, k, images[rows], n_pseudo, ckpt, log
+                )
+                if model_dir is not None:
+                    net.save(Path(model_dir) / f"{name}.safetensors")
+                if getattr(net, "pseudo_rows_", None) is not None:
+                    info["pseudo_rows"][name] = rows[net.pseudo_rows_]
+                f, z = net.embed(images[rows])
+                if pens[arch] is None:
+                    pens[arch] = np.zeros((len(y), f.shape[1]), np.float32)
+                pens[arch][rows] = f
+                probs[rows] += _softmax(z) / len(self.archs)
+        if folds is not None:
+            lab = np.flatnonzero(y >= 0)
+            info["oof_accuracy"] = float((probs[lab, :k].argmax(1) == y[lab]).mean())
+            _say(log, f"{self.name}: out-of-fold accuracy {info['oof_accuracy']:.4f} ({k} classes)")
+        pen = np.concatenate([pens[a] for a in self.archs], axis=1)
+        if self.params["target"] == "membership":
+            eps = 1e-7
+            logit = np.log(probs[:, 1] + eps) - np.log(probs[:, 0] + eps)
+            blocks = [logit[:, None]] + ([] if self.params["output"] == "probabilities" else [pen])
+        else:
+            blocks = {"both": [pen, probs], "penultimate": [pen], "probabilities": [probs]}
+            blocks = blocks[self.params["output"]]
+        return np.concatenate(blocks, axis=1).astype(np.float32), info
+
+    def _n_pseudo(self):
+        o = self.params["open_set"]
+        return None if o is None else o.get("n_pseudo", 200)
+
+    def _fit_unit(self, arch, seed, device, tx, ty, k, pool, n_pseudo, ckpt, log):
+        """Train one net; with open_set, relabel the least confident `pool` images as class
+        k and retrain with k + 1 classes (a fresh net, same seed)."""
+        net = self.classifier(arch, seed, device)
+        path = None if ckpt is None else Path(f"{ckpt}.stage0.safetensors")
+        net.fit(tx, ty, n_classes=k, log=log, checkpoint=path)
+        if not n_pseudo or not len(pool):
+            return net
+        n = n_pseudo if isinstance(n_pseudo, int) else max(1, round(n_pseudo * len(pool)))
+        n = min(n, len(pool) // 2 or 1)  # never call the whole pool unseen
+        conf = net.predict_proba(pool).max(axis=1)
+        pick = np.argsort(conf, kind="stable")[:n]
+        _say(log, f"open set: {n} least confident of {len(pool)} images -> class {k}")
+        net = self.classifier(arch, seed, device)
+        path = None if ckpt is None else Path(f"{ckpt}.stage1.safetensors")
+        x2 = np.concatenate([tx, pool[pick]])
+        y2 = np.concatenate([ty, np.full(n, k, np.int64)])
+        net.fit(x2, y2, n_classes=k + 1, log=log, checkpoint=path)
+        net.metrics_["pseudo_labelled"] = int(n)
+        net.pseudo_rows_ = pick  # rows of `pool` labelled as the unseen class
+        return net
+
+
+def _check_arch(name, arch, weights, input_size):
+    from gantrace.features.deep import TorchvisionExtractor
+
+    try:
+        TorchvisionExtractor(arch=arch, weights=weights, input_size=input_size)
+    except ConfigError as exc:
+        raise ConfigError(f"features.{name}: {exc}") from None
+
+
+def _preprocessor(name, spec):
+    """`gantrace.preprocess` pipeline for `spec` (uint8 (N, H, W) -> same), or None."""
+    if spec is None:
+        return None
+    from gantrace.preprocess import build_preprocessor
+
+    pipeline = build_preprocessor(spec, key=f"features.{name}.preprocess")
+    return pipeline if pipeline else None
+
+
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _n_classes(y, name):
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise GantraceError(
+            f"features.{name}: needs labelled images of at least 2 classes, found "
+            f"{len(classes)}; check the dataset's labels (or set train_from)"
+        )
+    return int(classes.max() + 1)
+
+
+def _folds(y, n_folds, seed, name):
+    """Stratified fold index per labelled row (fewer folds if a class is too small)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = int(np.bincount(y).min())
+    n = min(n_folds, smallest)
+    if n < 2:
+        raise GantraceError(
+            f"features.{name}: a class has only {smallest} labelled image(s); cross-fitting "
+            "needs at least 2 per class"
+        )
+    folds = np.zeros(len(y), np.int64)
+    split = StratifiedKFold(n, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+    for f, (_, test) in enumerate(split):
+        folds[test] = f
+    return folds
+
+
+# -- data and the workflow stage ---------------------------------------------------------------
+def labels_from_manifest(manifest, ids, target, classes=None):
+    """Class index per id (-1 = unlabelled) and the class names.
+
+    generator: generated images with a generator name (classes sorted, or `classes`);
+    membership: real images labelled 1 (used) / 0 (not used).
+    """
+    man = manifest.set_index("image_id").loc[list(ids)]
+    if target == "membership":
+        real = man.role.isin(["real_used", "real_not_used"]).to_numpy()
+        lab = man.label.to_numpy().astype(np.int64)
+        return np.where(real & (lab >= 0), lab, -1), ["not_used", "used"]
+    gen = man.generator.fillna("").astype(str).to_numpy()
+    gen = np.where(man.role.to_numpy() == "generated", gen, "")
+    if classes is None:
+        classes = sorted(set(gen) - {""})
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index.get(g, -1) for g in gen], np.int64), list(classes)
+
+
+def load_images(shards, manifest, feature):
+    """(ids sorted, prepared uint8 images) of the manifest's images in `shards`."""
+    known = set(manifest.image_id)
+    ids, blocks = [], []
+    for path in shards:
+        i, x = io.read_images(path)
+        keep = [j for j, iid in enumerate(i) if iid in known]
+        ids += [i[j] for j in keep]
+        blocks.append(feature.prepare(x[keep]))
+    size = feature.params["input_size"]
+    x = np.concatenate(blocks) if blocks else np.zeros((0, size, size), np.uint8)
+    order = np.argsort(np.array(ids, dtype=object), kind="stable")
+    return [ids[j] for j in order], x[order]
+
+
+def train_features(
+    name,
+    spec,
+    shards,
+    manifest_path,
+    out_h5,
+    model_dir,
+    checkpoint_dir,
+    seed=0,
+    device="auto",
+    train_shards=None,
+    train_manifest=None,
+    log=None,
+):
+    """The `train_features` rule: train the nets, write every image's features to `out_h5`
+    (rows sorted by id, like gathered features) and the nets to `model_dir`. Per-epoch
+    training state lives in `checkpoint_dir` (not a rule output) and is removed at the end."""
+    t0 = time.perf_counter()
+    feature = LearnedFeature(name, **spec)
+    target = feature.params["target"]
+    manifest = io.read_table(manifest_path)
+    ids, images = load_images(shards, manifest, feature)
+    train = None
+    if train_shards:
+        tman = io.read_table(train_manifest)
+        tids, timages = load_images(train_shards, tman, feature)
+        ty, classes = labels_from_manifest(tman, tids, target)
+        train = (timages, ty)
+        y = np.full(len(ids), -1, np.int64)
+    else:
+        y, classes = labels_from_manifest(manifest, ids, target)
+    _say(log, f"{name}: {len(ids)} images, {int((y >= 0).sum())} labelled, classes {classes}")
+    model_dir = Path(model_dir)
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    model_dir.mkdir(parents=True)
+    x, info = feature.fit_transform(
+        images,
+        y,
+        train=train,
+        seed=seed,
+        device=device,
+        model_dir=model_dir,
+        checkpoint_dir=checkpoint_dir,
+        log=log,
+    )
+    attrs = {
+        "extractor": EXTRACTOR,
+        "spec": json.dumps({"extractor": EXTRACTOR, **feature.params}, sort_keys=True),
+        "region": "full",
+        "weights": feature.params["weights"],
+        "target": target,
+        "classes": classes,
+        "models": str(model_dir),
+        "oof_accuracy": info["oof_accuracy"],
+        "seed": int(seed),
+        "n_images": len(ids),
+        "train_from": train_manifest or "none",
+    }
+    io.write_features(out_h5, ids, x, attrs)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    _say(log, f"{name}: features {x.shape} in {time.perf_counter() - t0:.1f} s -> {out_h5}")
+    return info

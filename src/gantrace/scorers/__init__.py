@@ -1,0 +1,53 @@
+"""Membership scorers: higher score = more likely USED to train the generator.
+
+Unsupervised scorers: `fit(generated_X)` then `score(real_X)`; those that compare real
+images with each other also take `fit_reference(real_X)` (all real rows, no labels).
+Supervised scorers (`supervised = True`): `fit_generated(generated_X)`, then
+`fit_labels(real_X, labels)` on labelled rows, then `score(real_X)`, a margin (> 0: used).
+Scorers with `margin = True` have a meaningful natural threshold at 0.
+"""
+
+from gantrace.scorers.supervised import (
+    CentroidAutoencoderScorer,
+    ClassCentroidsScorer,
+    PairClassifierScorer,
+)
+from gantrace.scorers.unsupervised import (
+    ClusterDistanceScorer,
+    ColumnScorer,
+    KNNScorer,
+    ModeThresholdScorer,
+    SimilarityScorer,
+)
+from gantrace.scorers.vcmi import VCMIEnsemble, VCMIRanking, VCMIRetrieval, VCMIThresholdMax
+
+SCORERS = {
+    "centroid_autoencoder": CentroidAutoencoderScorer,
+    "class_centroids": ClassCentroidsScorer,
+    "cluster_distance": ClusterDistanceScorer,
+    "column": ColumnScorer,
+    "knn": KNNScorer,
+    "mode_threshold": ModeThresholdScorer,
+    "pair_classifier": PairClassifierScorer,
+    "similarity": SimilarityScorer,
+    "vcmi_ensemble": VCMIEnsemble,
+    "vcmi_ranking": VCMIRanking,
+    "vcmi_retrieval": VCMIRetrieval,
+    "vcmi_threshold_max": VCMIThresholdMax,
+}
+
+__all__ = [
+    "SCORERS",
+    "CentroidAutoencoderScorer",
+    "ClassCentroidsScorer",
+    "ClusterDistanceScorer",
+    "ColumnScorer",
+    "KNNScorer",
+    "ModeThresholdScorer",
+    "PairClassifierScorer",
+    "SimilarityScorer",
+    "VCMIEnsemble",
+    "VCMIRanking",
+    "VCMIRetrieval",
+    "VCMIThresholdMax",
+]

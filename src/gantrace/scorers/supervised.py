@@ -1,0 +1,199 @@
+"""Supervised membership scorers: they learn from labelled real images.
+
+Interface: `fit_generated(generated_X)` (label-free part), `fit_labels(real_X, labels)` on
+labelled rows only (labels 0/1), `score(real_X)` a margin (> 0: used). `MembershipMethod`
+cross-fits them, so no row is scored by a model that saw its own label.
+"""
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.metrics import pairwise_distances
+from sklearn.neighbors import NearestNeighbors
+
+from gantrace.errors import ConfigError
+from gantrace.reduce import as_matrix, check_choice, check_int
+from gantrace.scorers.unsupervised import METRICS, check_positive, ssim_matrix
+
+
+class SupervisedScorer:
+    supervised = True
+    margin = True
+
+    def fit_generated(self, generated_X):
+        return self
+
+    def fit(self, generated_X, real_X, labels):
+        return self.fit_generated(generated_X).fit_labels(real_X, labels)
+
+    @staticmethod
+    def _labelled(real_X, labels):
+        real_X, labels = as_matrix(real_X, "real features"), np.asarray(labels)
+        if labels.shape != (len(real_X),) or set(np.unique(labels)) != {0, 1}:
+            raise ValueError("labels: need 0/1 labels with both classes present")
+        return real_X, labels
+
+
+class ClassCentroidsScorer(SupervisedScorer):
+    """k-means with `n_clusters` centres on used and on not-used real images (Biomedical
+    Imaging Goa 2024); margin = distance to the nearest not-used centre minus distance to
+    the nearest used centre (`metric`, Manhattan by default), so > 0 when the nearest of the
+    2k centres is a used one. k is capped at a class's size.
+    """
+
+    def __init__(self, n_clusters=5, metric="manhattan", n_init=10, random_state=0):
+        check_int("class_centroids.n_clusters", n_clusters)
+        check_choice("class_centroids.metric", metric, METRICS)
+        check_int("class_centroids.n_init", n_init)
+        self.n_clusters = n_clusters
+        self.metric = metric
+        self.n_init = n_init
+        self.random_state = random_state
+
+    def fit_labels(self, real_X, labels):
+        real_X, labels = self._labelled(real_X, labels)
+        self.centres_ = {}
+        for cls in (0, 1):
+            rows = real_X[labels == cls]
+            k = min(self.n_clusters, len(rows))
+            km = KMeans(k, n_init=self.n_init, random_state=self.random_state).fit(rows)
+            self.centres_[cls] = km.cluster_centers_
+        return self
+
+    def score(self, real_X):
+        real_X = as_matrix(real_X, "real features")
+        d = {
+            c: pairwise_distances(real_X, m, metric=self.metric).min(axis=1)
+            for c, m in self.centres_.items()
+        }
+        return d[0] - d[1]
+
+
+class CentroidAutoencoderScorer(SupervisedScorer):
+    """AI Multimedia Lab 2024: an autoencoder trained on the generated images; each real
+    image's per-feature squared reconstruction error vector e(x); the mean error vectors of
+    used and not-used images are two centroids.
+
+    error "mse": margin = ||e - c_not_used|| - ||e - c_used||.
+    error "ssim": e is read as a square image; margin = SSIM(e, c_used) - SSIM(e, c_not_used)
+    (`ssim_matrix` with `window`, data range = the larger centroid's peak).
+    """
+
+    trains = True
+
+    def __init__(
+        self,
+        error="mse",
+        code_size=32,
+        hidden=256,
+        epochs=50,
+        lr=1e-3,
+        batch_size=64,
+        window=8,
+        device="cpu",
+        random_state=0,
+    ):
+        from gantrace.autoencoder import FeatureAutoencoder
+
+        check_choice("centroid_autoencoder.error", error, ("mse", "ssim"))
+        check_int("centroid_autoencoder.window", window)
+        self.error = error
+        self.code_size = code_size
+        self.hidden = hidden
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.window = window
+        self.device = device
+        self.random_state = random_state
+        self.model_ = FeatureAutoencoder(
+            code_size,
+            hidden,
+            epochs,
+            lr,
+            batch_size,
+            device,
+            random_state,
+            kind="centroid_autoencoder",
+        )
+
+    def fit_generated(self, generated_X):
+        self.model_.fit(as_matrix(generated_X, "generated features"))
+        return self
+
+    def _errors(self, X):
+        X = as_matrix(X, "real features")
+        err = np.zeros(X.shape)  # constant (dropped) columns count as no error
+        err[:, self.model_.keep_] = self.model_.reconstruction_error(X)
+        return err
+
+    def fit_labels(self, real_X, labels):
+        real_X, labels = self._labelled(real_X, labels)
+        err = self._errors(real_X)
+        self.centroids_ = np.stack([err[labels == 0].mean(axis=0), err[labels == 1].mean(axis=0)])
+        return self
+
+    def score(self, real_X):
+        err = self._errors(real_X)
+        if self.error == "mse":
+            d = pairwise_distances(err, self.centroids_)
+            return d[:, 0] - d[:, 1]
+        peak = float(self.centroids_.max()) or 1.0
+        sim = ssim_matrix(err, self.centroids_, self.window, peak)
+        return sim[:, 1] - sim[:, 0]
+
+    def save(self, path):
+        self.model_.save(path)
+
+
+class PairClassifierScorer(SupervisedScorer):
+    """SDVAHCS 2024: each real image is paired with its `n_neighbors` nearest generated
+    images; pair features (|x - g|, x * g) feed a tabular classifier (`classifier`:
+    logistic regression with `C`, or gradient boosting) trained on labelled rows' pairs.
+    Margin = logit of the row's mean predicted probability of "used" over its pairs.
+    """
+
+    def __init__(self, n_neighbors=3, classifier="logistic", C=1.0, random_state=0):
+        check_int("pair_classifier.n_neighbors", n_neighbors)
+        check_choice("pair_classifier.classifier", classifier, ("logistic", "gradient_boosting"))
+        check_positive("pair_classifier.C", C)
+        self.n_neighbors = n_neighbors
+        self.classifier = classifier
+        self.C = C
+        self.random_state = random_state
+
+    def fit_generated(self, generated_X):
+        self.generated_ = as_matrix(generated_X, "generated features").astype(np.float64)
+        if self.n_neighbors > len(self.generated_):
+            raise ConfigError(
+                f"pair_classifier.n_neighbors={self.n_neighbors} exceeds the "
+                f"{len(self.generated_)} generated images"
+            )
+        self.nn_ = NearestNeighbors(n_neighbors=self.n_neighbors).fit(self.generated_)
+        return self
+
+    def _pairs(self, X):
+        X = as_matrix(X, "real features").astype(np.float64)
+        _, idx = self.nn_.kneighbors(X)
+        x = np.repeat(X, self.n_neighbors, axis=0)
+        g = self.generated_[idx.ravel()]
+        return np.hstack([np.abs(x - g), x * g])
+
+    def fit_labels(self, real_X, labels):
+        from sklearn.ensemble import GradientBoostingClassifier
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        real_X, labels = self._labelled(real_X, labels)
+        if self.classifier == "logistic":
+            clf = LogisticRegression(C=self.C, max_iter=2000)
+        else:
+            clf = GradientBoostingClassifier(random_state=self.random_state)
+        self.model_ = make_pipeline(StandardScaler(), clf)
+        self.model_.fit(self._pairs(real_X), np.repeat(labels, self.n_neighbors))
+        return self
+
+    def score(self, real_X):
+        p = self.model_.predict_proba(self._pairs(real_X))[:, 1]
+        p = np.clip(p.reshape(-1, self.n_neighbors).mean(axis=1), 1e-9, 1 - 1e-9)
+        return np.log(p / (1 - p))

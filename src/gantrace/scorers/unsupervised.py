@@ -1,0 +1,276 @@
+"""Label-free membership scorers: `fit(generated_X)`, then `score(real_X)`."""
+
+from numbers import Real
+
+import numpy as np
+from sklearn.cluster import AgglomerativeClustering, KMeans
+from sklearn.metrics import pairwise_distances
+from sklearn.neighbors import NearestNeighbors
+
+from gantrace.errors import ConfigError
+from gantrace.reduce import as_matrix, check_choice, check_int
+
+METRICS = ("euclidean", "cosine", "manhattan")
+LINKAGES = ("ward", "average", "complete", "single")
+
+
+def check_positive(key, value, allow_zero=False):
+    ok = isinstance(value, Real) and not isinstance(value, bool)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(
+            f"{key}: expected a {'non-negative' if allow_zero else 'positive'} "
+            f"number, got {value!r}"
+        )
+
+
+def ssim_matrix(A, B, window=8, data_range=1.0, block_size=64):
+    """SSIM of every row of A against every row of B, each row a square image.
+
+    Windows are the non-overlapping `window` x `window` tiles (a cheap stand-in for SSIM's
+    sliding window; window = side gives the global SSIM); the score is the mean over tiles
+    of the usual SSIM with C1 = (0.01 L)^2, C2 = (0.03 L)^2, L = `data_range`.
+    """
+    A, B = np.asarray(A, dtype=np.float64), np.asarray(B, dtype=np.float64)
+    side = int(round(np.sqrt(A.shape[1])))
+    if side * side != A.shape[1] or A.shape[1] != B.shape[1]:
+        raise ValueError(
+            f"ssim: feature vectors of length {A.shape[1]} are not square images; use the "
+            "pixels extractor (no reducer) with metric ssim"
+        )
+    if side % window:
+        raise ValueError(f"ssim.window={window} does not divide the image side {side}")
+    t = side // window
+
+    def tiles(X):
+        X = X.reshape(len(X), t, window, t, window).transpose(0, 1, 3, 2, 4)
+        return X.reshape(len(X), t * t, window * window)
+
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ta, tb = tiles(A), tiles(B)
+    mu_a, mu_b = ta.mean(axis=2), tb.mean(axis=2)
+    var_a, var_b = ta.var(axis=2), tb.var(axis=2)
+    out = np.empty((len(A), len(B)))
+    for s in range(0, len(A), block_size):
+        blk = slice(s, s + block_size)
+        cross = np.einsum("iwp,jwp->ijw", ta[blk], tb) / ta.shape[2]
+        ma, mb = mu_a[blk, None, :], mu_b[None]
+        cov = cross - ma * mb
+        num = (2 * ma * mb + c1) * (2 * cov + c2)
+        den = (ma**2 + mb**2 + c1) * (var_a[blk, None, :] + var_b[None] + c2)
+        out[blk] = (num / den).mean(axis=2)
+    return out
+
+
+def similarity_matrix(A, B, metric, window=8, data_range=1.0):
+    """Pairwise similarity (higher = closer): cosine similarity, SSIM, or minus a distance."""
+    if metric == "ssim":
+        return ssim_matrix(A, B, window, data_range)
+    if metric == "cosine":
+        return 1.0 - pairwise_distances(A, B, metric="cosine")
+    return -pairwise_distances(A, B, metric=metric)
+
+
+class KNNScorer:
+    """Minus the mean distance to the `k` nearest generated images (GAN-Leaks black-box).
+
+    With k=1 this is Robot's (ImageCLEF 2024) nearest-neighbour similarity with
+    euclidean / cosine / manhattan distance.
+    """
+
+    def __init__(self, k=1, metric="euclidean", block_size=1024):
+        check_int("knn.k", k)
+        check_choice("knn.metric", metric, METRICS)
+        check_int("knn.block_size", block_size)
+        self.k = k
+        self.metric = metric
+        self.block_size = block_size
+
+    def fit(self, generated_X):
+        generated_X = as_matrix(generated_X, "generated features")
+        if self.k > len(generated_X):
+            raise ConfigError(f"knn.k={self.k} exceeds the {len(generated_X)} generated images")
+        self.nn_ = NearestNeighbors(n_neighbors=self.k, metric=self.metric, algorithm="brute")
+        self.nn_.fit(generated_X)
+        return self
+
+    def score(self, real_X):
+        real_X = as_matrix(real_X, "real features")
+        out = np.empty(len(real_X))
+        # Row blocks bound memory to block_size x n_generated distances.
+        for start in range(0, len(real_X), self.block_size):
+            dist, _ = self.nn_.kneighbors(real_X[start : start + self.block_size])
+            out[start : start + len(dist)] = -dist.mean(axis=1)
+        return out
+
+
+class ClusterDistanceScorer:
+    """Minus the min (or mean) distance to the centres of k clusters of generated images.
+
+    `algorithm` kmeans or agglomerative (`linkage`; a centre is its cluster's mean), as in
+    AI Multimedia Lab 2024.
+    """
+
+    def __init__(
+        self,
+        n_clusters=10,
+        reduce="min",
+        metric="euclidean",
+        algorithm="kmeans",
+        linkage="ward",
+        n_init=10,
+        random_state=0,
+    ):
+        check_int("cluster_distance.n_clusters", n_clusters)
+        check_choice("cluster_distance.reduce", reduce, ("min", "mean"))
+        check_choice("cluster_distance.metric", metric, METRICS)
+        check_choice("cluster_distance.algorithm", algorithm, ("kmeans", "agglomerative"))
+        check_choice("cluster_distance.linkage", linkage, LINKAGES)
+        check_int("cluster_distance.n_init", n_init)
+        self.n_clusters = n_clusters
+        self.reduce = reduce
+        self.metric = metric
+        self.algorithm = algorithm
+        self.linkage = linkage
+        self.n_init = n_init
+        self.random_state = random_state
+
+    def fit(self, generated_X):
+        generated_X = as_matrix(generated_X, "generated features")
+        if self.n_clusters > len(generated_X):
+            raise ConfigError(
+                f"cluster_distance.n_clusters={self.n_clusters} exceeds the "
+                f"{len(generated_X)} generated images"
+            )
+        if self.algorithm == "kmeans":
+            km = KMeans(self.n_clusters, n_init=self.n_init, random_state=self.random_state)
+            self.centers_ = km.fit(generated_X).cluster_centers_
+        else:
+            labels = AgglomerativeClustering(self.n_clusters, linkage=self.linkage).fit_predict(
+                generated_X
+            )
+            self.centers_ = np.stack(
+                [generated_X[labels == c].mean(axis=0) for c in range(self.n_clusters)]
+            )
+        return self
+
+    def score(self, real_X):
+        dist = pairwise_distances(
+            as_matrix(real_X, "real features"), self.centers_, metric=self.metric
+        )
+        return -(dist.min(axis=1) if self.reduce == "min" else dist.mean(axis=1))
+
+
+class SimilarityScorer:
+    """Best similarity to any generated image (Shitongcao / Robot 2024).
+
+    `metric`: cosine (similarity), euclidean or manhattan (minus the distance), or ssim
+    (`ssim_matrix`; the feature vector must be a square image, e.g. the `pixels` extractor).
+    `noise_std` > 0 adds seeded Gaussian noise of that standard deviation (feature units) to
+    generated and real vectors before comparing.
+    """
+
+    def __init__(
+        self,
+        metric="cosine",
+        noise_std=0.0,
+        window=8,
+        data_range=1.0,
+        block_size=512,
+        random_state=0,
+    ):
+        check_choice("similarity.metric", metric, (*METRICS, "ssim"))
+        check_positive("similarity.noise_std", noise_std, allow_zero=True)
+        check_int("similarity.window", window)
+        check_positive("similarity.data_range", data_range)
+        check_int("similarity.block_size", block_size)
+        self.metric = metric
+        self.noise_std = noise_std
+        self.window = window
+        self.data_range = data_range
+        self.block_size = block_size
+        self.random_state = random_state
+
+    def _noisy(self, X, offset):
+        X = np.asarray(X, dtype=np.float64)
+        if self.noise_std == 0:
+            return X
+        rng = np.random.default_rng([self.random_state, offset])
+        return X + rng.normal(0.0, self.noise_std, X.shape)
+
+    def fit(self, generated_X):
+        self.generated_ = self._noisy(as_matrix(generated_X, "generated features"), 0)
+        return self
+
+    def score(self, real_X):
+        real_X = self._noisy(as_matrix(real_X, "real features"), 1)
+        out = np.empty(len(real_X))
+        for s in range(0, len(real_X), self.block_size):
+            sim = similarity_matrix(
+                real_X[s : s + self.block_size],
+                self.generated_,
+                self.metric,
+                self.window,
+                self.data_range,
+            )
+            out[s : s + len(sim)] = sim.max(axis=1)
+        return out
+
+
+class ModeThresholdScorer:
+    """Additive mode / mean thresholding (CSMorgan 2024), meant for PCA components.
+
+    Per component j, a centre c_j is fitted on the generated images: the histogram peak
+    (`statistic: mode`, midpoint of the fullest of `bins` bins, the first on ties) or the
+    mean; s_j is the generated images' standard deviation. A real image's score is the
+    number of components with |x_j - c_j| <= tolerance * s_j.
+    """
+
+    def __init__(self, statistic="mode", tolerance=0.5, bins=50):
+        check_choice("mode_threshold.statistic", statistic, ("mode", "mean"))
+        check_positive("mode_threshold.tolerance", tolerance)
+        check_int("mode_threshold.bins", bins)
+        self.statistic = statistic
+        self.tolerance = tolerance
+        self.bins = bins
+
+    def fit(self, generated_X):
+        G = as_matrix(generated_X, "generated features").astype(np.float64)
+        if self.statistic == "mean":
+            self.centres_ = G.mean(axis=0)
+        else:
+            centres = []
+            for col in G.T:
+                counts, edges = np.histogram(col, bins=self.bins)
+                peak = int(np.argmax(counts))
+                centres.append((edges[peak] + edges[peak + 1]) / 2)
+            self.centres_ = np.array(centres)
+        self.widths_ = self.tolerance * G.std(axis=0)
+        return self
+
+    def score(self, real_X):
+        real_X = as_matrix(real_X, "real features")
+        return (np.abs(real_X - self.centres_) <= self.widths_).sum(axis=1).astype(np.float64)
+
+
+class ColumnScorer:
+    """Score = one feature column as is, e.g. an out-of-fold logit another stage computed.
+
+    Its natural threshold is 0 (`threshold: natural`).
+    """
+
+    margin = True
+
+    def __init__(self, index=0):
+        check_int("column.index", index, minimum=0)
+        self.index = index
+
+    def fit(self, generated_X):
+        return self
+
+    def score(self, real_X):
+        real_X = as_matrix(real_X, "real features")
+        if self.index >= real_X.shape[1]:
+            raise ConfigError(
+                f"column.index={self.index}: the features have only {real_X.shape[1]} columns"
+            )
+        return real_X[:, self.index].astype(np.float64)

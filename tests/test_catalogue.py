@@ -1,0 +1,187 @@
+"""The method catalogue: config/methods/<id>.yaml merged into a run by id."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gantrace import catalogue
+from gantrace.config import validate_config
+from gantrace.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+CATALOGUE = ROOT / "config" / "methods"
+SCHEMA = ROOT / "config" / "schema.yaml"
+DEMO = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def entry(cid, **extra):
+    base = {
+        "id": cid,
+        "task": "attribution",
+        "team": "T",
+        "paper": "P",
+        "reported": "ARI 1.0",
+        "features": {"px": {"extractor": "pixels", "size": 16, "weights_like": "imagenet"}},
+        "methods": {cid: {"feature": "px", "clusterer": {"name": "kmeans"}}},
+    }
+    base.update(extra)
+    return base
+
+
+def write(tmp_path, *entries):
+    for e in entries:
+        (tmp_path / f"{e['id']}.yaml").write_text(yaml.safe_dump(e))
+    return tmp_path
+
+
+def test_expand_merges_selected_entries_and_applies_overrides(tmp_path):
+    write(tmp_path, entry("a_one"), entry("b_two"))
+    cfg = {
+        "datasets": {},
+        "catalogue": {"include": ["b_two"], "override": {"all": {"weights_like": "none"}}},
+    }
+    origin = catalogue.expand(cfg, tmp_path)
+    assert origin == {"b_two": "b_two"}
+    assert set(cfg["attribution"]["methods"]) == {"b_two"}
+    assert cfg["features"]["px"]["weights_like"] == "none"  # override hit a present key
+
+
+def test_per_extractor_override_sets_keys_and_reaches_concat_parts(tmp_path):
+    parts = [{"extractor": "pixels", "size": 16}, {"extractor": "lbp"}]
+    e = entry("c_cat", features={"px": {"extractor": "concat", "parts": parts}})
+    write(tmp_path, e)
+    cfg = {"catalogue": {"override": {"pixels": {"size": 8}}}}
+    catalogue.expand(cfg, tmp_path)
+    assert cfg["features"]["px"]["parts"][0]["size"] == 8
+    assert "size" not in cfg["features"]["px"]["parts"][1]
+
+
+def test_unknown_id_and_conflicting_feature_are_refused(tmp_path):
+    write(tmp_path, entry("a_one"))
+    with pytest.raises(ConfigError, match="unknown id.*'nope'"):
+        catalogue.expand({"catalogue": {"include": ["nope"]}}, tmp_path)
+    cfg = {"features": {"px": {"extractor": "lbp"}}, "catalogue": {"include": ["a_one"]}}
+    with pytest.raises(ConfigError, match="features.px: defined differently"):
+        catalogue.expand(cfg, tmp_path)
+
+
+def test_entry_checks_name_the_file_and_key(tmp_path):
+    bad = entry("x_bad", colour="red")
+    (tmp_path / "x_bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match=r"x_bad.yaml: unknown key 'colour'"):
+        catalogue.load(tmp_path)
+    (tmp_path / "x_bad.yaml").write_text(yaml.safe_dump(entry("other")))
+    with pytest.raises(ConfigError, match="must equal the file name"):
+        catalogue.load(tmp_path)
+
+
+def test_no_catalogue_section_changes_nothing():
+    cfg = {"datasets": {}}
+    assert catalogue.expand(cfg, CATALOGUE) == {} and cfg == {"datasets": {}}
+
+
+# -- the shipped catalogue ----------------------------------------------------------------
+ENTRIES = catalogue.load(CATALOGUE)
+
+
+def test_catalogue_covers_every_team_of_design_section_4():
+    teams = {e["team"] for e in ENTRIES.values()}
+    for team in (
+        "AI Multimedia Lab",
+        "CSMorgan",
+        "SDVAHCS/UCSD",
+        "GAN-Amis",
+        "KDE-med-lab",
+        "Biomedical Imaging Goa",
+        "Inoue Koki",
+        "Robot",
+        "Shitongcao",
+        "VCMI (2023)",
+    ):
+        assert team in teams, team
+    tasks = {(e["team"], e["task"]) for e in ENTRIES.values()}
+    assert ("AI Multimedia Lab", "membership") in tasks
+    assert ("AI Multimedia Lab", "attribution") in tasks
+
+
+def test_seed_methods_config_validates_with_every_entry():
+    cfg = yaml.safe_load((ROOT / "config" / "seed-methods.yaml").read_text())
+    origin = catalogue.expand(cfg, CATALOGUE)
+    validate_config(cfg, SCHEMA)
+    assert set(origin.values()) == set(ENTRIES)
+
+
+@pytest.mark.parametrize("cid", sorted(ENTRIES))
+def test_every_entry_builds_from_registered_parts(cid):
+    """Each feature spec builds an extractor and each method its reducer/clusterer/scorer,
+    so a misspelt part name fails here rather than hours into a run."""
+    from gantrace.attribution import AttributionMethod
+    from gantrace.features import build_extractor
+    from gantrace.finetune import EXTRACTOR as LEARNED
+    from gantrace.finetune import LearnedFeature
+    from gantrace.membership import MembershipMethod
+
+    cfg = yaml.safe_load((ROOT / "config" / "seed-methods.yaml").read_text())
+    cfg["catalogue"]["include"] = [cid]
+    catalogue.expand(cfg, CATALOGUE)
+    validate_config(cfg, SCHEMA)
+    e = ENTRIES[cid]
+    for name in e.get("features", {}):
+        spec = cfg["features"][name]
+        if spec["extractor"] == LEARNED:
+            LearnedFeature(name, **spec)
+        else:
+            build_extractor(spec, key=f"features.{name}")
+    for spec in e["methods"].values():
+        if e["task"] == "attribution":
+            AttributionMethod(3, clusterer=spec["clusterer"], reducer=spec.get("reducer"))
+        else:
+            MembershipMethod(
+                scorer=spec["scorer"],
+                reducer=spec.get("reducer"),
+                threshold=spec.get("threshold", "oof_f1"),
+            )
+
+
+def test_docs_table_is_generated_from_the_catalogue():
+    text = (ROOT / "docs" / "methods.md").read_text()
+    assert catalogue.markdown_table(ENTRIES) in text, (
+        "docs/methods.md is out of date: regenerate its table with "
+        "`python -m gantrace.catalogue config/methods`"
+    )
+
+
+def test_methods_that_learn_from_labels_skip_unlabelled_datasets(workflow_dir):
+    """A test set has no labels: supervised / tuned methods plan no job there, the rest do."""
+    import numpy as np
+    from conftest import snakemake
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for role in ("generated", "real_unknown"):
+        folder = workflow_dir / "data" / role
+        folder.mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(
+                folder / f"{role}_{i}.png"
+            )
+    cfg = {
+        "ingest": {"n_shards": 1, "image_size": 32},
+        "datasets": {
+            "test_membership": {
+                "task": "membership",
+                "generated": "data/generated",
+                "real_unknown": "data/real_unknown",
+            }
+        },
+        "catalogue": {
+            "include": ["goa_resnet50_class_centroids", "shitongcao_pixel_ssim"],
+            "override": {"all": {"weights": "none"}},
+        },
+    }
+    (workflow_dir / "run.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(workflow_dir, "all", "-n", "--configfile", "run.yaml")
+    planned = set(__import__("re").findall(r"membership/(\w+)\.parquet", proc.stdout))
+    assert "shitongcao_pixel_ssim" in planned
+    assert "goa_resnet50_class_centroids" not in planned

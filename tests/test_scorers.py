@@ -1,0 +1,211 @@
+"""The membership scorers beyond knn / cluster_distance, each checked by hand or on planted data."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from gantrace.errors import ConfigError
+from gantrace.membership import SCORERS, MembershipMethod, build_scorer
+from gantrace.scorers.unsupervised import ssim_matrix
+
+
+def _ssim_by_hand(a, b, L):
+    c1, c2 = (0.01 * L) ** 2, (0.03 * L) ** 2
+    cov = ((a - a.mean()) * (b - b.mean())).mean()
+    num = (2 * a.mean() * b.mean() + c1) * (2 * cov + c2)
+    return num / ((a.mean() ** 2 + b.mean() ** 2 + c1) * (a.var() + b.var() + c2))
+
+
+def test_ssim_matrix_by_hand():
+    rng = np.random.default_rng(0)
+    A, B = rng.random((3, 16)), rng.random((2, 16))
+    glob = ssim_matrix(A, B, window=4, data_range=1.0)
+    want = [[_ssim_by_hand(a, b, 1.0) for b in B] for a in A]
+    np.testing.assert_allclose(glob, want)
+    tiles = ssim_matrix(A[:1], B[:1], window=2, data_range=1.0)[0, 0]
+    a, b = A[0].reshape(4, 4), B[0].reshape(4, 4)
+    parts = [
+        _ssim_by_hand(a[i : i + 2, j : j + 2], b[i : i + 2, j : j + 2], 1.0)
+        for i in (0, 2)
+        for j in (0, 2)
+    ]
+    assert tiles == pytest.approx(np.mean(parts))
+    np.testing.assert_allclose(ssim_matrix(A, A, window=2).diagonal(), 1.0)
+    with pytest.raises(ValueError, match="square"):
+        ssim_matrix(rng.random((2, 15)), rng.random((2, 15)))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "manhattan", "ssim"])
+def test_similarity_finds_copies_and_noise_is_seeded(metric):
+    rng = np.random.default_rng(1)
+    gen = rng.random((60, 64))
+    real = np.vstack([rng.random((10, 64)), gen[[7, 30]]])
+    spec = {"name": "similarity", "metric": metric, "window": 4}
+    scores = build_scorer(spec).fit(gen).score(real)
+    assert set(np.argsort(-scores)[:2]) == {10, 11}
+    noisy = {**spec, "noise_std": 0.05}
+    a = build_scorer(noisy, random_state=3).fit(gen).score(real)
+    b = build_scorer(noisy, random_state=3).fit(gen).score(real)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, scores)
+    assert not np.allclose(a, build_scorer(noisy, random_state=4).fit(gen).score(real))
+    assert set(np.argsort(-a)[:2]) == {10, 11}
+
+
+def test_mode_threshold_by_hand():
+    gen = np.array([[0.0, 10], [0.1, 10], [0.2, 12], [3.0, 14]])
+    real = np.array([[0.1, 11.0], [3.0, 14.0], [0.0, 10.0]])
+    # mean: centres (0.825, 11.5), widths 1.0 * std
+    std = gen.std(axis=0)
+    within = np.abs(real - gen.mean(axis=0)) <= std
+    got = build_scorer({"name": "mode_threshold", "statistic": "mean", "tolerance": 1.0})
+    np.testing.assert_array_equal(got.fit(gen).score(real), within.sum(axis=1))
+    # mode with 2 bins: column 0 bins [0, 1.5), [1.5, 3] -> peak centre 0.75;
+    # column 1 bins [10, 12), [12, 14] -> two each, first wins -> centre 11.
+    mode = build_scorer({"name": "mode_threshold", "bins": 2, "tolerance": 0.5}).fit(gen)
+    np.testing.assert_allclose(mode.centres_, [0.75, 11.0])
+    within = np.abs(real - [0.75, 11.0]) <= 0.5 * std
+    np.testing.assert_array_equal(mode.score(real), within.sum(axis=1))
+    assert list(mode.score(real)) != [0, 0, 0]
+
+
+def test_cluster_distance_agglomerative_centres():
+    gen = np.array([[0.0, 0], [0, 2], [10, 0], [10, 2]])
+    scorer = build_scorer(
+        {"name": "cluster_distance", "n_clusters": 2, "algorithm": "agglomerative"}
+    )
+    np.testing.assert_allclose(scorer.fit(gen).score([[0.0, 1], [4, 1]]), [0.0, -4.0])
+
+
+def test_vcmi_variants_by_hand():
+    real = np.array([[0.0], [10.0], [10.5]])
+    gen = np.array([[0.1], [20.0]])
+
+    def margins(name, **kw):
+        s = build_scorer({"name": name, "metric": "euclidean", **kw}).fit(gen)
+        return s.fit_reference(real).score(real)
+
+    # g = best sim to generated (-0.1, -9.9, -9.5); r = best sim to another real (-10, -.5, -.5)
+    # threshold_max: g minus the closest real-real pair (-0.5); `own`: minus r(x)
+    np.testing.assert_allclose(margins("vcmi_threshold_max"), [0.4, -9.4, -9.0])
+    np.testing.assert_allclose(margins("vcmi_threshold_max", reference="own"), [9.9, -9.4, -9.0])
+    np.testing.assert_allclose(margins("vcmi_retrieval"), [0.5, -0.5, 0.5])
+    np.testing.assert_allclose(margins("vcmi_ranking"), [0.5, 1 / 3 - 0.5, 1 / 3 - 0.5])
+    # retrieval and (ranking or threshold_max): only the first row is used
+    np.testing.assert_allclose(margins("vcmi_ensemble"), [0.5, -0.5, -1 / 6])
+    frame = MembershipMethod({"name": "vcmi_threshold_max", "metric": "euclidean"}).run(
+        gen, real, [-1, -1, -1]
+    )
+    np.testing.assert_array_equal(frame["decision"], [1, 0, 0])  # natural threshold: 0
+
+
+def test_column_scorer_and_natural_threshold():
+    real = np.array([[1.0, -2.0], [0.0, 3.0], [5.0, 0.5]])
+    frame = MembershipMethod({"name": "column", "index": 1}).run(real, real, [-1, -1, -1])
+    np.testing.assert_array_equal(frame["score"], real[:, 1])
+    np.testing.assert_array_equal(frame["decision"], [0, 1, 1])
+    with pytest.raises(ConfigError, match="column.index=2"):
+        build_scorer({"name": "column", "index": 2}).score(real)
+
+
+def _shifted(seed=0, n_gen=120, n_used=30, n_not=30, n_unknown=10, d=16):
+    """Generated images follow the used images' distribution; not-used ones are shifted."""
+    rng = np.random.default_rng(seed)
+    shift = np.r_[np.full(d // 2, 1.2), np.zeros(d - d // 2)]
+    gen = rng.standard_normal((n_gen, d))
+    used = gen[: n_used + n_unknown] + 0.3 * rng.standard_normal((n_used + n_unknown, d))
+    fresh = rng.standard_normal((n_not, d)) + shift
+    real = np.vstack([used[:n_used], fresh, used[n_used:]])
+    labels = np.r_[np.ones(n_used), np.zeros(n_not), -np.ones(n_unknown)].astype(int)
+    return gen, real, labels
+
+
+SUPERVISED = [
+    {"name": "class_centroids", "n_clusters": 3, "n_init": 2},
+    {"name": "centroid_autoencoder", "hidden": 16, "code_size": 4, "epochs": 8},
+    {
+        "name": "centroid_autoencoder",
+        "hidden": 16,
+        "code_size": 4,
+        "epochs": 8,
+        "error": "ssim",
+        "window": 4,
+    },
+    {"name": "pair_classifier"},
+    {"name": "pair_classifier", "classifier": "gradient_boosting"},
+]
+
+
+@pytest.mark.parametrize("spec", SUPERVISED, ids=lambda s: f"{s['name']}-{len(s)}")
+def test_supervised_scorers_beat_chance_out_of_fold(spec):
+    gen, real, labels = _shifted()
+    assert getattr(SCORERS[spec["name"]], "supervised", False)
+    frame = MembershipMethod(spec, n_folds=3).run(gen, real, labels)
+    known = labels >= 0
+    assert roc_auc_score(labels[known], frame["score"][known]) > 0.8
+    assert (frame["threshold"] == 0).all() and (frame["fold"][~known] == -1).all()
+    assert frame["decision"][known].mean() not in (0.0, 1.0)
+
+
+@pytest.mark.parametrize("spec", [SUPERVISED[0], SUPERVISED[3]], ids=["centroids", "pairs"])
+def test_supervised_row_never_sees_its_own_label(spec):
+    gen, real, labels = _shifted(seed=1)
+    method = MembershipMethod(spec, n_folds=3)
+    frame = method.run(gen, real, labels)
+    folds = frame["fold"].to_numpy()
+    moved = False
+    for row in (0, 35):
+        flipped = labels.copy()
+        flipped[row] = 1 - flipped[row]
+        again = method.run(gen, real, flipped, folds=folds)
+        assert again["score"][row] == frame["score"][row]
+        assert again["decision"][row] == frame["decision"][row]
+        moved |= not np.allclose(again["score"], frame["score"])
+    assert moved  # other rows' scores do depend on the flipped label
+
+
+def test_tuning_picks_per_fold_by_other_folds_auc():
+    gen, real, labels = _shifted(seed=2)
+    spec = {"name": "cluster_distance", "n_clusters": [1, 8], "n_init": 2}
+    method = MembershipMethod(spec, n_folds=3)
+    frame = method.run(gen, real, labels)
+    folds = frame["fold"].to_numpy()
+    by_k = {
+        k: MembershipMethod({**spec, "n_clusters": k}).score(gen, real) for k in spec["n_clusters"]
+    }
+    known = labels >= 0
+    for group in (0, 1, 2, -1):
+        rows = folds == group
+        fit = known & (folds != group)
+        aucs = {k: roc_auc_score(labels[fit], s[fit]) for k, s in by_k.items()}
+        best = max(aucs, key=aucs.get)
+        np.testing.assert_allclose(frame["score"][rows], by_k[best][rows])
+    assert "tuned by out-of-fold AUC" in method.threshold_note_ and "n_clusters=" in (
+        method.threshold_note_
+    )
+
+
+def test_refusals():
+    with pytest.raises(ConfigError, match="tsne"):
+        MembershipMethod("knn", reducer={"name": "tsne"})
+    with pytest.raises(ConfigError, match="natural"):
+        MembershipMethod("knn", threshold="natural")
+    with pytest.raises(ConfigError, match="supervised"):
+        MembershipMethod("class_centroids", threshold="oof_f1")
+    with pytest.raises(ConfigError, match="empty list"):
+        MembershipMethod({"name": "knn", "k": []})
+    gen, real, labels = _shifted()
+    few = np.where(np.arange(len(labels)) < 31, labels, -1)  # only one not-used label
+    with pytest.raises(Exception, match="at least 2 used and 2 not-used"):
+        MembershipMethod("class_centroids").run(gen, real, few)
+
+
+def test_trained_parts_are_saved(tmp_path):
+    gen, real, labels = _shifted()
+    spec = {"name": "centroid_autoencoder", "hidden": 8, "code_size": 2, "epochs": 2}
+    method = MembershipMethod(spec, reducer={"name": "pca", "n_components": 4}, n_folds=2)
+    method.run(gen, real, labels)
+    parts = method.trained_parts()
+    assert list(parts) == ["scorer"]
+    parts["scorer"].save(tmp_path / "scorer.safetensors")
+    assert (tmp_path / "scorer.safetensors").stat().st_size > 0

@@ -1,0 +1,13 @@
+from gantrace.benchmark.train import sample_generator
+from gantrace.runlog import logged
+from gantrace.torch_env import set_threads
+
+with logged(snakemake.log[0]):
+    set_threads(snakemake.threads)
+    sample_generator(
+        snakemake.input.model,
+        snakemake.params.n_samples,
+        snakemake.params.seed,
+        snakemake.params.device,
+        snakemake.output[0],
+    )

@@ -1,0 +1,16 @@
+from gantrace.benchmark.train import train_generator
+from gantrace.runlog import logged
+from gantrace.torch_env import set_threads
+
+with logged(snakemake.log[0]):
+    set_threads(snakemake.threads)
+    train_generator(
+        snakemake.input.split,
+        snakemake.params.spec,
+        snakemake.params.resolution,
+        snakemake.params.seed,
+        snakemake.params.device,
+        snakemake.output.model,
+        snakemake.output.losses,
+        snakemake.params.checkpoint,
+    )
