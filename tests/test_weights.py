@@ -214,3 +214,19 @@ def test_required_weights_of_the_2024_backbones(caches):
     assert url["path"] in str(err.value)
     with pytest.raises(ConfigError, match=r"features\.bad\.preprocess"):
         required_weights({"bad": {"extractor": "timm", "preprocess": "sharpen"}})
+
+
+def test_learned_features_need_the_imagenet_weights_of_their_archs():
+    from gantrace.weights import required_weights
+
+    found = required_weights(
+        {
+            "ens": {
+                "extractor": "finetuned",
+                "ensemble": ["resnet18", "custom"],
+                "weights": "imagenet",
+            },
+            "scratch": {"extractor": "finetuned", "arch": "custom"},
+        }
+    )
+    assert [(e["arch"], e["features"]) for e in found] == [("resnet18", ["ens"])]

@@ -119,9 +119,9 @@ def expand(config, catalogue_dir):
         entry, owner = entries[cid], f"catalogue entry '{cid}'"
         for name, spec in (entry.get("features") or {}).items():
             _merge(features, name, _override(spec, override), "features", owner)
-        section = config.setdefault(entry["task"], {})
+        task = config.setdefault(entry["task"], {})
         for kind in ("methods", "fusion"):
-            part = section.setdefault(kind, {})
+            part = task.setdefault(kind, {})
             for name, spec in (entry.get(kind) or {}).items():
                 _merge(part, name, copy.deepcopy(spec), f"{entry['task']}.{kind}", owner)
                 # A name shared by entries belongs to the entry it is the headline of.

@@ -1,3 +1,4 @@
+import functools
 import re
 import sys
 from pathlib import Path
@@ -90,6 +91,7 @@ def methods_for(task, ds):
     return [m for m in named if labelled(ds) or not needs_labels(task, m)]
 
 
+@functools.cache
 def labelled(ds):
     """At least two labelled images per class: used / not used, or two generators."""
     table = images(ds)
@@ -138,25 +140,18 @@ def feature_path(ds, task, method):
     return f"{R}/{ds}/features/{m['feature']}/{m.get('region', 'full')}.h5"
 
 
-_GPU = {}
-
-
+@functools.cache
 def uses_gpu(feature):
     """1 for features computed by a network (learned ones included), else 0."""
-    if feature not in _GPU:
-        spec = FEATURES[feature]
-        if spec["extractor"] in LEARNED_EXTRACTORS:
-            _GPU[feature] = 1
-        else:
-            from gantrace.features import check_spec  # imports torch: only when asked
+    spec = FEATURES[feature]
+    if spec["extractor"] in LEARNED_EXTRACTORS:
+        return 1
+    from gantrace.features import check_spec  # imports torch: only when asked
 
-            try:
-                _GPU[feature] = int(
-                    check_spec(spec, key=f"features.{feature}").uses_torch
-                )
-            except GantraceError as err:
-                raise WorkflowError(str(err)) from None
-    return _GPU[feature]
+    try:
+        return int(check_spec(spec, key=f"features.{feature}").uses_torch)
+    except GantraceError as err:
+        raise WorkflowError(str(err)) from None
 
 
 def learned_features():

@@ -425,10 +425,8 @@ class Dinov2Extractor(TorchExtractor):
 
     def _source(self):
         """("none", None), ("hub", repo id) or ("dir", local path)."""
-        return weights_source(self.name, self.params["weights"], self._hub_repo())
-
-    def _hub_repo(self):
-        return f"facebook/dinov2-{self.params['size']}"
+        repo = f"facebook/dinov2-{self.params['size']}"
+        return weights_source(self.name, self.params["weights"], repo)
 
     def _hub_error(self, repo, detail=""):
         return WeightsError(
