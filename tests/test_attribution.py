@@ -71,6 +71,7 @@ def test_config_errors():
     assert set(CLUSTERERS) == {
         "agglomerative",
         "dbscan_rerank",
+        "fingerprint",
         "gmm",
         "hdbscan_rerank",
         "kmeans",

@@ -46,12 +46,21 @@ def test_cross_references_are_checked():
     cfg = demo()
     cfg["membership"]["methods"]["pixels_knn"]["feature"] = "resnet"
     cfg["attribution"]["fusion"]["vote"]["methods"].append("ghost")
-    del cfg["datasets"]["demo_attribution"]["n_generators"]
+    cfg["attribution"]["methods"]["spectrum_kmeans"]["known_from"] = "demo_membership"
     with pytest.raises(ConfigError) as err:
         validate_config(cfg, SCHEMA)
     msg = str(err.value)
     assert "membership.methods.pixels_knn.feature" in msg and "'resnet'" in msg
-    assert "ghost" in msg and "n_generators" in msg
+    assert "ghost" in msg and "spectrum_kmeans.known_from" in msg
+
+
+def test_n_generators_is_optional_for_attribution():
+    cfg = demo()
+    del cfg["datasets"]["demo_attribution"]["n_generators"]
+    validate_config(cfg, SCHEMA)  # estimated per method (gantrace.nclusters)
+    cfg["datasets"]["demo_membership"]["n_generators"] = 3
+    with pytest.raises(ConfigError, match="demo_membership.n_generators: only attribution"):
+        validate_config(cfg, SCHEMA)
 
 
 def test_method_names_cannot_shadow_fusion_outputs():

@@ -88,7 +88,15 @@ def test_2024_layout_runs_end_to_end(workflow_dir, tmp_path):
         },
         "features": {"pixels": {"extractor": "pixels", "size": 8}},
         "attribution": {
-            "methods": {"pixels_kmeans": {"feature": "pixels", "clusterer": {"name": "kmeans"}}}
+            "methods": {
+                "pixels_kmeans": {"feature": "pixels", "clusterer": {"name": "kmeans"}},
+                # open set: generators 1-3 known from dev, the 4th found as a new one
+                "pixels_open_set": {
+                    "feature": "pixels",
+                    "clusterer": {"name": "kmeans"},
+                    "known_from": "attribution_dev",
+                },
+            }
         },
         "membership": {
             "n_folds": 2,
@@ -118,7 +126,9 @@ def test_2024_layout_runs_end_to_end(workflow_dir, tmp_path):
         )
         validate_run_file(subs / f"membership_gen{g}_test" / "pixels_knn.csv", unknown, {0, 1})
     test_ids = sorted(p.stem for p in (data_root / "attribution/test/generated").iterdir())
-    validate_run_file(subs / "attribution_test" / "pixels_kmeans.csv", test_ids, {1, 2, 3, 4})
+    for method in ("pixels_kmeans", "pixels_open_set"):
+        validate_run_file(subs / "attribution_test" / f"{method}.csv", test_ids, {1, 2, 3, 4})
+    assert not (subs / "attribution_dev" / "pixels_open_set.csv").exists()
     dev_ids = sorted(p.stem for p in (data_root / "attribution/dev").rglob("*.png"))
     validate_run_file(subs / "attribution_dev" / "pixels_kmeans.csv", dev_ids, {1, 2, 3})
 

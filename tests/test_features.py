@@ -33,6 +33,8 @@ SMALL_SPECS = {
     "pixels": {"extractor": "pixels", "size": 8},
     "lbp": {"extractor": "lbp"},
     "spectrum": {"extractor": "spectrum", "n_bins": 16},
+    "dct": {"extractor": "dct"},
+    "residual": {"extractor": "residual", "crop": 32},
     "torchvision": {"extractor": "torchvision", "arch": "resnet18", "input_size": 64},
     "dinov2": TINY_DINO,
     "efficientnet_lite0": {"extractor": "efficientnet_lite0", "weights": "none", "input_size": 64},

@@ -69,4 +69,5 @@ def test_attribution_metrics_match_sklearn(seed):
     assert got["ari"] == pytest.approx(adjusted_rand_score(a, b))
     assert got["nmi"] == pytest.approx(normalized_mutual_info_score(a, b))
     perfect = attribution_metrics(a, 10 - a)
-    assert perfect == {"ari": 1.0, "nmi": pytest.approx(1.0)}
+    k = len(set(a))
+    assert perfect == {"ari": 1.0, "nmi": pytest.approx(1.0), "k_found": k, "k_true": k}

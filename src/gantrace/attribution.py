@@ -6,6 +6,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 
 from gantrace.errors import ConfigError
+from gantrace.fingerprint import FingerprintClusterer
 from gantrace.reduce import (
     as_matrix,
     build_from_spec,
@@ -237,6 +238,7 @@ CLUSTERERS = {
     "gmm": GMMClusterer,
     "hdbscan_rerank": HDBSCANRerank,
     "kmeans": KMeansClusterer,
+    "fingerprint": FingerprintClusterer,
 }
 
 
@@ -253,31 +255,56 @@ def canonical_labels(labels):
 
 
 class AttributionMethod:
-    """Optional reducer, then a clusterer with `n_clusters` (the dataset's n_generators)."""
+    """Optional reducer, then a clusterer with `n_clusters` (the dataset's n_generators).
 
-    def __init__(self, n_clusters, clusterer="kmeans", reducer=None, random_state=0):
-        check_int("n_generators", n_clusters)
+    `n_clusters` None estimates the count on the reduced features with the
+    `n_clusters_estimator` spec (gantrace.nclusters; default `{name: silhouette}`);
+    `n_clusters_` holds the count used either way.
+    """
+
+    def __init__(
+        self,
+        n_clusters,
+        clusterer="kmeans",
+        reducer=None,
+        n_clusters_estimator=None,
+        random_state=0,
+    ):
+        if n_clusters is not None:
+            check_int("n_generators", n_clusters)
         self.n_clusters = n_clusters
         self.clusterer = clusterer
         self.reducer = reducer
+        self.n_clusters_estimator = n_clusters_estimator
         self.random_state = random_state
-        self._build()  # a bad spec fails here, before any feature is read
+        self._build(n_clusters or 2)  # a bad spec fails here, before any feature is read
+        self._estimator()
 
-    def _build(self):
+    def _estimator(self):
+        from gantrace.nclusters import build_estimator
+
+        return build_estimator(self.n_clusters_estimator, random_state=self.random_state)
+
+    def _build(self, n_clusters):
         reducer = build_reducer(self.reducer, random_state=self.random_state)
         clusterer = build_clusterer(
-            self.clusterer, n_clusters=self.n_clusters, random_state=self.random_state
+            self.clusterer, n_clusters=n_clusters, random_state=self.random_state
         )
         return reducer, clusterer
 
     def fit_predict(self, X):
         X = as_matrix(X, "generated features")
-        if self.n_clusters > len(X):
+        if self.n_clusters is not None and self.n_clusters > len(X):
             raise ConfigError(
                 f"n_generators={self.n_clusters} exceeds the {len(X)} generated images to cluster"
             )
-        self.reducer_, self.clusterer_ = self._build()
+        self.reducer_, _ = self._build(self.n_clusters or 2)
         reduced = self.reducer_.fit_transform(X)
+        self.n_clusters_, self.k_scores_ = self.n_clusters, None
+        if self.n_clusters is None:
+            est = self._estimator().fit(reduced)
+            self.n_clusters_, self.k_scores_ = est.n_clusters_, est.scores_
+        _, self.clusterer_ = self._build(self.n_clusters_)
         self.labels_ = canonical_labels(self.clusterer_.fit_predict(reduced))
         return self.labels_
 

@@ -71,8 +71,6 @@ def _cross_check(cfg):
             for role in ("real_used", "real_not_used", "real_unknown"):
                 if role in ds:
                     yield f"datasets.{name}.{role}: only membership datasets have real images"
-            if "n_generators" not in ds:
-                yield f"datasets.{name}.n_generators: required for attribution (number of clusters)"
         elif "n_generators" in ds:
             yield f"datasets.{name}.n_generators: only attribution datasets take it"
     seg = cfg.get("segmentation", {})
@@ -99,6 +97,8 @@ def _cross_check(cfg):
             for ds in m.get("datasets", []):
                 if ds not in datasets or datasets[ds]["task"] != task:
                     yield f"{task}.methods.{mname}.datasets: {ds!r} is not a {task} dataset"
+            if task == "attribution":
+                yield from _open_set_check(mname, m, datasets)
         for fname, fus in section.get("fusion", {}).items():
             if fname in methods:
                 yield f"{task}.fusion.{fname}: name already used by a method"
@@ -110,6 +110,28 @@ def _cross_check(cfg):
                     f"{task}.fusion.{fname}.rule: attribution fusion supports only "
                     "'majority' and 'rerank'"
                 )
+
+
+def _open_set_check(mname, m, datasets):
+    key = f"attribution.methods.{mname}"
+    est = m.get("estimate_k", {})
+    if est.get("k_max", 10) < est.get("k_min", 1):
+        yield f"{key}.estimate_k.k_max: {est['k_max']} is below k_min {est['k_min']}"
+    source = m.get("known_from")
+    if source is None:
+        if "open_set" in m:
+            yield f"{key}.open_set: only for open-set methods; add known_from (or remove it)"
+        return
+    ds = datasets.get(source)
+    if ds is None or ds["task"] != "attribution":
+        yield f"{key}.known_from: {source!r} is not an attribution dataset"
+    elif not (isinstance(ds.get("generated"), dict) or "simulate" in ds):
+        yield (
+            f"{key}.known_from: dataset {source!r} has no per-generator labels; give its "
+            "`generated` as {generator: folder} (or use a simulated dataset)"
+        )
+    if source in m.get("datasets", []):
+        yield f"{key}.datasets: lists {source!r}, its own known_from dataset; remove it"
 
 
 def _benchmark_check(bench):

@@ -86,6 +86,36 @@ def mean_rank_scores(scores):
     return ((ranks - 1) / (n - 1)).mean(axis=0)
 
 
+def stacked_scores(scores, labels, n_folds=5, random_state=0, folds=None):
+    """(logit, folds): a logistic regression on the methods' rank-normalised scores, learned
+    on labelled rows (label 0/1; -1 unlabelled) and cross-fitted so fold f is scored by a
+    model fitted on the other folds; unlabelled rows by one fitted on every labelled row.
+    The logit's natural threshold is 0. `folds` (ids 0..k-1, -1 unlabelled) reuses a split."""
+    from sklearn.linear_model import LogisticRegression
+
+    from gantrace.membership import stratified_folds
+
+    scores, labels = _matrix(scores, "scores").astype(np.float64), np.asarray(labels)
+    n = scores.shape[1]
+    X = ((rankdata(scores, axis=1) - 1) / max(n - 1, 1)).T
+    known = labels >= 0
+    if folds is None:
+        n_folds = min(n_folds, int((labels == 1).sum()), int((labels == 0).sum()))
+        if n_folds < 2:
+            raise ValueError("stacked fusion: needs at least 2 used and 2 not-used labelled rows")
+        folds = np.full(n, -1, dtype=np.int64)
+        folds[known] = stratified_folds(labels[known], n_folds, random_state)
+    folds = np.asarray(folds)
+    n_folds = int(folds.max()) + 1
+    logit = np.zeros(n)
+    for fold in [*range(n_folds), -1]:
+        rows, train = folds == fold, known & (folds != fold)
+        if rows.any():
+            model = LogisticRegression().fit(X[train], labels[train])
+            logit[rows] = model.decision_function(X[rows])
+    return logit, folds
+
+
 def _rerank_groups(features, n_clusters, linkage):
     from sklearn.cluster import AgglomerativeClustering
 

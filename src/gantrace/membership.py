@@ -25,7 +25,7 @@ from gantrace.reduce import (
 from gantrace.reduce import trained_parts as _trained_parts
 from gantrace.scorers import SCORERS, ClusterDistanceScorer, KNNScorer  # noqa: F401
 
-THRESHOLDS = ("oof_f1", "fraction", "natural")
+THRESHOLDS = ("oof_f1", "fraction", "natural", "mixture")
 
 
 def build_scorer(spec, **injected):
@@ -66,6 +66,28 @@ def best_f1_threshold(scores, labels):
     return float(cuts[int(np.argmax(f1))])  # argmax takes the first: the highest threshold
 
 
+def mixture_threshold(scores, random_state=0):
+    """(cut, used_share) from a two-component Gaussian mixture of the scores (no labels).
+
+    The components share one variance, so the posterior of the high component rises with
+    the score and the cut is where the two posteriors are equal; used_share is that
+    component's weight, the estimated fraction of used images.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    x = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
+    if len(np.unique(x)) < 2:
+        return np.inf, 0.0
+    gm = GaussianMixture(2, covariance_type="tied", n_init=3, random_state=random_state).fit(x)
+    (lo, hi), var = np.argsort(gm.means_[:, 0]), float(gm.covariances_.ravel()[0])
+    m_lo, m_hi = gm.means_[lo, 0], gm.means_[hi, 0]
+    if m_hi - m_lo <= 1e-12 * max(1.0, abs(m_hi)):
+        return np.inf, 0.0
+    w_lo, w_hi = gm.weights_[lo], gm.weights_[hi]
+    cut = (m_lo + m_hi) / 2 + var * np.log(w_lo / w_hi) / (m_hi - m_lo)
+    return float(cut), float(w_hi)
+
+
 def stratified_folds(labels, n_folds, random_state=0):
     """Fold id per row of 0/1 `labels`, stratified and shuffled with `random_state`."""
     folds = np.empty(len(labels), dtype=np.int64)
@@ -91,8 +113,10 @@ class MembershipMethod:
     threshold="oof_f1" picks F1-best thresholds out of fold on labelled rows (and on all
     labelled rows for unknown ones); "fraction" (also the fallback when too few labels)
     calls used every row scoring above the (1 - used_fraction) quantile of all real scores;
-    "natural" decides score > 0, for margin scorers (supervised, column, vcmi_*). None
-    picks natural for margin scorers, else oof_f1.
+    "natural" decides score > 0, for margin scorers (supervised, column, vcmi_*);
+    "mixture" needs no labels: the cut of a two-component mixture of all real scores,
+    reporting the estimated share of used images. None picks natural for margin scorers,
+    else oof_f1.
 
     Scorer parameters given as lists are tuned: each fold is scored with the combination
     of best AUC on the other folds' labelled rows (unlabelled rows: on all labelled rows).
@@ -223,9 +247,12 @@ class MembershipMethod:
             thresholds = np.zeros(len(labels))
         else:
             scores, thresholds, chosen = self._tuned(gx, rx, labels, groups)
-        if self.rule_ == "fraction":
-            thresholds = np.full(len(labels), float(np.quantile(scores, 1 - self.used_fraction)))
         note = f"{self.rule_}: {what} over {n_folds} stratified folds of {n_used + n_not} rows"
+        if self.rule_ in ("fraction", "mixture"):
+            thresholds, _, label_free = decide_thresholds(
+                scores, labels, self.rule_, self.used_fraction, random_state=self.random_state
+            )
+            note += f"; {label_free}"
         if len(self.combos_) > 1:
             tuned = [k for k, v in self.scorer.items() if isinstance(v, list)]
             picks = "; ".join(
@@ -296,6 +323,14 @@ def decide_thresholds(scores, labels, rule="oof_f1", used_fraction=0.5, n_folds=
     n = len(scores)
     if rule == "natural":
         return np.zeros(n), np.full(n, -1, dtype=np.int64), "natural: score > 0 called used"
+    if rule == "mixture":
+        cut, share = mixture_threshold(scores, random_state)
+        called = float(np.mean(np.asarray(scores) > cut))
+        note = (
+            f"mixture: two-component fit of all {n} real scores estimates {share:.1%} used "
+            f"({called:.1%} of the images score above the cut {cut:.4g})"
+        )
+        return np.full(n, cut), np.full(n, -1, dtype=np.int64), note
     known = labels >= 0
     n_used, n_not = int((labels == 1).sum()), int((labels == 0).sum())
     n_folds_asked = n_folds

@@ -42,8 +42,11 @@ def membership_metrics(y_true, y_pred, scores=None):
 
 
 def attribution_metrics(y_true, y_pred):
-    """Adjusted Rand index and normalised mutual information (arithmetic mean)."""
+    """Adjusted Rand index, normalised mutual information (arithmetic mean), and the number
+    of distinct predicted clusters (k_found) and true generators (k_true)."""
     return {
         "ari": float(adjusted_rand_score(y_true, y_pred)),
         "nmi": float(normalized_mutual_info_score(y_true, y_pred)),
+        "k_found": len(np.unique(np.asarray(y_pred))),
+        "k_true": len(np.unique(np.asarray(y_true))),
     }

@@ -179,23 +179,92 @@ def _save_models(method, model_dir):
         _say(f"saved the trained {role} to {model_dir}/{role}.safetensors")
 
 
-def attribution(features_h5, manifest_path, spec, n_generators, seed, out, model_dir=None):
-    from gantrace.attribution import AttributionMethod
+def attribution(
+    features_h5,
+    manifest_path,
+    spec,
+    n_generators,
+    seed,
+    out,
+    model_dir=None,
+    known_features=None,
+    known_manifest=None,
+):
+    """Cluster a dataset's generated images. `n_generators` None (or the method's
+    `n_clusters: auto`) estimates the count; a method with `known_from` is open set: the
+    generators of `known_features`/`known_manifest` are known, the rest found as new."""
+    from gantrace.attribution import AttributionMethod, canonical_labels
 
     rows, x = _features_for(features_h5, manifest_path, {"generated"})
-    method = AttributionMethod(
-        n_clusters=n_generators,
-        clusterer=spec["clusterer"],
-        reducer=spec.get("reducer"),
-        random_state=seed,
-    )
-    labels = method.fit_predict(x)
+    auto = spec.get("n_clusters") == "auto" or n_generators is None
+    if spec.get("known_from"):
+        method, labels = _open_set(
+            spec, n_generators, auto, seed, x, known_features, known_manifest
+        )
+        found = set(labels.tolist())
+        limit = len(found) if auto else n_generators  # run-file labels: 1..limit
+        if not found <= set(range(1, limit + 1)):
+            labels = canonical_labels(labels)
+        if len(found) > limit:
+            raise GantraceError(
+                f"attribution.methods.{spec['name']}: images went to {len(found)} generators "
+                f"but the dataset has n_generators: {n_generators}; raise it or set "
+                "n_clusters: auto"
+            )
+    else:
+        method = AttributionMethod(
+            n_clusters=None if auto else n_generators,
+            clusterer=spec["clusterer"],
+            reducer=spec.get("reducer"),
+            n_clusters_estimator=spec.get("estimate_k"),
+            random_state=seed,
+        )
+        labels = method.fit_predict(x)
+        if auto:
+            crit = (spec.get("estimate_k") or {}).get("name", "silhouette")
+            given = f"n_generators: {n_generators}" if n_generators else "n_generators unset"
+            _say(f"estimated {method.n_clusters_} generators by {crit} ({given}):")
+            _say(method.k_scores_.to_string(index=False))
     _save_models(method, model_dir)
     table = pd.DataFrame(
         {"image_id": rows.image_id, "cluster": labels.astype(int), "generator": rows.generator}
     )
     io.write_table(table, out)
     _say(f"{spec['name']}: {len(table)} images in {len(set(labels))} clusters")
+
+
+def _open_set(spec, n_generators, auto, seed, x, known_features, known_manifest):
+    from gantrace.errors import ConfigError
+    from gantrace.openset import OpenSetAttribution
+
+    source = spec["known_from"]
+    known, kx = _features_for(known_features, known_manifest, {"generated"})
+    named = known.generator.fillna("").astype(str).to_numpy() != ""
+    if named.sum() < len(known):
+        _say(f"{source}: {len(known) - named.sum()} images without a generator left out")
+    n_known = len(set(known.generator[named]))
+    n_new = None if auto else max(int(n_generators) - n_known, 0)
+    try:
+        method = OpenSetAttribution(
+            reducer=spec.get("reducer"),
+            clusterer=spec["clusterer"],
+            n_new=n_new,
+            n_clusters_estimator=spec.get("estimate_k"),
+            random_state=seed,
+            **spec.get("open_set", {}),
+        )
+        labels = method.fit_predict(kx[named], known.generator[named].to_numpy(), x) + 1
+    except ConfigError as err:  # its keys are the method's: name them in full
+        raise ConfigError(f"attribution.methods.{spec['name']}.{err}") from None
+    names = ", ".join(f"{i}={g}" for i, g in enumerate(method.known_names_, start=1))
+    _say(
+        f"open set from {source}: known generators {names}; {int(method.is_unknown_.sum())} of "
+        f"{len(x)} images beyond every known radius, {method.n_new_} new generator(s)"
+        + ("" if n_new is not None else " (estimated)")
+    )
+    if method.k_scores_ is not None:
+        _say(method.k_scores_.to_string(index=False))
+    return method, labels
 
 
 def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=None):
@@ -244,7 +313,11 @@ def fusion(task, paths, spec, out, n_folds, seed):
         scores = np.stack([t.score.to_numpy() for t in tables])
         fused["score"] = fu.mean_rank_scores(scores)
         rule = spec["rule"]
-        if rule == "majority":
+        if rule == "stacked":
+            fused["score"], folds = fu.stacked_scores(scores, base.label.to_numpy(), n_folds, seed)
+            fused["decision"] = (fused.score.to_numpy() > 0).astype(int)
+            _say(f"stacked: logistic regression over {len(paths)} methods, cross-fitted")
+        elif rule == "majority":
             fused["decision"] = fu.vote_decisions(decisions)
         elif rule == "perfect_agreement":
             fused["decision"] = fu.perfect_agreement(decisions)
@@ -263,7 +336,7 @@ def fusion(task, paths, spec, out, n_folds, seed):
             )
             fused["decision"] = (fused.score.to_numpy() > thresholds).astype(int)
             _say(note)
-        fused["fold"] = base.fold if rule != "mean_rank" else folds
+        fused["fold"] = folds if rule in ("mean_rank", "stacked") else base.fold
     io.write_table(fused, out)
     _say(f"fused {len(paths)} {task} methods by {spec['rule']}")
 
@@ -337,6 +410,7 @@ def score(task, dataset, names, fusions, paths, truth_path, out):
 
 PRIMARY = {"membership": "f1", "attribution": "ari"}
 COLUMNS = ["f1", "kappa", "auc", "accuracy", "precision", "recall", "specificity", "ari", "nmi"]
+COLUMNS += ["k_found", "k_true"]  # attribution: clusters predicted vs. true generators
 
 
 def leaderboard(score_paths, out_csv, metrics=None, catalogue=None):
@@ -360,6 +434,9 @@ def leaderboard(score_paths, out_csv, metrics=None, catalogue=None):
         cols = ["dataset", "task", "split", "rank", "method", "kind", "catalogue", "metric"]
         cols += ["score", "n"]
         board = board[cols + [c for c in COLUMNS if c in board.columns]]
+        for c in ("k_found", "k_true"):
+            if c in board.columns:  # counts, blank on membership rows
+                board[c] = board[c].astype("Int64")
     with io.atomic_path(out_csv) as tmp:
         board.to_csv(tmp, index=False, float_format="%.4f")
     _say(board.to_string(index=False))
@@ -374,7 +451,9 @@ def submission(task, result_path, out_csv, n_generators=None):
             t = t[t.role == "real_unknown"]
         labels, allowed = t.decision.astype(int), {0, 1}
     else:
-        labels, allowed = t.cluster.astype(int), set(range(1, int(n_generators) + 1))
+        labels = t.cluster.astype(int)
+        k = int(n_generators) if n_generators else labels.nunique()  # unknown k: 1..k found
+        allowed = set(range(1, k + 1))
     write_run_file(list(t.image_id), list(labels), out_csv)
     validate_run_file(out_csv, list(t.image_id), allowed)
     _say(f"{out_csv}: {len(t)} lines, checked against the run-file rules")

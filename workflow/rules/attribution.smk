@@ -1,6 +1,8 @@
 rule attribution:
-    """One attribution method: a cluster id (1..k) per generated image."""
+    """One attribution method: a cluster id (1..k) per generated image. An open-set method
+    (`known_from`) also reads its dev dataset's features and manifest."""
     input:
+        unpack(known_inputs),
         features=lambda wc: feature_path(wc.dataset, "attribution", wc.method),
         manifest=f"{R}/{{dataset}}/manifest.parquet",
     output:
@@ -15,7 +17,7 @@ rule attribution:
         gpu=lambda wc: trains_network("attribution", wc.method),
     params:
         method=lambda wc: method_spec("attribution", wc.method),
-        n_generators=lambda wc: DATASETS[wc.dataset]["n_generators"],
+        n_generators=lambda wc: DATASETS[wc.dataset].get("n_generators"),
         seed=config["seed"],
         model_dir=lambda wc: f"{R}/models/{wc.dataset}/attribution/{wc.method}",
     script:

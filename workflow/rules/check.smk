@@ -23,6 +23,8 @@ rule check_run_files:
         "../../envs/gantrace.yaml"
     params:
         task=lambda wc: DATASETS[wc.dataset]["task"],
-        n_generators=lambda wc: DATASETS[wc.dataset].get("n_generators"),
+        label_counts=lambda wc: [
+            label_count(wc.dataset, name) for name in results_of(wc.dataset)
+        ],
     script:
         "../scripts/check_submissions.py"

@@ -86,8 +86,13 @@ def datasets_of(task):
 
 def methods_for(task, ds):
     """Methods run on a dataset: those listing it (or listing none), except methods that
-    learn from labels on a dataset without enough labelled images (a test set)."""
-    named = [m for m, s in METHODS[task].items() if ds in s.get("datasets", [ds])]
+    learn from labels on a dataset without enough labelled images (a test set), and
+    open-set methods on their own `known_from` dataset."""
+    named = [
+        m
+        for m, s in METHODS[task].items()
+        if ds in s.get("datasets", [ds]) and s.get("known_from") != ds
+    ]
     return [m for m in named if labelled(ds) or not needs_labels(task, m)]
 
 
@@ -105,8 +110,7 @@ def needs_labels(task, method):
     """The method learns from the labelled images of the dataset it scores: a learned
     feature without `train_from`, a supervised scorer, or a scorer with tuned (listed)
     parameters."""
-    from gantrace.scorers import SCORERS
-    from gantrace.reduce import spec_name
+    from gantrace.membership import build_scorer, expand_grid
 
     spec = METHODS[task][method]
     feature = FEATURES[spec["feature"]]
@@ -114,14 +118,22 @@ def needs_labels(task, method):
         return True
     if task != "membership":
         return False
+    # An instance, not the class: whether a scorer learns can hang on its parameters.
+    supervised = getattr(
+        build_scorer(expand_grid(spec["scorer"])[0]), "supervised", False
+    )
     scorer = spec["scorer"] if isinstance(spec["scorer"], dict) else {}
-    supervised = getattr(SCORERS.get(spec_name(spec["scorer"])), "supervised", False)
     return supervised or any(isinstance(v, list) for v in scorer.values())
 
 
 def fusions_for(task, ds):
+    """Fusions whose methods all run on `ds`; a stacked fusion also needs its labels."""
     ms = set(methods_for(task, ds))
-    return [f for f, s in FUSIONS[task].items() if set(s["methods"]) <= ms]
+    return [
+        f
+        for f, s in FUSIONS[task].items()
+        if set(s["methods"]) <= ms and (s.get("rule") != "stacked" or labelled(ds))
+    ]
 
 
 def method_spec(task, method):
@@ -138,6 +150,32 @@ def truth_file(ds):
 def feature_path(ds, task, method):
     m = METHODS[task][method]
     return f"{R}/{ds}/features/{m['feature']}/{m.get('region', 'full')}.h5"
+
+
+def known_inputs(wc):
+    """An open-set method's known generators: its `known_from` dataset's features (same
+    feature and region) and manifest; nothing for other methods."""
+    source = METHODS["attribution"][wc.method].get("known_from")
+    if source is None:
+        return {}
+    return {
+        "known_features": feature_path(source, "attribution", wc.method),
+        "known_manifest": f"{R}/{source}/manifest.parquet",
+    }
+
+
+def label_count(ds, name):
+    """k of a run file's labels 1..k: the dataset's n_generators, or None (1..k found) where
+    it has none or the method (or a fused one) estimates k itself (`n_clusters: auto`).
+    """
+    task = DATASETS[ds]["task"]
+    if task != "attribution":
+        return None
+    fused = name.removeprefix("fused_")
+    parts = FUSIONS[task][fused]["methods"] if name != fused else [name]
+    if any(METHODS[task][m].get("n_clusters") == "auto" for m in parts):
+        return None
+    return DATASETS[ds].get("n_generators")
 
 
 @functools.cache

@@ -62,6 +62,6 @@ rule submission:
         "../../envs/gantrace.yaml"
     params:
         task=lambda wc: DATASETS[wc.dataset]["task"],
-        n_generators=lambda wc: DATASETS[wc.dataset].get("n_generators"),
+        n_generators=lambda wc: label_count(wc.dataset, wc.name),
     script:
         "../scripts/submission.py"

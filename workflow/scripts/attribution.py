@@ -10,4 +10,6 @@ with logged(snakemake.log[0]):
         snakemake.params.seed,
         snakemake.output[0],
         model_dir=snakemake.params.model_dir,
+        known_features=snakemake.input.get("known_features"),
+        known_manifest=snakemake.input.get("known_manifest"),
     )

@@ -11,6 +11,7 @@ from gantrace.features import (  # noqa: F401 - fill the registry
     classic,
     concat,
     deep,
+    fingerprint,
     hf_vision,
     lite0,
     timm_models,
@@ -31,6 +32,7 @@ from gantrace.features.classic import (
 )
 from gantrace.features.concat import ConcatExtractor
 from gantrace.features.deep import Dinov2Extractor, TorchExtractor, TorchvisionExtractor
+from gantrace.features.fingerprint import DCTExtractor, ResidualExtractor
 from gantrace.features.hf_vision import Blip2Extractor, BlipExtractor, VitMaeExtractor
 from gantrace.features.lite0 import EfficientNetLite0Extractor
 from gantrace.features.runner import ShardDataset, extract_shard
@@ -42,11 +44,13 @@ __all__ = [
     "Blip2Extractor",
     "BlipExtractor",
     "ConcatExtractor",
+    "DCTExtractor",
     "Dinov2Extractor",
     "EfficientNetLite0Extractor",
     "FeatureExtractor",
     "LBPExtractor",
     "PixelsExtractor",
+    "ResidualExtractor",
     "ShardDataset",
     "SpectrumExtractor",
     "TorchExtractor",

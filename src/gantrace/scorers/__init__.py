@@ -7,6 +7,11 @@ Supervised scorers (`supervised = True`): `fit_generated(generated_X)`, then
 Scorers with `margin = True` have a meaningful natural threshold at 0.
 """
 
+from gantrace.scorers.reference import (
+    CalibratedKNNScorer,
+    DensityRatioScorer,
+    EpsilonBallScorer,
+)
 from gantrace.scorers.supervised import (
     CentroidAutoencoderScorer,
     ClassCentroidsScorer,
@@ -22,10 +27,13 @@ from gantrace.scorers.unsupervised import (
 from gantrace.scorers.vcmi import VCMIEnsemble, VCMIRanking, VCMIRetrieval, VCMIThresholdMax
 
 SCORERS = {
+    "calibrated_knn": CalibratedKNNScorer,
     "centroid_autoencoder": CentroidAutoencoderScorer,
     "class_centroids": ClassCentroidsScorer,
     "cluster_distance": ClusterDistanceScorer,
     "column": ColumnScorer,
+    "domias": DensityRatioScorer,
+    "eps_ball": EpsilonBallScorer,
     "knn": KNNScorer,
     "mode_threshold": ModeThresholdScorer,
     "pair_classifier": PairClassifierScorer,
@@ -38,6 +46,9 @@ SCORERS = {
 
 __all__ = [
     "SCORERS",
+    "CalibratedKNNScorer",
+    "DensityRatioScorer",
+    "EpsilonBallScorer",
     "CentroidAutoencoderScorer",
     "ClassCentroidsScorer",
     "ClusterDistanceScorer",

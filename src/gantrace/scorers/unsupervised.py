@@ -5,7 +5,6 @@ from numbers import Real
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import pairwise_distances
-from sklearn.neighbors import NearestNeighbors
 
 from gantrace.errors import ConfigError
 from gantrace.reduce import as_matrix, check_choice, check_int
@@ -70,8 +69,45 @@ def similarity_matrix(A, B, metric, window=8, data_range=1.0):
     return -pairwise_distances(A, B, metric=metric)
 
 
+def distance_matrix(A, B, metric, window=8, data_range=1.0):
+    """Pairwise distances; for ssim, 1 - SSIM (so 0 is identical and smaller is closer)."""
+    if metric == "ssim":
+        return 1.0 - ssim_matrix(A, B, window, data_range)
+    return pairwise_distances(A, B, metric=metric)
+
+
+def row_index(X):
+    """{row bytes: first row index}: finds a query's own copy in a pool (leave-one-out)."""
+    index = {}
+    for i, row in enumerate(np.ascontiguousarray(X)):
+        index.setdefault(row.tobytes(), i)
+    return index
+
+
+def nearest_distances(X, pool, k, metric, exclude=None, block_size=1024, window=8):
+    """(len(X), k) ascending distances of each row of X to its `k` nearest rows of `pool`.
+
+    `exclude` (a `row_index` of `pool`) leaves one exact copy of each query out of its own
+    neighbours. Row blocks bound memory to block_size x len(pool) distances.
+    """
+    X = np.ascontiguousarray(X)
+    out = np.empty((len(X), k))
+    for s in range(0, len(X), block_size):
+        blk = X[s : s + block_size]
+        dist = distance_matrix(blk, pool, metric, window)
+        if exclude is not None:
+            for i, row in enumerate(blk):
+                j = exclude.get(row.tobytes())
+                if j is not None:
+                    dist[i, j] = np.inf
+        part = np.partition(dist, k - 1, axis=1)[:, :k] if k < dist.shape[1] else dist
+        out[s : s + len(blk)] = np.sort(part, axis=1)[:, :k]
+    return out
+
+
 class KNNScorer:
-    """Minus the mean distance to the `k` nearest generated images (GAN-Leaks black-box).
+    """Minus the mean distance to the `k` nearest generated images (GAN-Leaks full
+    black-box attack, Chen et al., CCS 2020), in any metric incl. ssim (1 - SSIM).
 
     With k=1 this is Robot's (ImageCLEF 2024) nearest-neighbour similarity with
     euclidean / cosine / manhattan distance.
@@ -79,7 +115,7 @@ class KNNScorer:
 
     def __init__(self, k=1, metric="euclidean", block_size=1024):
         check_int("knn.k", k)
-        check_choice("knn.metric", metric, METRICS)
+        check_choice("knn.metric", metric, (*METRICS, "ssim"))
         check_int("knn.block_size", block_size)
         self.k = k
         self.metric = metric
@@ -89,18 +125,15 @@ class KNNScorer:
         generated_X = as_matrix(generated_X, "generated features")
         if self.k > len(generated_X):
             raise ConfigError(f"knn.k={self.k} exceeds the {len(generated_X)} generated images")
-        self.nn_ = NearestNeighbors(n_neighbors=self.k, metric=self.metric, algorithm="brute")
-        self.nn_.fit(generated_X)
+        self.generated_ = generated_X
         return self
 
     def score(self, real_X):
         real_X = as_matrix(real_X, "real features")
-        out = np.empty(len(real_X))
-        # Row blocks bound memory to block_size x n_generated distances.
-        for start in range(0, len(real_X), self.block_size):
-            dist, _ = self.nn_.kneighbors(real_X[start : start + self.block_size])
-            out[start : start + len(dist)] = -dist.mean(axis=1)
-        return out
+        dist = nearest_distances(
+            real_X, self.generated_, self.k, self.metric, block_size=self.block_size
+        )
+        return -dist.mean(axis=1)
 
 
 class ClusterDistanceScorer:

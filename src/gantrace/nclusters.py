@@ -1,0 +1,145 @@
+"""Estimate the number of generators (clusters) when it is not given.
+
+Three criteria, each scoring every candidate k in [k_min, k_max]:
+- silhouette: mean silhouette of a k-means partition (higher is better). k = 1 scores the
+  fixed `min_silhouette` (0.25, below which Kaufman & Rousseeuw 1990 see "no substantial
+  structure"), so one cluster wins when no split reaches it.
+- bic: Bayesian information criterion of a diagonal Gaussian mixture (lower is better).
+- eigengap: eigenvalues of the symmetric normalised Laplacian of a k-NN graph; the score of k
+  is the gap between its (k+1)-th and k-th smallest eigenvalue (higher is better); a graph
+  of k well-separated groups has k near-zero eigenvalues (von Luxburg 2007).
+"""
+
+import numpy as np
+import pandas as pd
+from scipy.sparse.csgraph import laplacian
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import kneighbors_graph
+
+from gantrace.errors import ConfigError
+from gantrace.reduce import as_matrix, build_from_spec, check_int
+
+
+class SilhouetteCriterion:
+    higher_is_better = True
+
+    def __init__(self, min_silhouette=0.25, n_init=4, random_state=0):
+        self.min_silhouette = min_silhouette
+        self.n_init = n_init
+        self.random_state = random_state
+
+    def scores(self, X, ks):
+        out = []
+        for k in ks:
+            if k == 1:
+                out.append(self.min_silhouette)
+                continue
+            km = KMeans(k, n_init=self.n_init, random_state=self.random_state)
+            labels = km.fit_predict(X)
+            ok = len(set(labels)) > 1
+            out.append(silhouette_score(X, labels) if ok else -1.0)
+        return np.array(out, dtype=float)
+
+
+class BICCriterion:
+    higher_is_better = False
+
+    def __init__(self, reg_covar=1e-6, random_state=0):
+        self.reg_covar = reg_covar
+        self.random_state = random_state
+
+    def scores(self, X, ks):
+        out = []
+        for k in ks:
+            gmm = GaussianMixture(
+                k, covariance_type="diag", reg_covar=self.reg_covar, random_state=self.random_state
+            )
+            out.append(gmm.fit(X).bic(X))
+        return np.array(out, dtype=float)
+
+
+class EigengapCriterion:
+    higher_is_better = True
+
+    def __init__(self, n_neighbors=10, random_state=0):
+        check_int("estimate_k.n_neighbors", n_neighbors)
+        self.n_neighbors = n_neighbors
+        self.random_state = random_state  # unused: the eigenvalues are deterministic
+
+    def scores(self, X, ks):
+        k_nn = min(self.n_neighbors, len(X) - 1)
+        graph = kneighbors_graph(X, k_nn, mode="connectivity", include_self=False)
+        affinity = graph.maximum(graph.T)  # symmetric: an edge if either is a neighbour
+        lap = laplacian(affinity.toarray(), normed=True)
+        eig = np.sort(np.linalg.eigvalsh(lap))
+        return np.array([eig[k] - eig[k - 1] for k in ks], dtype=float)
+
+
+CRITERIA = {"bic": BICCriterion, "eigengap": EigengapCriterion, "silhouette": SilhouetteCriterion}
+
+
+class NClustersEstimator:
+    """Pick k in [k_min, k_max] by `criterion` on at most `max_samples` rows (seeded draw).
+
+    k_max is capped at n - 1 (n = rows used). Extra keyword parameters go to the criterion
+    class (silhouette: min_silhouette, n_init; bic: reg_covar; eigengap: n_neighbors).
+    """
+
+    def __init__(
+        self, criterion="silhouette", k_min=2, k_max=10, max_samples=2000, random_state=0, **params
+    ):
+        check_int("estimate_k.k_min", k_min)
+        check_int("estimate_k.k_max", k_max)
+        check_int("estimate_k.max_samples", max_samples, minimum=3)
+        if k_max < k_min:
+            raise ConfigError(f"estimate_k.k_max: {k_max} is below k_min {k_min}; raise k_max")
+        self.criterion = criterion
+        self.k_min = k_min
+        self.k_max = k_max
+        self.max_samples = max_samples
+        self.random_state = random_state
+        self.params = params
+        self.criterion_ = build_from_spec(
+            {"name": criterion, **params}, CRITERIA, "estimate_k", random_state=random_state
+        )
+
+    def fit(self, X):
+        X = as_matrix(X, "features to count clusters in").astype(np.float64)
+        if len(X) > self.max_samples:
+            rng = np.random.default_rng(self.random_state)
+            X = X[np.sort(rng.choice(len(X), self.max_samples, replace=False))]
+        k_max = min(self.k_max, len(X) - 1)
+        if k_max < self.k_min:
+            raise ConfigError(
+                f"estimate_k: {len(X)} images are too few to try k >= {self.k_min}; "
+                "set the number of generators (n_generators) instead"
+            )
+        ks = np.arange(self.k_min, k_max + 1)
+        values = self.criterion_.scores(X, ks)
+        best = np.argmax(values) if self.criterion_.higher_is_better else np.argmin(values)
+        self.n_clusters_ = int(ks[best])
+        self.scores_ = pd.DataFrame({"k": ks, self.criterion: values})
+        return self
+
+
+def build_estimator(spec, random_state=0):
+    """`{name: silhouette|bic|eigengap, k_min, k_max, ...}` (or a bare name) -> estimator."""
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec or {"name": "silhouette"})
+    if "name" not in spec or spec["name"] not in CRITERIA:
+        raise ConfigError(
+            f"estimate_k.name: unknown criterion {spec.get('name')!r}; "
+            f"valid options: {', '.join(CRITERIA)}"
+        )
+    if "random_state" in spec:
+        raise ConfigError("estimate_k.random_state: set by the method's seed; remove it")
+    return NClustersEstimator(spec.pop("name"), random_state=random_state, **spec)
+
+
+def estimate_n_clusters(X, criterion="silhouette", k_min=2, k_max=10, random_state=0):
+    """(k, table): the chosen number of clusters and each candidate k's criterion value."""
+    est = build_estimator(
+        {"name": criterion, "k_min": k_min, "k_max": k_max}, random_state=random_state
+    ).fit(X)
+    return est.n_clusters_, est.scores_

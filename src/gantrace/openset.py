@@ -1,0 +1,158 @@
+"""Open-set attribution: known generators from labelled dev images, new clusters for the rest.
+
+A test image goes to the nearest known generator's centroid when it lies within that
+generator's rejection radius; the rejected images are clustered into new generators.
+"""
+
+import numpy as np
+from sklearn.metrics import pairwise_distances
+from sklearn.model_selection import StratifiedKFold
+
+from gantrace.errors import ConfigError
+from gantrace.reduce import as_matrix, build_reducer, check_choice, check_int, trained_parts
+
+METRICS = ("euclidean", "cosine")
+N_FOLDS = 5
+
+
+class OpenSetAttribution:
+    """Nearest known centroid with a per-generator radius; k-means on the rejected images.
+
+    The radius of a generator is the `reject_quantile` quantile of its known images'
+    distances to their own generator's centroid, each computed out of fold (5 stratified
+    folds; the centroid leaves out the image's fold), so it is not optimistically tight.
+    `n_new` new generators for the rejected images; None estimates it there with
+    `n_clusters_estimator` (gantrace.nclusters, default `{name: silhouette}`, k_min 1).
+    The rejected images are clustered (`clusterer`, k-means by default), then each goes to
+    the nearest of the known and new centroids (a rejected straggler of a known generator
+    returns to it); a new cluster left with fewer than `min_new` images is dropped, and
+    with fewer than `min_new` rejected images no new generator is made.
+    Labels: 0..n_known-1 are the known generators in sorted-name order (`known_names_`),
+    then n_known.. the new ones; `is_unknown_` flags the rejected images.
+    """
+
+    def __init__(
+        self,
+        reducer=None,
+        clusterer="kmeans",
+        reject_quantile=0.95,
+        n_new=None,
+        min_new=10,
+        n_clusters_estimator=None,
+        metric="euclidean",
+        random_state=0,
+    ):
+        if not 0 < reject_quantile <= 1:
+            raise ConfigError(
+                f"open_set.reject_quantile: must lie in (0, 1], got {reject_quantile}"
+            )
+        if n_new is not None:
+            check_int("open_set.n_new", n_new, minimum=0)
+        check_int("open_set.min_new", min_new)
+        check_choice("open_set.metric", metric, METRICS)
+        self.reducer = reducer
+        self.clusterer = clusterer
+        self.reject_quantile = reject_quantile
+        self.n_new = n_new
+        self.min_new = min_new
+        self.n_clusters_estimator = n_clusters_estimator
+        self.metric = metric
+        self.random_state = random_state
+        # bad specs fail here, before any feature is read
+        reducer_ = build_reducer(reducer, random_state=random_state)
+        if not getattr(reducer_, "transforms_unseen", hasattr(reducer_, "transform")):
+            raise ConfigError(
+                f"reducer: {reducer!r} cannot map new images (no transform); an open-set "
+                "method needs one that can (pca, autoencoder, none)"
+            )
+        self._clusterer(2)
+        self._estimator()
+
+    def _estimator(self):
+        from gantrace.nclusters import build_estimator
+
+        spec = self.n_clusters_estimator or "silhouette"
+        spec = {"name": spec} if isinstance(spec, str) else spec
+        # k_min 1 unless set: the rejected images may well come from one new generator
+        return build_estimator({"k_min": 1, **spec}, random_state=self.random_state)
+
+    def _clusterer(self, k):
+        from gantrace.attribution import build_clusterer
+
+        return build_clusterer(self.clusterer, n_clusters=k, random_state=self.random_state)
+
+    def _dist(self, X, centroids):
+        return pairwise_distances(X, centroids, metric=self.metric)
+
+    def fit(self, known_X, known_generator):
+        X = as_matrix(known_X, "known generators' features").astype(np.float64)
+        names = np.asarray(known_generator).astype(str)
+        if len(names) != len(X):
+            raise ValueError(f"{len(X)} known feature rows for {len(names)} generator labels")
+        self.known_names_, y, counts = np.unique(names, return_inverse=True, return_counts=True)
+        if len(self.known_names_) < 2 or counts.min() < 2:
+            raise ConfigError(
+                "known_from: needs at least two generators with two labelled images each; "
+                f"got {dict(zip(self.known_names_, counts.tolist()))}"
+            )
+        self.reducer_ = build_reducer(self.reducer, random_state=self.random_state)
+        Z = self.reducer_.fit_transform(X)
+        self.centroids_ = self._centroids(Z, y)
+        oof = np.empty(len(Z))
+        folds = StratifiedKFold(
+            min(N_FOLDS, counts.min()), shuffle=True, random_state=self.random_state
+        )
+        for train, test in folds.split(Z, y):
+            cents = self._centroids(Z[train], y[train])
+            oof[test] = self._dist(Z[test], cents)[np.arange(len(test)), y[test]]
+        self.radius_ = np.array(
+            [np.quantile(oof[y == g], self.reject_quantile) for g in range(len(counts))]
+        )
+        return self
+
+    def _centroids(self, Z, y):
+        return np.stack([Z[y == g].mean(axis=0) for g in range(len(self.known_names_))])
+
+    def predict(self, X):
+        X = as_matrix(X, "generated features").astype(np.float64)
+        Z = self.reducer_.transform(X)
+        dist = self._dist(Z, self.centroids_)
+        nearest = dist.argmin(axis=1)
+        self.is_unknown_ = dist[np.arange(len(Z)), nearest] > self.radius_[nearest]
+        labels = nearest.copy()
+        n_known, rejected = len(self.known_names_), int(self.is_unknown_.sum())
+        self.n_new_, self.k_scores_ = 0, None
+        if rejected >= self.min_new:
+            n_new = self.n_new
+            if n_new is None:
+                est = self._estimator().fit(Z[self.is_unknown_])
+                n_new, self.k_scores_ = est.n_clusters_, est.scores_
+            if n_new:
+                labels[self.is_unknown_] = self._new_generators(Z[self.is_unknown_], n_new)
+        self.labels_ = labels
+        self.n_new_ = len(set(labels.tolist()) - set(range(n_known)))
+        return labels
+
+    def _new_generators(self, Z, n_new):
+        """Cluster rejected rows, then one pass to the nearest of known + new centroids, so a
+        rejected straggler of a known generator goes back to it; new clusters smaller than
+        `min_new` are dropped (their rows go to the nearest remaining centroid)."""
+        n_known = len(self.known_names_)
+        new = np.asarray(self._clusterer(min(n_new, len(Z))).fit_predict(Z))
+        cents = [Z[new == c].mean(axis=0) for c in np.unique(new)]
+        while True:  # drop too-small new clusters and reassign
+            labels = self._dist(Z, np.vstack([self.centroids_, *cents])).argmin(axis=1)
+            small = np.bincount(labels, minlength=n_known + len(cents))[n_known:] < self.min_new
+            if not small.any():
+                break
+            cents = [c for c, s in zip(cents, small) if not s]
+        ids = np.unique(labels[labels >= n_known])
+        labels[labels >= n_known] = n_known + np.searchsorted(ids, labels[labels >= n_known])
+        return labels
+
+    def fit_predict(self, known_X, known_generator, X):
+        return self.fit(known_X, known_generator).predict(X)
+
+    def trained_parts(self):
+        """{role: fitted part} for the parts that trained a network (to save)."""
+        return trained_parts({"reducer": self.reducer_})
