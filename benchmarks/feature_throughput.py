@@ -32,6 +32,8 @@ EXTRACTORS = {
     "pixels": {"extractor": "pixels", "size": 32},
     "lbp": {"extractor": "lbp"},
     "spectrum": {"extractor": "spectrum"},
+    "dct": {"extractor": "dct"},
+    "residual": {"extractor": "residual"},
     "densenet121": {"extractor": "torchvision", "arch": "densenet121", "weights": "none"},
     "resnet50": {"extractor": "torchvision", "arch": "resnet50", "weights": "none"},
     "dinov2_small": {"extractor": "dinov2", "size": "small", "weights": "none"},

@@ -19,6 +19,7 @@ from gantrace.features import (
     extract_shard,
     noise_residual,
 )
+from gantrace.features.runner import chunk_cache_bytes
 
 TINY_DINO = {
     "extractor": "dinov2",
@@ -379,18 +380,45 @@ def test_extract_shard_streams_in_batches(shard, monkeypatch):
     """The shard is read one batch-sized slice at a time, never whole."""
     tmp, ids, _, _ = shard
     reads = []
-    original = h5py.Dataset.__getitem__
+    getitem, read_direct = h5py.Dataset.__getitem__, h5py.Dataset.read_direct
 
     def spy(self, key):
         if self.name == "/images":
             reads.append(key)
-        return original(self, key)
+        return getitem(self, key)
+
+    def spy_direct(self, dest, source_sel=None, dest_sel=None):
+        if self.name == "/images":
+            reads.append(source_sel)
+        return read_direct(self, dest, source_sel, dest_sel)
 
     monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    monkeypatch.setattr(h5py.Dataset, "read_direct", spy_direct)
     extract_shard(
         tmp / "shard.h5", None, "full", {"extractor": "pixels", "batch_size": 4}, tmp / "f.h5"
     )
     assert reads == [slice(0, 4), slice(4, 8), slice(8, 10)]
+
+
+def test_uncompressed_and_older_gzip_shards_give_the_same_features(shard):
+    """Image shards are stored uncompressed (recorded in their attributes) and read without a
+    chunk cache; a gzip shard of an older version still reads, through its cache, to the
+    same features, with masks (gzip) too."""
+    tmp, ids, images, masks = shard
+    io.write_array_h5(tmp / "old.h5", "images", ids, images, compression="gzip")
+    spec = {"extractor": "pixels", "size": 8, "batch_size": 3}
+    feats, caches = {}, {}
+    for name in ("shard", "old"):
+        with h5py.File(tmp / f"{name}.h5", "r") as h5:
+            assert h5.attrs["compression"] == ("none" if name == "shard" else "gzip")
+            assert h5["images"].compression == (None if name == "shard" else "gzip")
+            caches[name] = chunk_cache_bytes(h5["images"], 3)
+        extract_shard(tmp / f"{name}.h5", tmp / "masks.h5", "lung", spec, tmp / f"{name}_f.h5")
+        feats[name] = io.read_features(tmp / f"{name}_f.h5")[1]
+    assert caches["shard"] == 0 and caches["old"] > 0
+    np.testing.assert_array_equal(feats["shard"], feats["old"])
+    want = build_extractor(spec).transform(images, masks, "lung")
+    np.testing.assert_array_equal(feats["shard"], want)
 
 
 def test_extract_shard_empty(tmp_path):

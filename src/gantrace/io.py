@@ -52,12 +52,26 @@ def _attr(value):
     return value
 
 
-def write_array_h5(path, name, ids, array, attrs=None, chunk_rows=64):
-    """Write `array` (first axis = images) with its `ids` and provenance attributes."""
+# Image shards are stored uncompressed. The cheap extractors (pixels: ~0.3 ms per 256x256
+# image on one core) cost less than inflating the image: gzip reads ~90 MB/s (0.7 ms per
+# image), lzf ~125 MB/s, uncompressed ~4 GB/s, so compressed shards capped those stages at
+# 0.2-0.8 of the extractor's own speed (benchmarks/feature_throughput.py), for a size
+# saving of only 1.2-1.6x on CT slices. Masks (mostly runs of 0/1) and features stay gzip.
+# Reading is filter-agnostic, so shards written compressed by older versions still work.
+IMAGE_COMPRESSION = None
+
+
+def write_array_h5(path, name, ids, array, attrs=None, chunk_rows=64, compression="gzip"):
+    """Write `array` (first axis = images) with its `ids` and provenance attributes.
+
+    `compression` is "gzip" (level 4, shuffled) or None; the file's `compression` attribute
+    records it.
+    """
     array = np.asarray(array)
     ids = [str(i) for i in ids]
     if len(ids) != len(array):
         raise ValueError(f"{path}: {len(ids)} ids for {len(array)} rows")
+    gzip = compression == "gzip" and len(array) > 0
     with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as h5:
         chunks = None
         if len(array):
@@ -66,15 +80,16 @@ def write_array_h5(path, name, ids, array, attrs=None, chunk_rows=64):
             name,
             data=array,
             chunks=chunks,
-            compression="gzip" if len(array) else None,
-            compression_opts=4 if len(array) else None,
-            shuffle=bool(len(array)),
+            compression="gzip" if gzip else None,
+            compression_opts=4 if gzip else None,
+            shuffle=gzip,
             track_times=False,
         )
         h5.create_dataset("ids", data=np.array(ids, dtype=object), dtype=_STR, track_times=False)
         h5.attrs["gantrace_version"] = __version__
         for key, value in sorted((attrs or {}).items()):
             h5.attrs[key] = _attr(value)
+        h5.attrs["compression"] = "gzip" if gzip else "none"
 
 
 def read_ids_h5(path):
@@ -90,7 +105,8 @@ def read_array_h5(path, name):
 
 
 def write_images(path, ids, images, attrs=None):
-    write_array_h5(path, "images", ids, np.asarray(images, dtype=np.uint8), attrs)
+    images = np.asarray(images, dtype=np.uint8)
+    write_array_h5(path, "images", ids, images, attrs, compression=IMAGE_COMPRESSION)
 
 
 def read_images(path):
