@@ -8,7 +8,7 @@ For each extractor, images/s of
          the stage's own `images_per_s`, i.e. its streaming loop), and
   bare   the extractor on the same images already in memory, same device and batch size:
          `forward_batch` (uint8 -> preprocess -> model -> CPU) for torch extractors,
-         `transform` for the classic ones,
+         `transform` for the classic ones, batch by batch,
 and stage / bare (target on CPU: >= 0.9). Each is measured `--repeats` times after a
 warm-up, alternating, and the best run kept (the machine may be shared).
 Random-init networks need no weights; efficientnet_lite0 uses its packaged ImageNet weights.
@@ -57,11 +57,11 @@ def time_stage(images_h5, spec, out_h5, device):
 def time_bare(ext, images):
     bs = ext.batch_size
     t0 = time.perf_counter()
-    if ext.uses_torch:
-        for i in range(0, len(images), bs):
+    for i in range(0, len(images), bs):  # the stage's batches (batch size changes BLAS speed)
+        if ext.uses_torch:
             ext.forward_batch(torch.from_numpy(images[i : i + bs])).cpu()
-    else:
-        ext.transform(images)
+        else:
+            ext.transform(images[i : i + bs])
     return len(images) / (time.perf_counter() - t0)
 
 
