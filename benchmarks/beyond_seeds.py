@@ -7,9 +7,9 @@
    trained on real slices; the default reads ../shared/data/chest-ct-256), or reuses
    DIR/results/benchmark/<name>/ when it exists. No source slices and no benchmark: it
    prints why and exits 0.
-2. Adds an open-set setting: `<dev>_known`, the dev attribution set without its last
-   generator, and open-set methods (`known_from`) that must find that generator in the test
-   set as an unseen one.
+2. Adds an open-set setting (with three generators or more): `<dev>_known`, the dev
+   attribution set without its last generator, open-set methods (`known_from`) that must
+   find that generator in the test set as an unseen one, and SDVAHCS's pseudo-labelling.
 3. Runs `snakemake all` with the benchmark's gantrace.yaml + `--methods` + the open-set
    config, in DIR (default: the project root; results under DIR/results).
 4. Prints, from DIR/results/leaderboard.csv: membership F1 / AUC / kappa per generator on the
@@ -55,6 +55,8 @@ def open_set_config(gantrace_yaml, out):
     dev = next(k for k, v in attribution.items() if isinstance(v["generated"], dict))
     test = next(k for k in attribution if k != dev)
     generators = dict(datasets[dev]["generated"])
+    if len(generators) < 3:  # open set needs two known generators and an unseen one
+        return None, None, test
     unseen = list(generators)[-1]
     del generators[unseen]
     known = f"{dev}_known"
@@ -149,8 +151,12 @@ def main(argv=None):
             )
         open_set = directory / "results" / "beyond_seeds" / "open_set.yaml"
         unseen, known, test = open_set_config(gantrace_yaml, open_set)
-        print(f"open set: {known} lacks {unseen!r}; open-set methods must find it in {test}")
-        configs = [gantrace_yaml, args.methods.resolve(), open_set]
+        configs = [gantrace_yaml, args.methods.resolve()]
+        if known:
+            print(f"open set: {known} lacks {unseen!r}; open-set methods must find it in {test}")
+            configs.append(open_set)
+        else:
+            print("open set: skipped, the benchmark has fewer than three generators")
         times["run methods"] = snakemake(directory, args.cores, "all", configs)
     board_path = directory / "results" / "leaderboard.csv"
     if not board_path.exists():
