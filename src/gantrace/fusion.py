@@ -76,14 +76,18 @@ def perfect_agreement(decisions):
     return _decisions(decisions).min(axis=0)
 
 
+def rank_normalised(scores):
+    """Each method's (row's) scores as ranks scaled to [0, 1]; ties share their mean rank."""
+    scores = _matrix(scores, "scores").astype(np.float64)
+    return (rankdata(scores, axis=1) - 1) / max(scores.shape[1] - 1, 1)
+
+
 def mean_rank_scores(scores):
     """Average of each method's scores rank-normalised to [0, 1] (ties share their mean rank)."""
-    scores = _matrix(scores, "scores").astype(np.float64)
-    n = scores.shape[1]
-    if n == 1:
+    ranks = rank_normalised(scores)
+    if ranks.shape[1] == 1:
         return np.full(1, 0.5)
-    ranks = rankdata(scores, axis=1)  # 1..n
-    return ((ranks - 1) / (n - 1)).mean(axis=0)
+    return ranks.mean(axis=0)
 
 
 def stacked_scores(scores, labels, n_folds=5, random_state=0, folds=None):
@@ -95,9 +99,8 @@ def stacked_scores(scores, labels, n_folds=5, random_state=0, folds=None):
 
     from gantrace.membership import stratified_folds
 
-    scores, labels = _matrix(scores, "scores").astype(np.float64), np.asarray(labels)
-    n = scores.shape[1]
-    X = ((rankdata(scores, axis=1) - 1) / max(n - 1, 1)).T
+    X, labels = rank_normalised(scores).T, np.asarray(labels)
+    n = len(X)
     known = labels >= 0
     if folds is None:
         n_folds = min(n_folds, int((labels == 1).sum()), int((labels == 0).sum()))
@@ -133,11 +136,8 @@ def rerank_decisions(decisions, scores, n_clusters=None, linkage="ward", tie=0):
     method scores, each method's scores rank-normalised to [0, 1]; every cluster then takes
     the majority of its members' majority-voted decisions (an even split gives `tie`).
     """
-    decisions, scores = _decisions(decisions), _matrix(scores, "scores").astype(np.float64)
-    fused = vote_decisions(decisions, tie=tie)
-    n = scores.shape[1]
-    ranks = (rankdata(scores, axis=1) - 1) / max(n - 1, 1)
-    groups = _rerank_groups(ranks.T, n_clusters, linkage)
+    fused = vote_decisions(_decisions(decisions), tie=tie)
+    groups = _rerank_groups(rank_normalised(scores).T, n_clusters, linkage)
     out = np.empty_like(fused)
     for g in np.unique(groups):
         members = groups == g

@@ -24,7 +24,13 @@ from scipy.special import logsumexp
 
 from gantrace.errors import ConfigError
 from gantrace.reduce import as_matrix, check_choice, check_int
-from gantrace.scorers.unsupervised import METRICS, nearest_distances, row_index
+from gantrace.scorers.unsupervised import (
+    METRICS,
+    distance_matrix,
+    mask_own_copies,
+    nearest_distances,
+    row_index,
+)
 
 REFERENCES = ("real", "not_used")
 
@@ -153,9 +159,9 @@ class DensityRatioScorer(_ReferenceScorer):
         out = np.empty(len(X))
         for s in range(0, len(X), self.block_size):
             blk = X[s : s + self.block_size]
-            sq = nearest_distances(blk, pool, len(pool), "euclidean", exclude) ** 2
             # An excluded self-match sits at +inf, i.e. weight 0.
-            out[s : s + len(blk)] = logsumexp(-sq / (2 * h * h), axis=1)
+            dist = mask_own_copies(distance_matrix(blk, pool, "euclidean"), blk, exclude, np.inf)
+            out[s : s + len(blk)] = logsumexp(-(dist**2) / (2 * h * h), axis=1)
         return out - np.log(n) - d * np.log(h)
 
     def score(self, real_X):
@@ -189,12 +195,11 @@ class EpsilonBallScorer:
         self.generated_ = as_matrix(generated_X, "generated features").astype(np.float64)
         return self
 
-    def _distances(self, X, k):
-        return nearest_distances(X, self.generated_, k, self.metric, block_size=self.block_size)
-
     def fit_reference(self, real_X):
         real_X = as_matrix(real_X, "real features").astype(np.float64)
-        nearest = self._distances(real_X, 1)[:, 0]
+        nearest = nearest_distances(
+            real_X, self.generated_, 1, self.metric, block_size=self.block_size
+        )[:, 0]
         self.epsilon_ = self.epsilon or float(np.quantile(nearest, self.quantile))
         return self
 
@@ -202,5 +207,8 @@ class EpsilonBallScorer:
         if not hasattr(self, "epsilon_"):
             raise RuntimeError("eps_ball: call fit_reference(real_X) before score")
         real_X = as_matrix(real_X, "real features").astype(np.float64)
-        dist = self._distances(real_X, len(self.generated_))
-        return (dist <= self.epsilon_).mean(axis=1)
+        out = np.empty(len(real_X))
+        for s in range(0, len(real_X), self.block_size):
+            dist = distance_matrix(real_X[s : s + self.block_size], self.generated_, self.metric)
+            out[s : s + len(dist)] = (dist <= self.epsilon_).mean(axis=1)
+        return out

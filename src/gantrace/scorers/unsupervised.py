@@ -84,6 +84,17 @@ def row_index(X):
     return index
 
 
+def mask_own_copies(matrix, queries, exclude, fill):
+    """Set each query's entry for its own copy in the pool (`exclude`, a `row_index` of
+    the pool; None: nothing) to `fill`, in place: +inf for distances, -inf for similarities."""
+    if exclude is not None:
+        for i, row in enumerate(np.ascontiguousarray(queries)):
+            j = exclude.get(row.tobytes())
+            if j is not None:
+                matrix[i, j] = fill
+    return matrix
+
+
 def nearest_distances(X, pool, k, metric, exclude=None, block_size=1024, window=8):
     """(len(X), k) ascending distances of each row of X to its `k` nearest rows of `pool`.
 
@@ -94,12 +105,7 @@ def nearest_distances(X, pool, k, metric, exclude=None, block_size=1024, window=
     out = np.empty((len(X), k))
     for s in range(0, len(X), block_size):
         blk = X[s : s + block_size]
-        dist = distance_matrix(blk, pool, metric, window)
-        if exclude is not None:
-            for i, row in enumerate(blk):
-                j = exclude.get(row.tobytes())
-                if j is not None:
-                    dist[i, j] = np.inf
+        dist = mask_own_copies(distance_matrix(blk, pool, metric, window), blk, exclude, np.inf)
         part = np.partition(dist, k - 1, axis=1)[:, :k] if k < dist.shape[1] else dist
         out[s : s + len(blk)] = np.sort(part, axis=1)[:, :k]
     return out

@@ -20,7 +20,12 @@ Rule definitions as described by the team (their public code for the 2023 task).
 import numpy as np
 
 from gantrace.reduce import as_matrix, check_choice, check_int
-from gantrace.scorers.unsupervised import METRICS, similarity_matrix
+from gantrace.scorers.unsupervised import (
+    METRICS,
+    mask_own_copies,
+    row_index,
+    similarity_matrix,
+)
 
 
 class _VCMI:
@@ -63,9 +68,7 @@ class _VCMI:
     def fit_reference(self, real_X):
         """The real pool (all real images, no labels) that real-real similarities use."""
         self.reference_ = as_matrix(real_X, "real features").astype(np.float64)
-        self._rows = {}
-        for i, row in enumerate(self.reference_):
-            self._rows.setdefault(row.tobytes(), i)
+        self._rows = row_index(self.reference_)
         k = min(self.k, len(self.reference_))
         # k-th best similarity of each generated image to the pool: its retrieval cut.
         cuts = np.empty(len(self.generated_))
@@ -80,11 +83,7 @@ class _VCMI:
         out = np.empty(len(X))
         for s in range(0, len(X), self.block_size):
             blk = X[s : s + self.block_size]
-            sim = self._sim(blk, self.reference_)
-            for i, row in enumerate(blk):
-                self_idx = self._rows.get(row.tobytes())
-                if self_idx is not None:
-                    sim[i, self_idx] = -np.inf
+            sim = mask_own_copies(self._sim(blk, self.reference_), blk, self._rows, -np.inf)
             out[s : s + len(blk)] = sim.max(axis=1)
         return out
 
