@@ -81,6 +81,17 @@ class LBPExtractor(FeatureExtractor):
         return out
 
 
+DENOISERS = ("gaussian", "median")
+
+
+def check_residual_params(name, params):
+    """The `denoise` and `sigma` keys that every noise-residual extractor takes."""
+    check_choice(name, "denoise", params["denoise"], DENOISERS)
+    sigma = params["sigma"]
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+        raise ConfigError(f"{name}: 'sigma' must be a positive number, got {sigma!r}")
+
+
 def noise_residual(images, denoise="gaussian", sigma=1.0):
     """Image minus its denoised version, in units of the [0, 1] grey range (float32 N×H×W)."""
     from scipy import ndimage
@@ -113,11 +124,7 @@ class SpectrumExtractor(FeatureExtractor):
 
     def check_params(self):
         p = self.params
-        check_choice(self.name, "denoise", p["denoise"], ("gaussian", "median"))
-        if isinstance(p["sigma"], bool) or not isinstance(p["sigma"], (int, float)):
-            raise ConfigError(f"spectrum: 'sigma' must be a positive number, got {p['sigma']!r}")
-        if p["sigma"] <= 0:
-            raise ConfigError(f"spectrum: 'sigma' must be a positive number, got {p['sigma']!r}")
+        check_residual_params(self.name, p)
         check_int(self.name, "n_bins", p["n_bins"])
         check_int(self.name, "grid", p["grid"], minimum=0)
         self._pool = {}

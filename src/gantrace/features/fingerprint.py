@@ -16,15 +16,10 @@ from gantrace.features.base import (
     check_int,
     register,
 )
-from gantrace.features.classic import noise_residual
+from gantrace.features.classic import check_residual_params, noise_residual
 from gantrace.fingerprint import standardise_rows
 
 DCT_STATS = ("mean", "std")
-
-
-def check_sigma(name, sigma):
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise ConfigError(f"{name}: 'sigma' must be a positive number, got {sigma!r}")
 
 
 def _bin_mean(values, bins):
@@ -69,8 +64,7 @@ class DCTExtractor(FeatureExtractor):
         check_choice(self.name, "source", p["source"], ("residual", "image"))
         check_int(self.name, "block", p["block"], minimum=2)
         check_int(self.name, "global_bins", p["global_bins"], minimum=0)
-        check_choice(self.name, "denoise", p["denoise"], ("gaussian", "median"))
-        check_sigma(self.name, p["sigma"])
+        check_residual_params(self.name, p)
         stats = p["stats"]
         if isinstance(stats, str):
             stats = [stats]
@@ -145,8 +139,7 @@ class ResidualExtractor(FeatureExtractor):
     def check_params(self):
         p = self.params
         check_int(self.name, "crop", p["crop"])
-        check_choice(self.name, "denoise", p["denoise"], ("gaussian", "median"))
-        check_sigma(self.name, p["sigma"])
+        check_residual_params(self.name, p)
 
     def extract(self, images):
         images = as_batch(images)
