@@ -4,7 +4,7 @@
 
 For each extractor, images/s of
   stage  `gantrace.features.extract_shard` on an ingested HDF5 shard of N simulated slices
-         (HDF5 read, DataLoader, region, extractor, HDF5 write of the features excluded:
+         (memory-mapped read, DataLoader, region, extractor; the feature write excluded:
          the stage's own `images_per_s`, i.e. its streaming loop), and
   bare   the extractor on the same images already in memory, same device and batch size:
          `forward_batch` (uint8 -> preprocess -> model -> CPU) for torch extractors,
@@ -121,7 +121,7 @@ def main(argv=None):
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     print(
-        "\nstage: extract_shard's streaming loop (HDF5 read + DataLoader + extractor); "
+        "\nstage: extract_shard's streaming loop (mapped read + DataLoader + extractor); "
         "setup (model build, move to device) and the feature write are not in it.\n"
         "bare: the same extractor on the images already in memory."
     )

@@ -3,6 +3,7 @@
 import io as _io
 import json
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -19,7 +20,7 @@ from gantrace.features import (
     extract_shard,
     noise_residual,
 )
-from gantrace.features.runner import chunk_cache_bytes
+from gantrace.features.runner import ShardDataset, chunk_cache_bytes
 
 TINY_DINO = {
     "extractor": "dinov2",
@@ -376,49 +377,110 @@ def test_extract_shard_regions_and_errors(shard):
     assert not (tmp / "x.h5").exists()
 
 
-def test_extract_shard_streams_in_batches(shard, monkeypatch):
-    """The shard is read one batch-sized slice at a time, never whole."""
-    tmp, ids, _, _ = shard
+def _spy_reads(monkeypatch):
+    """Record (rows, served zero-copy from the mapped shard, bytes) per batch read of images."""
     reads = []
-    getitem, read_direct = h5py.Dataset.__getitem__, h5py.Dataset.read_direct
+    read = ShardDataset._read
 
-    def spy(self, key):
-        if self.name == "/images":
-            reads.append(key)
-        return getitem(self, key)
+    def spy(self, dataset, index, reuse=False, mapped=None):
+        rows = read(self, dataset, index, reuse, mapped)
+        if dataset.name == "/images":
+            shared = mapped is not None and np.shares_memory(rows, mapped.rows)
+            reads.append((slice(int(index[0]), int(index[-1]) + 1), shared, rows.nbytes))
+        return rows
 
-    def spy_direct(self, dest, source_sel=None, dest_sel=None):
-        if self.name == "/images":
-            reads.append(source_sel)
-        return read_direct(self, dest, source_sel, dest_sel)
-
-    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
-    monkeypatch.setattr(h5py.Dataset, "read_direct", spy_direct)
-    extract_shard(
-        tmp / "shard.h5", None, "full", {"extractor": "pixels", "batch_size": 4}, tmp / "f.h5"
-    )
-    assert reads == [slice(0, 4), slice(4, 8), slice(8, 10)]
+    monkeypatch.setattr(ShardDataset, "_read", spy)
+    return reads
 
 
-def test_uncompressed_and_older_gzip_shards_give_the_same_features(shard):
-    """Image shards are stored uncompressed (recorded in their attributes) and read without a
-    chunk cache; a gzip shard of an older version still reads, through its cache, to the
-    same features, with masks (gzip) too."""
+def test_extract_shard_streams_in_batches(shard, monkeypatch):
+    """The shard is read one batch-sized run at a time, never whole: weight-free features are
+    computed on views of the mapped rows; a torch batch leaves the worker, so it is a copy."""
+    tmp, _, images, _ = shard
+    reads = _spy_reads(monkeypatch)
+    for name in ("pixels", "torchvision"):
+        reads.clear()
+        spec = {**SMALL_SPECS[name], "batch_size": 4}
+        extract_shard(tmp / "shard.h5", None, "full", spec, tmp / f"{name}.h5")
+        runs = [(0, 4), (4, 8), (8, 10)]
+        want = [(slice(a, b), name == "pixels", (b - a) * images[0].nbytes) for a, b in runs]
+        assert reads == want
+
+
+def test_contiguous_chunked_and_older_gzip_shards_give_the_same_features(shard, monkeypatch):
+    """Image shards are stored uncompressed and contiguous (recorded in their attributes) and
+    read through a memory map; uncompressed chunked and gzip shards of older versions still
+    read (copied, the gzip one through its chunk cache) to the same features, masks too."""
     tmp, ids, images, masks = shard
     io.write_array_h5(tmp / "old.h5", "images", ids, images, compression="gzip")
+    with h5py.File(tmp / "chunked.h5", "w") as h5:  # the layout of 0.x image shards
+        h5.create_dataset("images", data=images, chunks=(4, *images.shape[1:]))
+        h5.create_dataset("ids", data=ids, dtype=h5py.string_dtype())
+    reads = _spy_reads(monkeypatch)
     spec = {"extractor": "pixels", "size": 8, "batch_size": 3}
-    feats, caches = {}, {}
-    for name in ("shard", "old"):
+    feats, caches, mapped = {}, {}, {}
+    for name in ("shard", "chunked", "old"):
         with h5py.File(tmp / f"{name}.h5", "r") as h5:
-            assert h5.attrs["compression"] == ("none" if name == "shard" else "gzip")
-            assert h5["images"].compression == (None if name == "shard" else "gzip")
+            assert h5["images"].compression == (None if name != "old" else "gzip")
+            assert (h5["images"].chunks is None) == (name == "shard")
             caches[name] = chunk_cache_bytes(h5["images"], 3)
+        reads.clear()
         extract_shard(tmp / f"{name}.h5", tmp / "masks.h5", "lung", spec, tmp / f"{name}_f.h5")
         feats[name] = io.read_features(tmp / f"{name}_f.h5")[1]
-    assert caches["shard"] == 0 and caches["old"] > 0
+        mapped[name] = {r[1] for r in reads}
+    assert io.read_array_h5(tmp / "shard.h5", "images")[2]["compression"] == "none"
+    assert caches == {"shard": 0, "chunked": 0, "old": caches["old"]} and caches["old"] > 0
+    assert mapped == {"shard": {True}, "chunked": {False}, "old": {False}}
     np.testing.assert_array_equal(feats["shard"], feats["old"])
+    np.testing.assert_array_equal(feats["shard"], feats["chunked"])
     want = build_extractor(spec).transform(images, masks, "lung")
     np.testing.assert_array_equal(feats["shard"], want)
+
+
+def test_mapped_rows_are_read_only_views(shard):
+    """`map_rows` maps only what it can serve without a copy; its rows cannot be written, and
+    released rows read the same again."""
+    tmp, _, images, _ = shard
+    with h5py.File(tmp / "shard.h5", "r") as h5:
+        mapped = io.map_rows(h5["images"])
+    np.testing.assert_array_equal(mapped.rows, images)  # still valid after the file is closed
+    with pytest.raises(ValueError, match="read-only"):
+        mapped.rows[0, 0, 0] = 1
+    mapped.release(0, len(images))
+    np.testing.assert_array_equal(mapped.rows, images)
+    with h5py.File(tmp / "masks.h5", "r") as h5:
+        assert io.map_rows(h5["masks"]) is None  # gzip
+    io.write_images(tmp / "empty.h5", [], np.zeros((0, 8, 8), np.uint8))
+    with h5py.File(tmp / "empty.h5", "r") as h5:
+        assert io.map_rows(h5["images"]) is None
+
+
+def _file_rss_kb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssFile:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_mapped_shard_is_not_held_in_memory(tmp_path, monkeypatch):
+    """Streaming a mapped 64 MB shard keeps about one batch of it resident, not the whole."""
+    images = np.random.default_rng(0).integers(0, 256, (1024, 256, 256), dtype=np.uint8)
+    io.write_images(tmp_path / "big.h5", [f"i{i:04d}" for i in range(len(images))], images)
+    spec = {"extractor": "pixels", "size": 8, "batch_size": 32}
+    io.write_images(tmp_path / "warm.h5", ["a"], images[:1])
+    extract_shard(tmp_path / "warm.h5", None, "full", spec, tmp_path / "w.h5")  # loads code
+    del images
+    resident = []
+    extract = FEATURES["pixels"].extract
+
+    def spy(self, batch):
+        resident.append(_file_rss_kb())
+        return extract(self, batch)
+
+    monkeypatch.setattr(FEATURES["pixels"], "extract", spy)
+    before = _file_rss_kb()
+    extract_shard(tmp_path / "big.h5", None, "full", spec, tmp_path / "f.h5")
+    grown_mb = (max(resident) - before) / 1024
+    assert len(resident) == 32 and grown_mb < 16, f"resident set grew by {grown_mb:.0f} MB"
 
 
 def test_extract_shard_empty(tmp_path):

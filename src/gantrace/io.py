@@ -5,6 +5,8 @@ killed job never leaves a file that looks complete.
 """
 
 import json
+import math
+import mmap
 import os
 import tempfile
 from contextlib import contextmanager
@@ -57,15 +59,16 @@ def _attr(value):
 # image), lzf ~125 MB/s, uncompressed ~4 GB/s, so compressed shards capped those stages at
 # 0.2-0.8 of the extractor's own speed (benchmarks/feature_throughput.py), for a size
 # saving of only 1.2-1.6x on CT slices. Masks (mostly runs of 0/1) and features stay gzip.
-# Reading is filter-agnostic, so shards written compressed by older versions still work.
+# Uncompressed arrays are stored contiguously, so a reader can map them with no copy at all
+# (`map_rows`). Reading is layout-agnostic: chunked or gzip shards of older versions still work.
 IMAGE_COMPRESSION = None
 
 
 def write_array_h5(path, name, ids, array, attrs=None, chunk_rows=64, compression="gzip"):
     """Write `array` (first axis = images) with its `ids` and provenance attributes.
 
-    `compression` is "gzip" (level 4, shuffled) or None; the file's `compression` attribute
-    records it.
+    `compression` is "gzip" (level 4, shuffled, in chunks of `chunk_rows` images) or None
+    (one contiguous block); the file's `compression` attribute records it.
     """
     array = np.asarray(array)
     ids = [str(i) for i in ids]
@@ -74,7 +77,7 @@ def write_array_h5(path, name, ids, array, attrs=None, chunk_rows=64, compressio
     gzip = compression == "gzip" and len(array) > 0
     with atomic_path(path) as tmp, h5py.File(tmp, "w", track_order=True) as h5:
         chunks = None
-        if len(array):
+        if gzip:
             chunks = (min(chunk_rows, len(array)),) + array.shape[1:]
         h5.create_dataset(
             name,
@@ -102,6 +105,57 @@ def read_array_h5(path, name):
     with h5py.File(path, "r") as h5:
         ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["ids"][()]]
         return ids, h5[name][()], dict(h5.attrs)
+
+
+class MappedRows:
+    """Rows of an open HDF5 dataset read straight from its file's pages, with no copy.
+
+    `rows` is a read-only (N, ...) array over a memory map of the file. Touched pages would
+    stay in the process's resident set; `release(lo, hi)` drops those of rows lo:hi (the
+    page cache keeps them, and a later read faults them back in), so a streaming reader holds
+    one batch, not the whole shard. Build with `map_rows`.
+    """
+
+    def __init__(self, mapping, offset, dtype, shape):
+        self._mapping = mapping
+        self._offset = offset
+        self.rows = np.frombuffer(mapping, dtype, count=math.prod(shape), offset=offset)
+        self.rows = self.rows.reshape(shape)
+
+    def release(self, lo, hi):
+        row_bytes = self.rows.strides[0]
+        start = self._offset + lo * row_bytes
+        start -= start % mmap.PAGESIZE
+        end = self._offset + hi * row_bytes
+        if end > start:
+            self._mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+
+def map_rows(dataset):
+    """`MappedRows` of an open HDF5 `dataset`, or None where a map cannot serve it.
+
+    Only an uncompressed, contiguous, allocated dataset in native byte order, in a plain
+    (sec2) file, maps; the map outlives the file handle.
+    """
+    plist = dataset.id.get_create_plist()
+    if (
+        plist.get_layout() != h5py.h5d.CONTIGUOUS
+        or plist.get_nfilters()
+        or plist.get_external_count()
+        or not dataset.dtype.isnative
+        or dataset.file.driver != "sec2"
+        or not hasattr(mmap, "MADV_DONTNEED")
+    ):
+        return None
+    offset = dataset.id.get_offset()
+    if offset is None or dataset.size == 0:  # storage never allocated
+        return None
+    try:
+        with open(dataset.file.filename, "rb") as f:
+            mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # a file system that cannot map: the caller reads instead
+        return None
+    return MappedRows(mapping, offset, dataset.dtype, dataset.shape)
 
 
 def write_images(path, ids, images, attrs=None):

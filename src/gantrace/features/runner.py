@@ -29,7 +29,8 @@ class ShardDataset(Dataset):
     """Rows of an image shard (and its masks), region-masked, read a batch at a time.
 
     The HDF5 files are opened lazily in whichever process reads (each DataLoader worker
-    gets its own handle). `__getitems__` serves a whole batch with one slice read; the
+    gets its own handle); an uncompressed contiguous image shard is also memory-mapped
+    (`io.map_rows`). `__getitems__` serves a whole batch with one slice read; the
     `preprocess` callable (the extractor's preprocessing) runs before the region mask; with
     a `transform` (a weight-free extractor) the batch's features are computed here, in the
     worker, instead of its pixels being shipped back. `cache_bytes` are the HDF5 chunk-cache
@@ -54,6 +55,7 @@ class ShardDataset(Dataset):
         self.transform = transform
         self.preprocess = preprocess
         self._files = None
+        self._mapped = None
         self._buffer = None
 
     def __len__(self):
@@ -70,7 +72,9 @@ class ShardDataset(Dataset):
             ]
             # Keep the dataset objects: HDF5's chunk cache lives as long as they do.
             masks = files[1]["masks"] if len(files) > 1 else None
-            self._files = (files, files[0]["images"], masks)
+            images = files[0]["images"]
+            self._files = (files, images, masks)
+            self._mapped = io.map_rows(images)
         return self._files[1], self._files[2]
 
     def close(self):
@@ -78,16 +82,23 @@ class ShardDataset(Dataset):
             for h5 in self._files[0]:
                 h5.close()
         self._files = None
+        self._mapped = None  # unmapped once the last view of it is gone
 
-    def _read(self, dataset, index, reuse=False):
+    def _read(self, dataset, index, reuse=False, mapped=None):
         """Rows `index` of `dataset`; a run of rows is one slice read.
 
-        With `reuse`, the run is read into a buffer kept between calls: a fresh array per
-        batch costs page faults comparable to the read itself. Only for batches that do not
-        outlive the call (features computed here).
+        With `reuse`, the batch need not outlive the call (features computed here): a run is
+        then a zero-copy view of the `mapped` rows when there are some, else read into a
+        buffer kept between calls (a fresh array per batch costs page faults comparable to
+        the read itself).
         """
         lo, hi = int(index[0]), int(index[-1]) + 1
-        if hi - lo == len(index) and np.all(np.diff(index) == 1):
+        run = hi - lo == len(index) and np.all(np.diff(index) == 1)
+        if mapped is not None:
+            if not run:
+                return mapped.rows[index]  # fancy indexing copies
+            return mapped.rows[lo:hi] if reuse else mapped.rows[lo:hi].copy()
+        if run:
             if not reuse:
                 return dataset[lo:hi]
             shape = (hi - lo, *dataset.shape[1:])
@@ -103,14 +114,15 @@ class ShardDataset(Dataset):
     def __getitems__(self, index):
         images, masks = self._open()
         index = np.asarray(index, dtype=np.int64)
-        batch = self._read(images, index, reuse=self.transform is not None)
+        batch = self._read(images, index, self.transform is not None, self._mapped)
         if self.preprocess is not None:
             batch = self.preprocess(batch)
         if masks is not None:
             batch = apply_region(batch, self._read(masks, index).astype(bool), self.region)
-        if self.transform is not None:
-            return torch.from_numpy(index), torch.from_numpy(self.transform(batch))
-        return torch.from_numpy(index), torch.from_numpy(np.ascontiguousarray(batch))
+        out = self.transform(batch) if self.transform is not None else np.ascontiguousarray(batch)
+        if self._mapped is not None:  # keeps the resident set to one batch (see MappedRows)
+            self._mapped.release(int(index.min()), int(index.max()) + 1)
+        return torch.from_numpy(index), torch.from_numpy(out)
 
     def __getitem__(self, i):
         index, batch = self.__getitems__([i])
@@ -118,8 +130,7 @@ class ShardDataset(Dataset):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_files"] = None
-        state["_buffer"] = None
+        state["_files"] = state["_mapped"] = state["_buffer"] = None
         return state
 
 
