@@ -10,6 +10,7 @@ from PIL import Image
 
 from gantrace import segment
 from gantrace.errors import ConfigError, GantraceError
+from gantrace.features.runner import ShardDataset
 from gantrace.io import read_masks, write_images
 from gantrace.segment import LungUNet, dice, pseudo_masks, training_pairs
 
@@ -191,13 +192,25 @@ def test_predict_shard_writes_masks_aligned_with_ids(fitted, tmp_path, monkeypat
     ids = [f"img_{k:03d}" for k in (7, 3, 10, 0, 5, 9, 1, 8, 2, 6, 4)]
     shard = tmp_path / "images_000.h5"
     write_images(shard, ids, images)
-    monkeypatch.setattr(segment, "_SHARD_BLOCK", 4)  # several blocks, read one at a time
+    reads = []
+    read = ShardDataset._read
+
+    def spy(self, dataset, index, reuse=False, mapped=None):
+        reads.append((int(index[0]), int(index[-1]) + 1))
+        return read(self, dataset, index, reuse, mapped)
+
+    monkeypatch.setattr(ShardDataset, "_read", spy)
+    monkeypatch.setattr(model, "batch_size", 4)  # several batches, streamed one at a time
     out = tmp_path / "masks" / "masks_000.h5"
     log = io.StringIO()
     stats = model.predict_shard(shard, out, attrs={"shard": 0}, log=log)
+    assert reads == [(0, 4), (4, 8), (8, 11)]
     got_ids, got = read_masks(out)
     assert got_ids == ids
     np.testing.assert_array_equal(got, model.predict(images))
+    # a DataLoader worker process reads the batches: the same masks
+    model.predict_shard(shard, tmp_path / "workers.h5", num_workers=1)
+    np.testing.assert_array_equal(read_masks(tmp_path / "workers.h5")[1], got)
     assert not got[4].any() and got[0].any()
     assert stats["n_images"] == 11 and stats["n_empty"] >= 1
     assert 0 < stats["mean_lung_fraction"] < 0.5

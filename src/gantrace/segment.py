@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -32,7 +33,6 @@ from gantrace.torch_env import (
 _FORMAT = "gantrace.LungUNet"
 _FORMAT_VERSION = "1"
 _CKPT_FORMAT = "gantrace.LungUNet.checkpoint/1"
-_SHARD_BLOCK = 64  # rows read from an image shard at a time (its HDF5 chunk size)
 
 # ----------------------------------------------------------------------------------------------
 # Classical masks
@@ -620,32 +620,44 @@ class LungUNet:
         """Bool (N, H, W) lung masks for uint8 (N, H, W) images, at the images' own size."""
         self._require_fitted()
         images = _check_stack(images)
-        n, h, w = images.shape
-        out = np.zeros((n, h, w), dtype=bool)
+        out = np.zeros(images.shape, dtype=bool)
         step = int(batch_size or self.batch_size)
-        cut = math.log(self.threshold / (1.0 - self.threshold))
-        model, device = self.model_, self.device_
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                for i in range(0, n, step):
-                    xb = torch.from_numpy(np.ascontiguousarray(images[i : i + step], np.uint8))
-                    x = _to_input(xb, self.input_size, device)
-                    with autocast(device):
-                        logits = model(x)
-                    logits = logits.float()
-                    if logits.shape[-2:] != (h, w):
-                        logits = F.interpolate(
-                            logits, size=(h, w), mode="bilinear", align_corners=False
-                        )
-                    out[i : i + step] = (logits[:, 0] > cut).cpu().numpy()
-        finally:
-            model.train(was_training)
+        with self._inference():
+            for i in range(0, len(images), step):
+                batch = np.ascontiguousarray(images[i : i + step], np.uint8)
+                out[i : i + step] = self._predict_batch(torch.from_numpy(batch))
         return out
 
-    def predict_shard(self, images_h5, out_h5, attrs=None, log=None):
-        """Segment one image shard block by block and write its masks; returns stats."""
+    @contextmanager
+    def _inference(self):
+        was_training = self.model_.training
+        self.model_.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.model_.train(was_training)
+
+    def _predict_batch(self, batch):
+        """Bool (B, H, W) masks of a uint8 (B, H, W) tensor (pinned memory copies async)."""
+        h, w = batch.shape[-2:]
+        cut = math.log(self.threshold / (1.0 - self.threshold))  # the threshold as a logit
+        x = _to_input(batch, self.input_size, self.device_)
+        with autocast(self.device_):
+            logits = self.model_(x)
+        logits = logits.float()
+        if logits.shape[-2:] != (h, w):
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        return (logits[:, 0] > cut).cpu().numpy()
+
+    def predict_shard(self, images_h5, out_h5, attrs=None, log=None, num_workers=0):
+        """Segment one image shard and write its masks; returns stats.
+
+        The shard streams through a DataLoader a batch at a time (`num_workers` reader
+        processes, pinned batches on CUDA), as the feature stage does.
+        """
+        from gantrace.features.runner import ShardDataset, chunk_cache_bytes, shard_loader
+
         self._require_fitted()
         images_h5 = Path(images_h5)
         start = time.perf_counter()
@@ -660,11 +672,17 @@ class LungUNet:
             ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["ids"][()]]
             if ds.ndim != 3 or len(ids) != ds.shape[0]:
                 raise GantraceError(f"{images_h5}: images {ds.shape} do not match {len(ids)} ids")
-            n = ds.shape[0]
-            block = max(_SHARD_BLOCK, self.batch_size)
-            masks = np.zeros(ds.shape, dtype=bool)
-            for i in range(0, n, block):
-                masks[i : i + block] = self.predict(ds[i : i + block])
+            shape, cache = ds.shape, chunk_cache_bytes(ds, self.batch_size)
+        n = shape[0]
+        masks = np.zeros(shape, dtype=bool)
+        dataset = ShardDataset(images_h5, None, "full", n, cache_bytes=(cache,))
+        loader = shard_loader(dataset, self.batch_size, num_workers, self.device_)
+        try:
+            with self._inference():
+                for index, batch in loader:
+                    masks[index.numpy()] = self._predict_batch(batch)
+        finally:
+            dataset.close()
         seconds = time.perf_counter() - start
         fractions = masks.reshape(n, -1).mean(axis=1) if n else np.zeros(0)
         stats = {

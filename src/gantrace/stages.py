@@ -127,11 +127,12 @@ def train_unet(image_paths, seg, mask_dirs, seed, device, out_model, out_metrics
     _say(f"validation Dice {metrics.get('val_dice', float('nan')):.4f}")
 
 
-def segment(model_path, images_h5, out_h5, device):
+def segment(model_path, images_h5, out_h5, device, num_workers=0):
     from gantrace.segment import LungUNet
 
     model = LungUNet.load(model_path, device=device)
-    stats = model.predict_shard(images_h5, out_h5, attrs={"model": Path(model_path).name})
+    attrs = {"model": Path(model_path).name}
+    stats = model.predict_shard(images_h5, out_h5, attrs=attrs, num_workers=num_workers)
     _say(f"masks: {stats}")
 
 

@@ -56,5 +56,6 @@ rule segment:
         gpu=1,
     params:
         device=config["device"],
+        num_workers=config["num_workers"],
     script:
         "../scripts/segment.py"

@@ -139,6 +139,20 @@ def _collate(batch):
     return batch
 
 
+def shard_loader(dataset, batch_size, num_workers, device):
+    """Batches of a `ShardDataset` in row order: `num_workers` processes each prefetching two
+    batches, pinned for a CUDA `device` so the copy to it can overlap compute."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=2 if num_workers > 0 else None,
+    )
+
+
 def chunk_cache_bytes(dataset, batch_size):
     """HDF5 chunk-cache size for reading `dataset` `batch_size` rows at a time.
 
@@ -222,7 +236,6 @@ def extract_shard(
         extractor.to(dev)
     setup_s = time.perf_counter() - t0
 
-    bs = extractor.batch_size
     dataset = ShardDataset(
         images_h5,
         masks_h5,
@@ -232,18 +245,7 @@ def extract_shard(
         transform=None if extractor.uses_torch else extractor.extract,
         preprocess=extractor.preprocessor.transform if extractor.preprocessor else None,
     )
-    loader_kw = {}
-    if num_workers > 0:
-        loader_kw["prefetch_factor"] = 2
-    loader = DataLoader(
-        dataset,
-        batch_size=bs,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        pin_memory=dev.type == "cuda",
-        **loader_kw,
-    )
+    loader = shard_loader(dataset, extractor.batch_size, num_workers, dev)
 
     features = None
     done = 0
