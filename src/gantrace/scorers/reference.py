@@ -26,6 +26,7 @@ from gantrace.errors import ConfigError
 from gantrace.reduce import as_matrix, check_choice, check_int
 from gantrace.scorers.unsupervised import (
     METRICS,
+    check_positive,
     distance_matrix,
     mask_own_copies,
     nearest_distances,
@@ -182,8 +183,8 @@ class EpsilonBallScorer:
     def __init__(self, quantile=0.5, epsilon=None, metric="euclidean", block_size=1024):
         if not 0 < quantile <= 1:
             raise ConfigError(f"eps_ball.quantile: must lie in (0, 1], got {quantile!r}")
-        if epsilon is not None and not (isinstance(epsilon, Real) and epsilon > 0):
-            raise ConfigError(f"eps_ball.epsilon: a positive number, got {epsilon!r}")
+        if epsilon is not None:
+            check_positive("eps_ball.epsilon", epsilon)
         check_choice("eps_ball.metric", metric, (*METRICS, "ssim"))
         check_int("eps_ball.block_size", block_size)
         self.quantile = quantile
