@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from gantrace import io
+from gantrace.data.simulate import thorax_slice
 from gantrace.features import build_extractor, extract_shard
-from gantrace.simulate import thorax_slice
 from gantrace.torch_env import pick_device
 
 EXTRACTORS = {

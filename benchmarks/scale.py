@@ -4,10 +4,10 @@
 
 Per size N:
   simulate      N 256x256 PNGs. Rendering a full thorax slice costs tens of ms, so a pool
-                of `--pool` slices is rendered (gantrace.simulate.thorax_slice) and N images
+                of `--pool` slices is rendered (gantrace.data.simulate.thorax_slice) and N images
                 are made from it by a random flip, a random shift of up to 8 px and fresh
                 Gaussian noise (sigma 3) - cheap, and every PNG differs (no duplicates).
-  ingest        decode PNG -> HDF5 image shards of `--shard-size` (gantrace.ingest.ingest_shard +
+  ingest        decode PNG -> HDF5 image shards of `--shard-size` (gantrace.data.ingest.ingest_shard +
                 gantrace.io.write_images), one after another (the workflow runs shards in
                 parallel).
   pixels        extract_shard with pixels 32x32 per shard, then io.gather_features (N x 1024).
@@ -47,7 +47,7 @@ def _rss_mb():
 def stage_simulate(work, n, pool=256, seed=0):
     from PIL import Image
 
-    from gantrace.simulate import thorax_slice
+    from gantrace.data.simulate import thorax_slice
 
     rng = np.random.default_rng(seed)
     base = np.stack([thorax_slice(rng)[0] for _ in range(min(pool, n))])
@@ -68,7 +68,7 @@ def stage_ingest(work, n, shard_size):
     import pandas as pd
 
     from gantrace import io
-    from gantrace.ingest import ingest_shard
+    from gantrace.data.ingest import ingest_shard
 
     paths = sorted((work / "png").glob("*.png"))
     assert len(paths) == n, (len(paths), n)
@@ -118,7 +118,7 @@ def _split(X):
 
 
 def stage_kmeans(work, n):
-    from gantrace.attribution import build_clusterer
+    from gantrace.attribution.method import build_clusterer
 
     X = _features(work)
     labels = build_clusterer({"name": "kmeans"}, n_clusters=4, random_state=0).fit_predict(X)
@@ -126,7 +126,7 @@ def stage_kmeans(work, n):
 
 
 def stage_agglomerative(work, n):
-    from gantrace.attribution import build_clusterer
+    from gantrace.attribution.method import build_clusterer
     from gantrace.errors import ConfigError
 
     X = _features(work)
@@ -139,7 +139,7 @@ def stage_agglomerative(work, n):
 
 
 def stage_knn(work, n):
-    from gantrace.membership import build_scorer
+    from gantrace.membership.method import build_scorer
 
     gen, real = _split(_features(work))
     scores = build_scorer({"name": "knn", "k": 1}).fit(gen).score(real)
@@ -147,7 +147,7 @@ def stage_knn(work, n):
 
 
 def stage_cluster_dist(work, n):
-    from gantrace.membership import build_scorer
+    from gantrace.membership.method import build_scorer
 
     gen, real = _split(_features(work))
     build_scorer({"name": "cluster_distance", "n_clusters": 10}).fit(gen).score(real)
@@ -156,7 +156,7 @@ def stage_cluster_dist(work, n):
 
 def knn_10k_4k(work):
     """k-NN scoring, 10k generated x 4k real, on pixels 32x32 features (rows reused + noise)."""
-    from gantrace.membership import build_scorer
+    from gantrace.membership.method import build_scorer
 
     X = _features(work)
     rng = np.random.default_rng(1)
@@ -172,10 +172,10 @@ def knn_10k_4k(work):
 
 def worker(stage, work, n, opts):
     # Import outside the timed region: the figures are the stage's own work.
-    import gantrace.attribution  # noqa: F401
+    import gantrace.attribution.method  # noqa: F401
+    import gantrace.data.ingest  # noqa: F401
     import gantrace.features  # noqa: F401
-    import gantrace.ingest  # noqa: F401
-    import gantrace.membership  # noqa: F401
+    import gantrace.membership.method  # noqa: F401
 
     base = _rss_mb()
     t0 = time.perf_counter()
@@ -269,7 +269,7 @@ def main(argv=None):
             power = 2 if stage == "knn" else 1  # knn: n_generated x n_real distances
             est = r["wall_s"] * (m / n) ** power
             print(f"  {stage:<14} ~{est:8.0f} s  ({'quadratic' if power == 2 else 'linear'} in N)")
-        from gantrace.attribution import build_clusterer
+        from gantrace.attribution.method import build_clusterer
         from gantrace.errors import ConfigError
 
         try:  # the refusal depends only on the row count: checked without the data

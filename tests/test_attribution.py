@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from gantrace.attribution import (
+from gantrace.attribution.method import (
     CLUSTERERS,
     AgglomerativeClusterer,
     AttributionMethod,
@@ -104,7 +104,7 @@ def test_gmm_full_covariance_beats_kmeans_on_elongated_clusters():
 
 
 def test_density_rerank_fixes_planted_outlier():
-    from gantrace.attribution import density_rerank
+    from gantrace.attribution.method import density_rerank
 
     X, truth = _blobs()
     labels = truth.copy()

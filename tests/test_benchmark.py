@@ -9,13 +9,13 @@ import yaml
 from conftest import ROOT, copy_workflow, snakemake
 from PIL import Image
 
-from gantrace.benchmark.generators import GENERATORS, build_generator, load_generator
-from gantrace.benchmark.layout import BenchmarkLayout
-from gantrace.benchmark.split import GroupSplit, assign_groups
+from gantrace.benchmark_builder.generators import GENERATORS, build_generator, load_generator
+from gantrace.benchmark_builder.layout import BenchmarkLayout
+from gantrace.benchmark_builder.split import GroupSplit, assign_groups
 from gantrace.config import validate_config
+from gantrace.data.ingest import image_table
 from gantrace.errors import ConfigError
-from gantrace.ingest import image_table
-from gantrace.submission import validate_run_file
+from gantrace.evaluation.runfiles import validate_run_file
 
 SCHEMA = ROOT / "config" / "schema.yaml"
 TINY = {  # per model: a few steps at 16x16

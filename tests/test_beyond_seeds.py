@@ -7,10 +7,10 @@ import pandas as pd
 import yaml
 
 from gantrace import catalogue
-from gantrace.attribution import AttributionMethod
+from gantrace.attribution.method import AttributionMethod
 from gantrace.config import validate_config
 from gantrace.features import build_extractor
-from gantrace.membership import MembershipMethod
+from gantrace.membership.method import MembershipMethod
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"

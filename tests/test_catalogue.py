@@ -116,11 +116,11 @@ def test_seed_methods_config_validates_with_every_entry():
 def test_every_entry_builds_from_registered_parts(cid):
     """Each feature spec builds an extractor and each method its reducer/clusterer/scorer,
     so a misspelt part name fails here rather than hours into a run."""
-    from gantrace.attribution import AttributionMethod
+    from gantrace.attribution.method import AttributionMethod
     from gantrace.features import build_extractor
-    from gantrace.finetune import EXTRACTOR as LEARNED
-    from gantrace.finetune import LearnedFeature
-    from gantrace.membership import MembershipMethod
+    from gantrace.features.finetuned import EXTRACTOR as LEARNED
+    from gantrace.features.finetuned import LearnedFeature
+    from gantrace.membership.method import MembershipMethod
 
     cfg = yaml.safe_load((ROOT / "config" / "seed-methods.yaml").read_text())
     cfg["catalogue"]["include"] = [cid]

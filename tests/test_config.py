@@ -57,7 +57,7 @@ def test_cross_references_are_checked():
 def test_n_generators_is_optional_for_attribution():
     cfg = demo()
     del cfg["datasets"]["demo_attribution"]["n_generators"]
-    validate_config(cfg, SCHEMA)  # estimated per method (gantrace.nclusters)
+    validate_config(cfg, SCHEMA)  # estimated per method (gantrace.attribution.nclusters)
     cfg["datasets"]["demo_membership"]["n_generators"] = 3
     with pytest.raises(ConfigError, match="demo_membership.n_generators: only attribution"):
         validate_config(cfg, SCHEMA)

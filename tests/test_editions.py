@@ -7,9 +7,9 @@ import pytest
 import yaml
 from conftest import ROOT, snakemake
 
-from gantrace import simulate
 from gantrace.config import validate_config
-from gantrace.submission import validate_run_file
+from gantrace.data import simulate
+from gantrace.evaluation.runfiles import validate_run_file
 
 SCHEMA = ROOT / "config" / "schema.yaml"
 EDITIONS = ("imageclef2023", "imageclef2024", "imageclef2025")
@@ -156,7 +156,7 @@ def test_image_table_reads_relative_paths_under_root(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from gantrace.ingest import image_table
+    from gantrace.data.ingest import image_table
 
     for role in ("generated", "real_unknown"):
         (tmp_path / "root" / role).mkdir(parents=True)

@@ -6,9 +6,10 @@ import pytest
 import torch
 from conftest import copy_workflow, snakemake
 
-from gantrace import finetune, io
+from gantrace import io
 from gantrace.errors import ConfigError
-from gantrace.finetune import CNNClassifier, LearnedFeature
+from gantrace.features import finetuned as finetune
+from gantrace.features.finetuned import CNNClassifier, LearnedFeature
 
 TINY = {"arch": "custom", "width": 4, "input_size": 32, "batch_size": 8, "lr": 3e-3}
 

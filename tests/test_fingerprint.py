@@ -6,10 +6,10 @@ from scipy import ndimage
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from gantrace.attribution import AttributionMethod, build_clusterer
+from gantrace.attribution.marra import FingerprintClusterer
+from gantrace.attribution.method import AttributionMethod, build_clusterer
 from gantrace.errors import ConfigError
 from gantrace.features import DCTExtractor, ResidualExtractor, build_extractor
-from gantrace.fingerprint import FingerprintClusterer
 
 
 def _smooth(rng, n, size, sigma=3.0):

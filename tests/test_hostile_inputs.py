@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from gantrace import io as gio
-from gantrace.attribution import AttributionMethod
+from gantrace.attribution.method import AttributionMethod
 from gantrace.config import validate_config
+from gantrace.data.ingest import BadImage, build_manifest, decode_image, image_table, ingest_shard
 from gantrace.errors import ConfigError, GantraceError, ImageError
-from gantrace.ingest import BadImage, build_manifest, decode_image, image_table, ingest_shard
-from gantrace.submission import validate_run_file, write_run_file
+from gantrace.evaluation.runfiles import validate_run_file, write_run_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"

@@ -5,8 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from gantrace.errors import ConfigError, ImageError
-from gantrace.ingest import (
+from gantrace.data.ingest import (
     BadImage,
     build_manifest,
     decode_image,
@@ -14,6 +13,7 @@ from gantrace.ingest import (
     ingest_shard,
     shard_of,
 )
+from gantrace.errors import ConfigError, ImageError
 
 
 def grey(path, size=256, value=None, seed=0):

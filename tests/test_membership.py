@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
 from gantrace.errors import ConfigError
-from gantrace.membership import (
+from gantrace.membership.method import (
     SCORERS,
     ClusterDistanceScorer,
     KNNScorer,

@@ -13,7 +13,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from gantrace.metrics import attribution_metrics, membership_metrics
+from gantrace.evaluation.metrics import attribution_metrics, membership_metrics
 
 
 @pytest.mark.parametrize("seed", range(25))

@@ -6,10 +6,10 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from gantrace import stages
-from gantrace.attribution import AttributionMethod
+from gantrace.attribution.method import AttributionMethod
+from gantrace.attribution.nclusters import CRITERIA, NClustersEstimator, estimate_n_clusters
 from gantrace.errors import ConfigError, RunFileError
-from gantrace.metrics import attribution_metrics
-from gantrace.nclusters import CRITERIA, NClustersEstimator, estimate_n_clusters
+from gantrace.evaluation.metrics import attribution_metrics
 
 
 def _blobs(k, n_per=30, seed=1):

@@ -9,9 +9,9 @@ import yaml
 from sklearn.metrics import adjusted_rand_score
 
 from gantrace import io, stages
+from gantrace.attribution.openset import OpenSetAttribution
 from gantrace.config import validate_config
 from gantrace.errors import ConfigError, GantraceError
-from gantrace.openset import OpenSetAttribution
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 NAMES = np.array(["dcgan", "vae", "wgan"])

@@ -7,7 +7,8 @@ import pytest
 from conftest import TINY_MEMBERSHIP, copy_workflow, snakemake
 from PIL import Image
 
-from gantrace import plots, simulate
+from gantrace.data import simulate
+from gantrace.report import plots
 
 MIN_BYTES = 5_000
 
@@ -117,7 +118,7 @@ def test_membership_plots(tmp_path):
 
 
 def test_segmentation_plot_puts_worst_dice_first(tmp_path):
-    from gantrace.segment import dice
+    from gantrace.segmentation.unet import dice
 
     imgs = simulate_images()
     true = imgs > 60

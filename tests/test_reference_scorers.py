@@ -6,7 +6,7 @@ from sklearn.metrics import roc_auc_score
 
 from gantrace import fusion
 from gantrace.errors import ConfigError
-from gantrace.membership import MembershipMethod, build_scorer, mixture_threshold
+from gantrace.membership.method import MembershipMethod, build_scorer, mixture_threshold
 
 
 def dense_and_sparse(seed=0, d=5):

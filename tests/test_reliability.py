@@ -34,10 +34,11 @@ import yaml
 from conftest import ROOT, copy_workflow
 
 from gantrace import io as gio
-from gantrace import segment, stages
+from gantrace import stages
 from gantrace.config import validate_config
 from gantrace.errors import GantraceError, WeightsError
-from gantrace.segment import LungUNet
+from gantrace.segmentation import unet as segment
+from gantrace.segmentation.unet import LungUNet
 
 MINI = """\
 # Minimal config for the reliability tests: one small simulated membership set in one

@@ -5,8 +5,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from gantrace.errors import ConfigError
-from gantrace.membership import SCORERS, MembershipMethod, build_scorer
-from gantrace.scorers.unsupervised import ssim_matrix
+from gantrace.membership.method import SCORERS, MembershipMethod, build_scorer
+from gantrace.membership.scorers.unsupervised import ssim_matrix
 
 
 def _ssim_by_hand(a, b, L):

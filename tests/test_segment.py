@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from gantrace import segment
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.features.runner import ShardDataset
 from gantrace.io import read_masks, write_images
-from gantrace.segment import LungUNet, dice, pseudo_masks, training_pairs
+from gantrace.segmentation import unet as segment
+from gantrace.segmentation.unet import LungUNet, dice, pseudo_masks, training_pairs
 
 # Small enough to fit in seconds on two CPU cores, big enough to learn the phantoms.
 TINY = dict(

@@ -1,4 +1,4 @@
-"""Tests of the simulator (gantrace.simulate): anatomy, generators, plan, writer, parameters."""
+"""Tests of the simulator (gantrace.data.simulate): anatomy, generators, plan, writer, parameters."""
 
 import hashlib
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from gantrace import simulate as sim
+from gantrace.data import simulate as sim
 from gantrace.errors import ConfigError
 
 SMALL_M = {"task": "membership", "n_used": 4, "n_not_used": 3, "n_generated": 5, "n_unknown": 6}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from gantrace.errors import RunFileError
-from gantrace.submission import validate_run_file, write_run_file
+from gantrace.evaluation.runfiles import validate_run_file, write_run_file
 
 IDS = [f"img_{i:03d}" for i in range(12)]
 

@@ -9,8 +9,8 @@ import pytest
 from conftest import ROOT, TINY_MEMBERSHIP, copy_workflow, snakemake
 from PIL import Image
 
-from gantrace import simulate
-from gantrace.submission import validate_run_file
+from gantrace.data import simulate
+from gantrace.evaluation.runfiles import validate_run_file
 
 pytestmark = pytest.mark.workflow
 

@@ -140,7 +140,7 @@ def _benchmark_check(bench):
         return
     import re
 
-    from gantrace.benchmark.generators import GENERATORS
+    from gantrace.benchmark_builder.generators import GENERATORS
 
     for name, spec in bench["generators"].items():
         allowed = GENERATORS[spec["model"]]._all_defaults()

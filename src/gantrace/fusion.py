@@ -97,7 +97,7 @@ def stacked_scores(scores, labels, n_folds=5, random_state=0, folds=None):
     The logit's natural threshold is 0. `folds` (ids 0..k-1, -1 unlabelled) reuses a split."""
     from sklearn.linear_model import LogisticRegression
 
-    from gantrace.membership import stratified_folds
+    from gantrace.membership.method import stratified_folds
 
     X, labels = rank_normalised(scores).T, np.asarray(labels)
     n = len(X)

@@ -136,7 +136,7 @@ class AutoencoderReducer:
         device="cpu",
         random_state=0,
     ):
-        from gantrace.autoencoder import FeatureAutoencoder
+        from gantrace.nn.autoencoder import FeatureAutoencoder
 
         self.code_size = code_size
         self.hidden = hidden

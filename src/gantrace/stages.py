@@ -22,7 +22,7 @@ def _say(msg):
 
 # -- data ------------------------------------------------------------------------------------
 def simulate(params, out_dir):
-    from gantrace import simulate as sim
+    from gantrace.data import simulate as sim
 
     t0 = time.perf_counter()
     plan = sim.write_dataset(params, out_dir)
@@ -34,7 +34,7 @@ PROGRESS_EVERY_S = 10.0
 
 
 def ingest(table, out_images, out_status, cfg, dataset, shard):
-    from gantrace.ingest import ingest_shard
+    from gantrace.data.ingest import ingest_shard
 
     t0 = last = time.perf_counter()
     n = len(table)
@@ -67,7 +67,7 @@ def ingest(table, out_images, out_status, cfg, dataset, shard):
 
 
 def manifest(status_paths, out_manifest, out_rejected, invalid_images, dataset):
-    from gantrace.ingest import build_manifest
+    from gantrace.data.ingest import build_manifest
 
     tables = [io.read_table(p) for p in status_paths]
     accepted, rejected, notes = build_manifest(tables, invalid_images, dataset)
@@ -92,7 +92,7 @@ def train_unet(image_paths, seg, mask_dirs, seed, device, out_model, out_metrics
     """Train and save the lung U-Net. Every epoch's state goes to `checkpoint` (default
     `checkpoint_path(out_model)`), so a killed job resumes after its last finished epoch
     with the same result; the checkpoint is deleted once the model is saved."""
-    from gantrace.segment import LungUNet, training_pairs
+    from gantrace.segmentation.unet import LungUNet, training_pairs
 
     checkpoint = Path(checkpoint) if checkpoint else checkpoint_path(out_model)
 
@@ -128,7 +128,7 @@ def train_unet(image_paths, seg, mask_dirs, seed, device, out_model, out_metrics
 
 
 def segment(model_path, images_h5, out_h5, device, num_workers=0):
-    from gantrace.segment import LungUNet
+    from gantrace.segmentation.unet import LungUNet
 
     model = LungUNet.load(model_path, device=device)
     attrs = {"model": Path(model_path).name}
@@ -194,7 +194,7 @@ def attribution(
     """Cluster a dataset's generated images. `n_generators` None (or the method's
     `n_clusters: auto`) estimates the count; a method with `known_from` is open set: the
     generators of `known_features`/`known_manifest` are known, the rest found as new."""
-    from gantrace.attribution import AttributionMethod, canonical_labels
+    from gantrace.attribution.method import AttributionMethod, canonical_labels
 
     rows, x = _features_for(features_h5, manifest_path, {"generated"})
     auto = spec.get("n_clusters") == "auto" or n_generators is None
@@ -235,8 +235,8 @@ def attribution(
 
 
 def _open_set(spec, n_generators, auto, seed, x, known_features, known_manifest):
+    from gantrace.attribution.openset import OpenSetAttribution
     from gantrace.errors import ConfigError
-    from gantrace.openset import OpenSetAttribution
 
     source = spec["known_from"]
     known, kx = _features_for(known_features, known_manifest, {"generated"})
@@ -269,7 +269,7 @@ def _open_set(spec, n_generators, auto, seed, x, known_features, known_manifest)
 
 
 def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=None):
-    from gantrace.membership import MembershipMethod
+    from gantrace.membership.method import MembershipMethod
 
     gen, gx = _features_for(features_h5, manifest_path, {"generated"})
     real, rx = _features_for(
@@ -327,7 +327,7 @@ def fusion(task, paths, spec, out, n_folds, seed):
                 decisions, scores, spec.get("n_clusters"), spec.get("linkage", "ward")
             )
         else:
-            from gantrace.membership import decide_thresholds
+            from gantrace.membership.method import decide_thresholds
 
             thresholds, folds, note = decide_thresholds(
                 fused.score.to_numpy(),
@@ -372,7 +372,7 @@ def _attribution_truth(table, truth):
 
 
 def score(task, dataset, names, fusions, paths, truth_path, out):
-    from gantrace.metrics import attribution_metrics, membership_metrics
+    from gantrace.evaluation.metrics import attribution_metrics, membership_metrics
 
     truth = read_truth(truth_path) if truth_path else None
     rows = []
@@ -444,7 +444,7 @@ def leaderboard(score_paths, out_csv, metrics=None, catalogue=None):
 
 
 def submission(task, result_path, out_csv, n_generators=None):
-    from gantrace.submission import validate_run_file, write_run_file
+    from gantrace.evaluation.runfiles import validate_run_file, write_run_file
 
     t = io.read_table(result_path)
     if task == "membership":

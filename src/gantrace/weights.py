@@ -165,7 +165,7 @@ def required_weights(features_config):
 def _entries_of(name, spec):
     """Weight needs of one feature; a learned (`finetuned`) feature starts from torchvision
     ImageNet weights of each of its archs, or from none."""
-    from gantrace.finetune import EXTRACTOR as LEARNED
+    from gantrace.features.finetuned import EXTRACTOR as LEARNED
 
     if spec.get("extractor") == LEARNED:
         archs = spec.get("ensemble") or [spec.get("arch", "custom")]

@@ -10,7 +10,7 @@ rule attribution:
     log:
         f"{R}/logs/attribution/{{dataset}}/{{method}}.log",
     benchmark:
-        f"{R}/benchmarks/attribution/{{dataset}}/{{method}}.tsv"
+        f"{R}/timings/attribution/{{dataset}}/{{method}}.tsv"
     conda:
         "../../envs/gantrace.yaml"
     resources:

@@ -17,7 +17,7 @@ rule check_run_files:
     log:
         f"{R}/logs/check_run_files/{{dataset}}.log",
     benchmark:
-        f"{R}/benchmarks/check_run_files/{{dataset}}.tsv"
+        f"{R}/timings/check_run_files/{{dataset}}.tsv"
     localrule: True
     conda:
         "../../envs/gantrace.yaml"

@@ -7,10 +7,11 @@ from pathlib import Path
 # the conda env, which installs this checkout too).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from gantrace import catalogue, simulate
+from gantrace import catalogue
+from gantrace.data import simulate
 from gantrace.config import validate_config
 from gantrace.errors import GantraceError
-from gantrace.ingest import image_table, simulated_table, under_root
+from gantrace.data.ingest import image_table, simulated_table, under_root
 
 try:
     # Catalogue entries (config/methods/<id>.yaml) join the config before it is checked.
@@ -26,7 +27,7 @@ FEATURES = config["features"]
 METHODS = {t: config[t]["methods"] for t in ("attribution", "membership")}
 FUSIONS = {t: config[t]["fusion"] for t in ("attribution", "membership")}
 # Features trained on a dataset's labelled images by a dataset-level rule (finetune.smk),
-# not extracted shard by shard (gantrace.finetune.EXTRACTOR).
+# not extracted shard by shard (gantrace.features.finetuned.EXTRACTOR).
 LEARNED_EXTRACTORS = {"finetuned"}
 
 
@@ -110,7 +111,7 @@ def needs_labels(task, method):
     """The method learns from the labelled images of the dataset it scores: a learned
     feature without `train_from`, a supervised scorer, or a scorer with tuned (listed)
     parameters."""
-    from gantrace.membership import build_scorer, expand_grid
+    from gantrace.membership.method import build_scorer, expand_grid
 
     spec = METHODS[task][method]
     feature = FEATURES[spec["feature"]]
@@ -233,7 +234,7 @@ for _task, _methods in METHODS.items():
 
 def trains_network(task, method):
     """1 when a part of the method (its reducer or membership scorer) trains a network."""
-    from gantrace.membership import SCORERS
+    from gantrace.membership.method import SCORERS
     from gantrace.reduce import REDUCERS, spec_name
 
     spec = METHODS[task][method]
@@ -346,7 +347,7 @@ BENCH_LOGS = (
     f"{R}/logs/benchmark/{BENCH['name']}" if BENCH else f"{R}/logs/benchmark/_unset"
 )
 BENCH_TIMES = (
-    f"{R}/benchmarks/benchmark/{BENCH['name']}" if BENCH else f"{R}/benchmarks/_unset"
+    f"{R}/timings/benchmark/{BENCH['name']}" if BENCH else f"{R}/timings/_unset"
 )
 
 
@@ -364,7 +365,7 @@ def bench_generators():
 
 
 def bench_source_files(wc):
-    from gantrace.benchmark.split import list_slices
+    from gantrace.benchmark_builder.split import list_slices
 
     try:
         return [str(p) for p in list_slices(bench_config()["source"])]

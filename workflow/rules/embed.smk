@@ -11,7 +11,7 @@ rule embed:
     log:
         f"{R}/logs/embed/{{dataset}}/{{feature}}/{{region}}/{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/embed/{{dataset}}/{{feature}}/{{region}}/{{shard}}.tsv"
+        f"{R}/timings/embed/{{dataset}}/{{feature}}/{{region}}/{{shard}}.tsv"
     wildcard_constraints:
         feature=names_regex(shard_features()),  # learned features: finetune.smk
     conda:
@@ -40,7 +40,7 @@ rule gather_features:
     log:
         f"{R}/logs/gather_features/{{dataset}}/{{feature}}/{{region}}.log",
     benchmark:
-        f"{R}/benchmarks/gather_features/{{dataset}}/{{feature}}/{{region}}.tsv"
+        f"{R}/timings/gather_features/{{dataset}}/{{feature}}/{{region}}.tsv"
     wildcard_constraints:
         feature=names_regex(shard_features()),
     conda:

@@ -18,7 +18,7 @@ rule train_features:
     log:
         f"{R}/logs/train_features/{{dataset}}/{{feature}}.log",
     benchmark:
-        f"{R}/benchmarks/train_features/{{dataset}}/{{feature}}.tsv"
+        f"{R}/timings/train_features/{{dataset}}/{{feature}}.tsv"
     wildcard_constraints:
         feature=names_regex(learned_features()),
     conda:

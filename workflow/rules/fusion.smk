@@ -10,7 +10,7 @@ rule fusion:
     log:
         f"{R}/logs/fusion/{{dataset}}/{{task}}_{{fusion}}.log",
     benchmark:
-        f"{R}/benchmarks/fusion/{{dataset}}/{{task}}_{{fusion}}.tsv"
+        f"{R}/timings/fusion/{{dataset}}/{{task}}_{{fusion}}.tsv"
     wildcard_constraints:
         task="attribution|membership",
     conda:

@@ -8,7 +8,7 @@ rule ingest:
     log:
         f"{R}/logs/ingest/{{dataset}}/{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/ingest/{{dataset}}/{{shard}}.tsv"
+        f"{R}/timings/ingest/{{dataset}}/{{shard}}.tsv"
     conda:
         "../../envs/gantrace.yaml"
     params:
@@ -32,7 +32,7 @@ rule manifest:
     log:
         f"{R}/logs/manifest/{{dataset}}.log",
     benchmark:
-        f"{R}/benchmarks/manifest/{{dataset}}.tsv"
+        f"{R}/timings/manifest/{{dataset}}.tsv"
     localrule: True
     conda:
         "../../envs/gantrace.yaml"

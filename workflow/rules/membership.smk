@@ -8,7 +8,7 @@ rule membership:
     log:
         f"{R}/logs/membership/{{dataset}}/{{method}}.log",
     benchmark:
-        f"{R}/benchmarks/membership/{{dataset}}/{{method}}.tsv"
+        f"{R}/timings/membership/{{dataset}}/{{method}}.tsv"
     conda:
         "../../envs/gantrace.yaml"
     resources:

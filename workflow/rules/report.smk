@@ -24,7 +24,7 @@ rule plot_attribution_tsne:
     log:
         f"{R}/logs/plots/{{dataset}}/attribution_tsne.log",
     benchmark:
-        f"{R}/benchmarks/plots/{{dataset}}/attribution_tsne.tsv"
+        f"{R}/timings/plots/{{dataset}}/attribution_tsne.tsv"
     conda:
         "../../envs/gantrace.yaml"
     params:
@@ -51,7 +51,7 @@ rule plot_attribution_confusion:
     log:
         f"{R}/logs/plots/{{dataset}}/attribution_confusion.log",
     benchmark:
-        f"{R}/benchmarks/plots/{{dataset}}/attribution_confusion.tsv"
+        f"{R}/timings/plots/{{dataset}}/attribution_confusion.tsv"
     localrule: True
     conda:
         "../../envs/gantrace.yaml"
@@ -79,7 +79,7 @@ rule plot_attribution_montage:
     log:
         f"{R}/logs/plots/{{dataset}}/attribution_montage.log",
     benchmark:
-        f"{R}/benchmarks/plots/{{dataset}}/attribution_montage.tsv"
+        f"{R}/timings/plots/{{dataset}}/attribution_montage.tsv"
     conda:
         "../../envs/gantrace.yaml"
     params:
@@ -112,7 +112,7 @@ rule plot_membership:
     log:
         f"{R}/logs/plots/{{dataset}}/membership.log",
     benchmark:
-        f"{R}/benchmarks/plots/{{dataset}}/membership.tsv"
+        f"{R}/timings/plots/{{dataset}}/membership.tsv"
     localrule: True
     conda:
         "../../envs/gantrace.yaml"
@@ -143,7 +143,7 @@ rule plot_segmentation:
     log:
         f"{R}/logs/plots/{{dataset}}/segmentation.log",
     benchmark:
-        f"{R}/benchmarks/plots/{{dataset}}/segmentation.tsv"
+        f"{R}/timings/plots/{{dataset}}/segmentation.tsv"
     conda:
         "../../envs/gantrace.yaml"
     params:
@@ -166,7 +166,7 @@ rule leaderboard_table:
     log:
         f"{R}/logs/plots/leaderboard_table.log",
     benchmark:
-        f"{R}/benchmarks/plots/leaderboard_table.tsv"
+        f"{R}/timings/plots/leaderboard_table.tsv"
     localrule: True
     conda:
         "../../envs/gantrace.yaml"

@@ -9,7 +9,7 @@ rule score:
     log:
         f"{R}/logs/score/{{dataset}}.log",
     benchmark:
-        f"{R}/benchmarks/score/{{dataset}}.tsv"
+        f"{R}/timings/score/{{dataset}}.tsv"
     localrule: True
     conda:
         "../../envs/gantrace.yaml"
@@ -34,7 +34,7 @@ rule leaderboard:
     log:
         f"{R}/logs/leaderboard.log",
     benchmark:
-        f"{R}/benchmarks/leaderboard.tsv"
+        f"{R}/timings/leaderboard.tsv"
     localrule: True
     conda:
         "../../envs/gantrace.yaml"
@@ -54,7 +54,7 @@ rule submission:
     log:
         f"{R}/logs/submission/{{dataset}}/{{name}}.log",
     benchmark:
-        f"{R}/benchmarks/submission/{{dataset}}/{{name}}.tsv"
+        f"{R}/timings/submission/{{dataset}}/{{name}}.tsv"
     wildcard_constraints:
         name=r"[^/]+",
     localrule: True

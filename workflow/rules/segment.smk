@@ -14,7 +14,7 @@ rule train_unet:
     log:
         f"{R}/logs/train_unet.log",
     benchmark:
-        f"{R}/benchmarks/train_unet.tsv"
+        f"{R}/timings/train_unet.tsv"
     conda:
         "../../envs/gantrace.yaml"
     threads: 4
@@ -48,7 +48,7 @@ rule segment:
     log:
         f"{R}/logs/segment/{{dataset}}/{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/segment/{{dataset}}/{{shard}}.tsv"
+        f"{R}/timings/segment/{{dataset}}/{{shard}}.tsv"
     conda:
         "../../envs/gantrace.yaml"
     threads: 4

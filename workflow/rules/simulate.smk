@@ -11,7 +11,7 @@ for _ds in [d for d, c in DATASETS.items() if "simulate" in c]:
         log:
             f"{R}/logs/simulate/{_ds}.log",
         benchmark:
-            f"{R}/benchmarks/simulate/{_ds}.tsv"
+            f"{R}/timings/simulate/{_ds}.tsv"
         conda:
             "../../envs/gantrace.yaml"
         params:

@@ -9,7 +9,7 @@ rule fetch_weights:
     log:
         f"{R}/logs/fetch_weights.log",
     benchmark:
-        f"{R}/benchmarks/fetch_weights.tsv"
+        f"{R}/timings/fetch_weights.tsv"
     localrule: True
     conda:
         "../../envs/gantrace.yaml"

@@ -1,4 +1,4 @@
-from gantrace.benchmark.layout import write_benchmark
+from gantrace.benchmark_builder.layout import write_benchmark
 from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):

@@ -1,4 +1,4 @@
-from gantrace.benchmark.report import write_report
+from gantrace.benchmark_builder.report import write_report
 from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):

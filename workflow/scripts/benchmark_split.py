@@ -1,4 +1,4 @@
-from gantrace.benchmark.split import GroupSplit, assign_groups, list_slices
+from gantrace.benchmark_builder.split import GroupSplit, assign_groups, list_slices
 from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):

@@ -1,4 +1,4 @@
-from gantrace.benchmark.train import train_generator
+from gantrace.benchmark_builder.train import train_generator
 from gantrace.runlog import logged
 from gantrace.torch_env import set_threads
 

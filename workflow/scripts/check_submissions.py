@@ -11,8 +11,8 @@ from pathlib import Path
 
 from gantrace import io
 from gantrace.errors import RunFileError
+from gantrace.evaluation.runfiles import validate_run_file
 from gantrace.runlog import logged
-from gantrace.submission import validate_run_file
 
 
 def expected_ids(manifest, task):

@@ -1,4 +1,4 @@
-from gantrace import plots
+from gantrace.report import plots
 from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):

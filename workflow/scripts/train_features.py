@@ -1,6 +1,6 @@
 import sys
 
-from gantrace.finetune import train_features
+from gantrace.features.finetuned import train_features
 from gantrace.runlog import logged
 from gantrace.torch_env import set_threads
 

@@ -11,9 +11,9 @@ from gantrace.features import (  # noqa: F401 - fill the registry
     classic,
     concat,
     deep,
-    fingerprint,
     hf_vision,
     lite0,
+    residual,
     timm_models,
 )
 from gantrace.features.base import (
@@ -32,9 +32,9 @@ from gantrace.features.classic import (
 )
 from gantrace.features.concat import ConcatExtractor
 from gantrace.features.deep import Dinov2Extractor, TorchExtractor, TorchvisionExtractor
-from gantrace.features.fingerprint import DCTExtractor, ResidualExtractor
 from gantrace.features.hf_vision import Blip2Extractor, BlipExtractor, VitMaeExtractor
 from gantrace.features.lite0 import EfficientNetLite0Extractor
+from gantrace.features.residual import DCTExtractor, ResidualExtractor
 from gantrace.features.runner import ShardDataset, extract_shard
 from gantrace.features.timm_models import TimmExtractor
 

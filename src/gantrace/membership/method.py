@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from gantrace.errors import ConfigError, GantraceError
+from gantrace.membership.scorers import SCORERS, ClusterDistanceScorer, KNNScorer  # noqa: F401
 from gantrace.reduce import (
     as_matrix,
     build_from_spec,
@@ -23,7 +24,6 @@ from gantrace.reduce import (
     spec_name,
 )
 from gantrace.reduce import trained_parts as _trained_parts
-from gantrace.scorers import SCORERS, ClusterDistanceScorer, KNNScorer  # noqa: F401
 
 THRESHOLDS = ("oof_f1", "fraction", "natural", "mixture")
 

@@ -22,7 +22,7 @@ class OpenSetAttribution:
     distances to their own generator's centroid, each computed out of fold (5 stratified
     folds; the centroid leaves out the image's fold), so it is not optimistically tight.
     `n_new` new generators for the rejected images; None estimates it there with
-    `n_clusters_estimator` (gantrace.nclusters, default `{name: silhouette}`, k_min 1).
+    `n_clusters_estimator` (gantrace.attribution.nclusters, default `{name: silhouette}`, k_min 1).
     The rejected images are clustered (`clusterer`, k-means by default), then each goes to
     the nearest of the known and new centroids (a rejected straggler of a known generator
     returns to it); a new cluster left with fewer than `min_new` images is dropped, and
@@ -69,7 +69,7 @@ class OpenSetAttribution:
         self._estimator()
 
     def _estimator(self):
-        from gantrace.nclusters import build_estimator
+        from gantrace.attribution.nclusters import build_estimator
 
         spec = self.n_clusters_estimator or "silhouette"
         spec = {"name": spec} if isinstance(spec, str) else spec
@@ -77,7 +77,7 @@ class OpenSetAttribution:
         return build_estimator({"k_min": 1, **spec}, random_state=self.random_state)
 
     def _clusterer(self, k):
-        from gantrace.attribution import build_clusterer
+        from gantrace.attribution.method import build_clusterer
 
         return build_clusterer(self.clusterer, n_clusters=k, random_state=self.random_state)
 

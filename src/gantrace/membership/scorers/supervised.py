@@ -11,8 +11,8 @@ from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import NearestNeighbors
 
 from gantrace.errors import ConfigError
+from gantrace.membership.scorers.unsupervised import METRICS, check_positive, ssim_matrix
 from gantrace.reduce import as_matrix, check_choice, check_int
-from gantrace.scorers.unsupervised import METRICS, check_positive, ssim_matrix
 
 
 class SupervisedScorer:
@@ -92,7 +92,7 @@ class CentroidAutoencoderScorer(SupervisedScorer):
         device="cpu",
         random_state=0,
     ):
-        from gantrace.autoencoder import FeatureAutoencoder
+        from gantrace.nn.autoencoder import FeatureAutoencoder
 
         check_choice("centroid_autoencoder.error", error, ("mse", "ssim"))
         check_int("centroid_autoencoder.window", window)

@@ -23,8 +23,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from gantrace.errors import ConfigError
-from gantrace.reduce import as_matrix, check_choice, check_int
-from gantrace.scorers.unsupervised import (
+from gantrace.membership.scorers.unsupervised import (
     METRICS,
     check_positive,
     distance_matrix,
@@ -32,6 +31,7 @@ from gantrace.scorers.unsupervised import (
     nearest_distances,
     row_index,
 )
+from gantrace.reduce import as_matrix, check_choice, check_int
 
 REFERENCES = ("real", "not_used")
 

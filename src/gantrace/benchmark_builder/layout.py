@@ -8,8 +8,8 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from gantrace.benchmark.train import load_slices, resize_images
-from gantrace.submission import write_run_file
+from gantrace.benchmark_builder.train import load_slices, resize_images
+from gantrace.evaluation.runfiles import write_run_file
 
 
 def _write_pngs(folder, ids, images):

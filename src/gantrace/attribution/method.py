@@ -5,8 +5,8 @@ from sklearn.cluster import DBSCAN, HDBSCAN, AgglomerativeClustering, KMeans
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 
+from gantrace.attribution.marra import FingerprintClusterer
 from gantrace.errors import ConfigError
-from gantrace.fingerprint import FingerprintClusterer
 from gantrace.reduce import (
     as_matrix,
     build_from_spec,
@@ -258,7 +258,7 @@ class AttributionMethod:
     """Optional reducer, then a clusterer with `n_clusters` (the dataset's n_generators).
 
     `n_clusters` None estimates the count on the reduced features with the
-    `n_clusters_estimator` spec (gantrace.nclusters; default `{name: silhouette}`);
+    `n_clusters_estimator` spec (gantrace.attribution.nclusters; default `{name: silhouette}`);
     `n_clusters_` holds the count used either way.
     """
 
@@ -281,7 +281,7 @@ class AttributionMethod:
         self._estimator()
 
     def _estimator(self):
-        from gantrace.nclusters import build_estimator
+        from gantrace.attribution.nclusters import build_estimator
 
         return build_estimator(self.n_clusters_estimator, random_state=self.random_state)
 

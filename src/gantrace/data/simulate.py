@@ -586,7 +586,7 @@ def write_dataset(params, out_dir):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        prog="python -m gantrace.simulate",
+        prog="python -m gantrace.data.simulate",
         description="Write a SIMULATED ImageCLEF-like CT dataset (demo / test data, not real CT).",
     )
     ap.add_argument("--task", required=True, choices=sorted(_TASK_KEYS))

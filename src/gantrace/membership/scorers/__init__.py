@@ -7,24 +7,29 @@ Supervised scorers (`supervised = True`): `fit_generated(generated_X)`, then
 Scorers with `margin = True` have a meaningful natural threshold at 0.
 """
 
-from gantrace.scorers.reference import (
+from gantrace.membership.scorers.reference import (
     CalibratedKNNScorer,
     DensityRatioScorer,
     EpsilonBallScorer,
 )
-from gantrace.scorers.supervised import (
+from gantrace.membership.scorers.supervised import (
     CentroidAutoencoderScorer,
     ClassCentroidsScorer,
     PairClassifierScorer,
 )
-from gantrace.scorers.unsupervised import (
+from gantrace.membership.scorers.unsupervised import (
     ClusterDistanceScorer,
     ColumnScorer,
     KNNScorer,
     ModeThresholdScorer,
     SimilarityScorer,
 )
-from gantrace.scorers.vcmi import VCMIEnsemble, VCMIRanking, VCMIRetrieval, VCMIThresholdMax
+from gantrace.membership.scorers.vcmi import (
+    VCMIEnsemble,
+    VCMIRanking,
+    VCMIRetrieval,
+    VCMIThresholdMax,
+)
 
 SCORERS = {
     "calibrated_knn": CalibratedKNNScorer,

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from gantrace.benchmark.generators import build_generator, load_generator
+from gantrace.benchmark_builder.generators import build_generator, load_generator
 from gantrace.errors import ConfigError
 
 RESAMPLE = {

@@ -8,6 +8,7 @@ fingerprints?"): a dot product of two rows is the correlation of their noise res
 
 import numpy as np
 
+from gantrace.attribution.marra import standardise_rows
 from gantrace.errors import ConfigError
 from gantrace.features.base import (
     FeatureExtractor,
@@ -17,7 +18,6 @@ from gantrace.features.base import (
     register,
 )
 from gantrace.features.classic import check_residual_params, noise_residual
-from gantrace.fingerprint import standardise_rows
 
 DCT_STATS = ("mean", "std")
 

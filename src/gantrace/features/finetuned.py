@@ -36,7 +36,7 @@ from torch import nn
 
 from gantrace import __version__, io
 from gantrace.errors import ConfigError, GantraceError
-from gantrace.segment import _EpochShuffle, _read_checkpoint, _restore, _write_checkpoint
+from gantrace.segmentation.unet import _EpochShuffle, _read_checkpoint, _restore, _write_checkpoint
 from gantrace.torch_env import autocast, optimiser_step, pick_device, seed_everything
 
 EXTRACTOR = "finetuned"  # workflow/rules/common.smk: LEARNED_EXTRACTORS

@@ -19,13 +19,13 @@ Rule definitions as described by the team (their public code for the 2023 task).
 
 import numpy as np
 
-from gantrace.reduce import as_matrix, check_choice, check_int
-from gantrace.scorers.unsupervised import (
+from gantrace.membership.scorers.unsupervised import (
     METRICS,
     mask_own_copies,
     row_index,
     similarity_matrix,
 )
+from gantrace.reduce import as_matrix, check_choice, check_int
 
 
 class _VCMI:

@@ -123,7 +123,7 @@ def plot_confusion(results, out, title=""):
     per result in the order given. `results`: {name: (clusters, generators)}; images whose
     generator is unknown ("") are left out. Colour: share of the generator's images
     (row-normalised); text: counts; panel title: ARI and NMI."""
-    from gantrace.metrics import attribution_metrics
+    from gantrace.evaluation.metrics import attribution_metrics
 
     panels = []
     for name, (clusters, generators) in results.items():
@@ -425,7 +425,7 @@ def plot_roc_pr(tables, out, title=""):
 
 # -- segmentation ----------------------------------------------------------------------------
 def mask_dice(pred, true):
-    """Dice of two bool masks; two empty masks score 1.0 (as `gantrace.segment.dice`, which
+    """Dice of two bool masks; two empty masks score 1.0 (as `gantrace.segmentation.unet.dice`, which
     would import torch into a plotting job)."""
     pred, true = np.asarray(pred, dtype=bool), np.asarray(true, dtype=bool)
     size = int(pred.sum()) + int(true.sum())

@@ -1,0 +1,1 @@
+"""Scoring: metrics, truth files, the leaderboard and the ImageCLEF run-file rules."""

@@ -1,0 +1,1 @@
+"""Membership (training-data fingerprints): scorers, thresholds and the method object."""

@@ -1,0 +1,1 @@
+"""Figures for Snakemake's report (matplotlib, Agg canvas)."""

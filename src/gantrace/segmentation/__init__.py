@@ -1,0 +1,1 @@
+"""Lung masks: classical pseudo-masks and the U-Net trained on them (or on given masks)."""
