@@ -75,7 +75,7 @@ def open_set_config(gantrace_yaml, out):
     pseudo = "sdvahcs_open_set_ft"
     features = {
         pseudo: {
-            "extractor": "finetuned",
+            "name": "finetuned",
             "ensemble": ["resnet18", "resnet34", "resnet50"],
             "weights": "none",
             "input_size": 64,

@@ -29,15 +29,15 @@ from gantrace.features import build_extractor, extract_shard
 from gantrace.torch_env import pick_device
 
 EXTRACTORS = {
-    "pixels": {"extractor": "pixels", "size": 32},
-    "lbp": {"extractor": "lbp"},
-    "spectrum": {"extractor": "spectrum"},
-    "dct": {"extractor": "dct"},
-    "residual": {"extractor": "residual"},
-    "densenet121": {"extractor": "torchvision", "arch": "densenet121", "weights": "none"},
-    "resnet50": {"extractor": "torchvision", "arch": "resnet50", "weights": "none"},
-    "dinov2_small": {"extractor": "dinov2", "size": "small", "weights": "none"},
-    "efficientnet_lite0": {"extractor": "efficientnet_lite0", "weights": "packaged"},
+    "pixels": {"name": "pixels", "size": 32},
+    "lbp": {"name": "lbp"},
+    "spectrum": {"name": "spectrum"},
+    "dct": {"name": "dct"},
+    "residual": {"name": "residual"},
+    "densenet121": {"name": "torchvision", "arch": "densenet121", "weights": "none"},
+    "resnet50": {"name": "torchvision", "arch": "resnet50", "weights": "none"},
+    "dinov2_small": {"name": "dinov2", "size": "small", "weights": "none"},
+    "efficientnet_lite0": {"name": "efficientnet_lite0", "weights": "packaged"},
 }
 
 

@@ -99,7 +99,7 @@ def stage_pixels(work, n):
     for h5 in sorted((work / "images").glob("*.h5"), key=lambda p: int(p.stem)):
         out = work / "features" / f"{h5.stem}.h5"
         out.parent.mkdir(exist_ok=True)
-        extract_shard(h5, None, "full", {"extractor": "pixels", "size": 32}, out)
+        extract_shard(h5, None, "full", {"name": "pixels", "size": 32}, out)
         parts.append(out)
     io.gather_features(parts, work / "pixels.h5")
     return {}

@@ -79,7 +79,7 @@ def test_beyond_seeds_config_and_open_set_setting_validate_and_build(tmp_path):
     validate_config(cfg, SCHEMA)
     assert len(set(origin.values())) == len(methods["catalogue"]["include"])
     for name, spec in cfg["features"].items():
-        if spec["extractor"] != "finetuned":
+        if spec["name"] != "finetuned":
             build_extractor(spec, key=f"features.{name}")
     for spec in cfg["membership"]["methods"].values():
         MembershipMethod(scorer=spec["scorer"], reducer=spec.get("reducer"))

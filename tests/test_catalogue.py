@@ -22,7 +22,7 @@ def entry(cid, **extra):
         "team": "T",
         "paper": "P",
         "reported": "ARI 1.0",
-        "features": {"px": {"extractor": "pixels", "size": 16, "weights_like": "imagenet"}},
+        "features": {"px": {"name": "pixels", "size": 16, "weights_like": "imagenet"}},
         "methods": {cid: {"feature": "px", "clusterer": {"name": "kmeans"}}},
     }
     base.update(extra)
@@ -48,8 +48,8 @@ def test_expand_merges_selected_entries_and_applies_overrides(tmp_path):
 
 
 def test_per_extractor_override_sets_keys_and_reaches_concat_parts(tmp_path):
-    parts = [{"extractor": "pixels", "size": 16}, {"extractor": "lbp"}]
-    e = entry("c_cat", features={"px": {"extractor": "concat", "parts": parts}})
+    parts = [{"name": "pixels", "size": 16}, {"name": "lbp"}]
+    e = entry("c_cat", features={"px": {"name": "concat", "parts": parts}})
     write(tmp_path, e)
     cfg = {"catalogue": {"override": {"pixels": {"size": 8}}}}
     catalogue.expand(cfg, tmp_path)
@@ -61,7 +61,7 @@ def test_unknown_id_and_conflicting_feature_are_refused(tmp_path):
     write(tmp_path, entry("a_one"))
     with pytest.raises(ConfigError, match="unknown id.*'nope'"):
         catalogue.expand({"catalogue": {"include": ["nope"]}}, tmp_path)
-    cfg = {"features": {"px": {"extractor": "lbp"}}, "catalogue": {"include": ["a_one"]}}
+    cfg = {"features": {"px": {"name": "lbp"}}, "catalogue": {"include": ["a_one"]}}
     with pytest.raises(ConfigError, match="features.px: defined differently"):
         catalogue.expand(cfg, tmp_path)
 
@@ -118,8 +118,6 @@ def test_every_entry_builds_from_registered_parts(cid):
     so a misspelt part name fails here rather than hours into a run."""
     from gantrace.attribution.method import AttributionMethod
     from gantrace.features import build_extractor
-    from gantrace.features.finetuned import EXTRACTOR as LEARNED
-    from gantrace.features.finetuned import LearnedFeature
     from gantrace.membership.method import MembershipMethod
 
     cfg = yaml.safe_load((ROOT / "config" / "seed-methods.yaml").read_text())
@@ -129,10 +127,7 @@ def test_every_entry_builds_from_registered_parts(cid):
     e = ENTRIES[cid]
     for name in e.get("features", {}):
         spec = cfg["features"][name]
-        if spec["extractor"] == LEARNED:
-            LearnedFeature(name, **spec)
-        else:
-            build_extractor(spec, key=f"features.{name}")
+        build_extractor(spec, key=f"features.{name}")  # learned ones (finetuned) too
     for spec in e["methods"].values():
         if e["task"] == "attribution":
             AttributionMethod(3, clusterer=spec["clusterer"], reducer=spec.get("reducer"))

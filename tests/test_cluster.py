@@ -46,7 +46,7 @@ def test_slurm_profile_dry_run(workflow_dir):
     assert gpu_partition != cpu_partition
 
     features = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["features"]
-    torch_features = {f for f, spec in features.items() if spec["extractor"] in TORCH}
+    torch_features = {f for f, spec in features.items() if spec["name"] in TORCH}
     jobs = planned_jobs(workflow_dir)
     rules = {rule for rule, _, _ in jobs}
     assert GPU_RULES <= rules, rules

@@ -86,7 +86,7 @@ def test_2024_layout_runs_end_to_end(workflow_dir, tmp_path):
             "mask_source": "threshold",
             "unet": {"input_size": 64, "epochs": 1, "decoder_channels": [16, 8, 4]},
         },
-        "features": {"pixels": {"extractor": "pixels", "size": 8}},
+        "features": {"pixels": {"name": "pixels", "size": 8}},
         "attribution": {
             "methods": {
                 "pixels_kmeans": {"feature": "pixels", "clusterer": {"name": "kmeans"}},

@@ -33,10 +33,10 @@ TORCHVISION_DIMS = {
     "squeezenet1_1": 512,
 }
 TINY = {
-    "blip": ({"extractor": "blip", "size": "tiny", "input_size": 32}, 64),
-    "blip2": ({"extractor": "blip2", "size": "tiny", "input_size": 28}, 64),
-    "vit_mae": ({"extractor": "vit_mae", "size": "tiny", "input_size": 32}, 64),
-    "timm": ({"extractor": "timm", "model": "test_resnet", "input_size": 32}, 96),
+    "blip": ({"name": "blip", "size": "tiny", "input_size": 32}, 64),
+    "blip2": ({"name": "blip2", "size": "tiny", "input_size": 28}, 64),
+    "vit_mae": ({"name": "vit_mae", "size": "tiny", "input_size": 32}, 64),
+    "timm": ({"name": "timm", "model": "test_resnet", "input_size": 32}, 96),
 }
 
 
@@ -54,13 +54,13 @@ def _check(feats, n, dim):
 def test_every_registered_extractor_is_covered():
     from test_features import SMALL_SPECS
 
-    assert set(FEATURES) == set(SMALL_SPECS) | set(TINY) | {"concat"}
+    assert set(FEATURES) == set(SMALL_SPECS) | set(TINY) | {"concat", "finetuned"}
 
 
 @pytest.mark.parametrize(("arch", "dim"), TORCHVISION_DIMS.items(), ids=list(TORCHVISION_DIMS))
 def test_torchvision_archs_of_the_papers(arch, dim):
     size = 75 if arch == "inception_v3" else 32
-    ext = build_extractor({"extractor": "torchvision", "arch": arch, "input_size": size})
+    ext = build_extractor({"name": "torchvision", "arch": arch, "input_size": size})
     _check(ext.transform(_images(2, 40)), 2, dim)
     assert not any(
         isinstance(m, torch.nn.Linear) and m.out_features == 1000 for m in ext.model.modules()
@@ -69,7 +69,7 @@ def test_torchvision_archs_of_the_papers(arch, dim):
 
 def test_inception_v3_needs_75_pixels():
     with pytest.raises(ConfigError, match="75"):
-        build_extractor({"extractor": "torchvision", "arch": "inception_v3", "input_size": 64})
+        build_extractor({"name": "torchvision", "arch": "inception_v3", "input_size": 64})
 
 
 @pytest.mark.parametrize(
@@ -77,18 +77,18 @@ def test_inception_v3_needs_75_pixels():
     [("legacy_xception", 64, 2048), ("inception_resnet_v2", 75, 1536)],
 )
 def test_timm_paper_models(model, size, dim):
-    ext = build_extractor({"extractor": "timm", "model": model, "input_size": size})
+    ext = build_extractor({"name": "timm", "model": model, "input_size": size})
     _check(ext.transform(_images(2, 48)), 2, dim)
     assert ext.norm_mean == (0.5, 0.5, 0.5)  # the model's own normalisation
 
 
 def test_timm_native_size_and_bad_name():
-    ext = build_extractor({"extractor": "timm", "model": "xception41"})
+    ext = build_extractor({"name": "timm", "model": "xception41"})
     assert ext.params["input_size"] == 299
-    vit = build_extractor({"extractor": "timm", "model": "test_vit", "input_size": 32})
+    vit = build_extractor({"name": "timm", "model": "test_vit", "input_size": 32})
     _check(vit.transform(_images(2, 40)), 2, 64)  # a fixed-grid ViT is built for 32 px
     with pytest.raises(ConfigError, match="xception41"):
-        build_extractor({"extractor": "timm", "model": "xcepshun41"}, key="features.x")
+        build_extractor({"name": "timm", "model": "xcepshun41"}, key="features.x")
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -102,22 +102,22 @@ def test_tiny_random_init_deterministic(name):
 
 
 def test_transformers_defaults_are_the_real_sizes():
-    blip = build_extractor({"extractor": "blip"})
+    blip = build_extractor({"name": "blip"})
     assert blip.params["size"] == "base" and blip.params["input_size"] == 384
-    assert build_extractor({"extractor": "blip", "size": "large"}).params["input_size"] == 384
-    blip2 = build_extractor({"extractor": "blip2"})
+    assert build_extractor({"name": "blip", "size": "large"}).params["input_size"] == 384
+    blip2 = build_extractor({"name": "blip2"})
     assert blip2.params["size"] == "g" and blip2.params["input_size"] == 224
-    mae = build_extractor({"extractor": "vit_mae", "size": "huge"})
+    mae = build_extractor({"name": "vit_mae", "size": "huge"})
     assert mae.params["input_size"] == 224
     with pytest.raises(ConfigError, match="multiple"):
-        build_extractor({"extractor": "vit_mae", "input_size": 100})
+        build_extractor({"name": "vit_mae", "input_size": 100})
     with pytest.raises(ConfigError, match="tiny"):
-        build_extractor({"extractor": "blip", "size": "tiny", "weights": "imagenet"})
+        build_extractor({"name": "blip", "size": "tiny", "weights": "imagenet"})
 
 
 def test_pooling_choices_and_input_size():
     images = _images(2, 48)
-    spec = {"extractor": "vit_mae", "size": "tiny", "input_size": 32}
+    spec = {"name": "vit_mae", "size": "tiny", "input_size": 32}
     cls = build_extractor(spec).transform(images)
     mean = build_extractor({**spec, "pool": "mean"}).transform(images)
     both = build_extractor({**spec, "pool": "cls_mean"}).transform(images)
@@ -129,14 +129,14 @@ def test_pooling_choices_and_input_size():
 
 def test_concat_dims_normalisation_and_provenance():
     images = _images(3)
-    lbp = {"extractor": "lbp"}
-    mae = {"extractor": "vit_mae", "size": "tiny", "input_size": 32}
-    ext = build_extractor({"extractor": "concat", "parts": [lbp, mae]})
+    lbp = {"name": "lbp"}
+    mae = {"name": "vit_mae", "size": "tiny", "input_size": 32}
+    ext = build_extractor({"name": "concat", "parts": [lbp, mae]})
     feats = ext.transform(images)
     assert feats.shape == (3, 10 + 64) and ext.uses_torch
     np.testing.assert_allclose(np.linalg.norm(feats[:, :10], axis=1), 1, rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(feats[:, 10:], axis=1), 1, rtol=1e-5)
-    raw = build_extractor({"extractor": "concat", "parts": [lbp, mae], "normalise": "none"})
+    raw = build_extractor({"name": "concat", "parts": [lbp, mae], "normalise": "none"})
     expected = np.concatenate(
         [build_extractor(lbp).transform(images), build_extractor(mae).transform(images)], axis=1
     )
@@ -145,19 +145,17 @@ def test_concat_dims_normalisation_and_provenance():
     assert [p["extractor"] for p in prov["parts"]] == ["lbp", "vit_mae"]
     assert [p["extractor"] for p in prov["params"]["parts"]] == ["lbp", "vit_mae"]
     json.dumps(prov)
-    seeded = build_extractor({"extractor": "concat", "parts": [mae], "seed": 4})
+    seeded = build_extractor({"name": "concat", "parts": [mae], "seed": 4})
     assert seeded.parts[0].params["seed"] == 4
     with pytest.raises(ConfigError, match=r"features\.multi\.parts\[1\]\.preprocess"):
         build_extractor(
-            {"extractor": "concat", "parts": [lbp, {**mae, "preprocess": "histeq"}]},
+            {"name": "concat", "parts": [lbp, {**mae, "preprocess": "histeq"}]},
             key="features.multi",
         )
     with pytest.raises(ConfigError, match=r"features\.multi\.parts\[0\]: unknown extractor"):
-        build_extractor(
-            {"extractor": "concat", "parts": [{"extractor": "bliip"}]}, key="features.multi"
-        )
+        build_extractor({"name": "concat", "parts": [{"name": "bliip"}]}, key="features.multi")
     with pytest.raises(ConfigError, match="parts"):
-        build_extractor({"extractor": "concat", "parts": []})
+        build_extractor({"name": "concat", "parts": []})
 
 
 def test_concat_in_the_shard_runner(tmp_path):
@@ -165,8 +163,8 @@ def test_concat_in_the_shard_runner(tmp_path):
     ids = [f"g{i}" for i in range(5)]
     io.write_images(tmp_path / "im.h5", ids, images)
     spec = {
-        "extractor": "concat",
-        "parts": [{"extractor": "pixels", "size": 4}, TINY["blip"][0]],
+        "name": "concat",
+        "parts": [{"name": "pixels", "size": 4}, TINY["blip"][0]],
         "batch_size": 2,
         "preprocess": "histeq",
     }
@@ -187,19 +185,19 @@ def test_pretrained_requests_fail_fast_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cases = [
-        ({"extractor": "timm", "model": "xception41", "weights": "imagenet"}, "xception41"),
-        ({"extractor": "timm", "model": "legacy_xception", "weights": "imagenet"}, "torch"),
-        ({"extractor": "blip", "weights": "imagenet"}, "Salesforce/blip-image-captioning-base"),
-        ({"extractor": "blip", "size": "large", "weights": "imagenet"}, "captioning-large"),
-        ({"extractor": "blip2", "weights": "imagenet"}, "Salesforce/blip2-opt-2.7b"),
+        ({"name": "timm", "model": "xception41", "weights": "imagenet"}, "xception41"),
+        ({"name": "timm", "model": "legacy_xception", "weights": "imagenet"}, "torch"),
+        ({"name": "blip", "weights": "imagenet"}, "Salesforce/blip-image-captioning-base"),
+        ({"name": "blip", "size": "large", "weights": "imagenet"}, "captioning-large"),
+        ({"name": "blip2", "weights": "imagenet"}, "Salesforce/blip2-opt-2.7b"),
         (
-            {"extractor": "vit_mae", "size": "large", "weights": "imagenet"},
+            {"name": "vit_mae", "size": "large", "weights": "imagenet"},
             "facebook/vit-mae-large",
         ),
         (
             {
-                "extractor": "concat",
-                "parts": [{"extractor": "lbp"}, {"extractor": "blip2", "weights": "imagenet"}],
+                "name": "concat",
+                "parts": [{"name": "lbp"}, {"name": "blip2", "weights": "imagenet"}],
             },
             "blip2-opt-2.7b",
         ),
@@ -234,12 +232,12 @@ def test_cached_transformers_checkpoints_load_the_vision_tower(tmp_path, monkeyp
     save_file(state, str(snap / "model.safetensors"))
     cfg = {"model_type": "blip", "vision_config": source.model.config.to_dict()}
     (snap / "config.json").write_text(json.dumps(cfg))
-    hub = build_extractor({"extractor": "blip", "weights": "imagenet", "input_size": 32})
+    hub = build_extractor({"name": "blip", "weights": "imagenet", "input_size": 32})
     assert hub.weights_description() == "hub:Salesforce/blip-image-captioning-base"
     np.testing.assert_allclose(
         hub.transform(images), source.transform(images), rtol=1e-5, atol=1e-6
     )
-    (req,) = required_weights({"blip": {"extractor": "blip", "weights": "imagenet"}})
+    (req,) = required_weights({"blip": {"name": "blip", "weights": "imagenet"}})
     assert req["present"] and req["repo_id"] == "Salesforce/blip-image-captioning-base"
     (done,) = fetch([req], log=None)  # offline: found in the cache, nothing downloaded
     assert done["status"] == "cached" and done["path"] == str(snap)
@@ -247,7 +245,7 @@ def test_cached_transformers_checkpoints_load_the_vision_tower(tmp_path, monkeyp
     as_bin.mkdir()
     torch.save(state, as_bin / "pytorch_model.bin")
     (as_bin / "config.json").write_text(json.dumps(cfg))
-    local = build_extractor({"extractor": "blip", "weights": str(as_bin), "input_size": 32})
+    local = build_extractor({"name": "blip", "weights": str(as_bin), "input_size": 32})
     np.testing.assert_allclose(
         local.transform(images), source.transform(images), rtol=1e-5, atol=1e-6
     )
@@ -272,20 +270,20 @@ def test_cached_transformers_checkpoints_load_the_vision_tower(tmp_path, monkeyp
     state["decoder.decoder_pred.weight"] = torch.zeros(3, 4)  # the MAE decoder is ignored
     torch.save(state, folder / "pytorch_model.bin")
     (folder / "config.json").write_text(mae.model.config.to_json_string())
-    local = build_extractor({"extractor": "vit_mae", "weights": str(folder), "input_size": 32})
+    local = build_extractor({"name": "vit_mae", "weights": str(folder), "input_size": 32})
     np.testing.assert_allclose(local.transform(images), mae.transform(images), rtol=1e-5, atol=1e-6)
     torch.save(
         {"vit.embeddings.cls_token": state["vit.embeddings.cls_token"]},
         folder / "pytorch_model.bin",
     )
     with pytest.raises(WeightsError, match="missing"):
-        build_extractor({"extractor": "vit_mae", "weights": str(folder)}).transform(images)
+        build_extractor({"name": "vit_mae", "weights": str(folder)}).transform(images)
 
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "config.json").write_text("{}")
     with pytest.raises(WeightsError, match="empty"):
-        build_extractor({"extractor": "vit_mae", "weights": str(empty)})
+        build_extractor({"name": "vit_mae", "weights": str(empty)})
 
 
 def test_cached_timm_weights_are_used(tmp_path, monkeypatch):
@@ -301,7 +299,7 @@ def test_cached_timm_weights_are_used(tmp_path, monkeypatch):
         {k: v.contiguous() for k, v in full.state_dict().items()}, str(snap / "model.safetensors")
     )
     (snap / "config.json").write_text("{}")
-    spec = {"extractor": "timm", "model": "test_resnet", "input_size": 32}
+    spec = {"name": "timm", "model": "test_resnet", "input_size": 32}
     ext = build_extractor({**spec, "weights": "imagenet", "seed": 9})
     assert ext.weights_description().startswith("timm:test_resnet:")
     images = _images(2)

@@ -23,7 +23,7 @@ from gantrace.features import (
 from gantrace.features.runner import ShardDataset, chunk_cache_bytes
 
 TINY_DINO = {
-    "extractor": "dinov2",
+    "name": "dinov2",
     "hidden_size": 32,
     "num_hidden_layers": 2,
     "num_attention_heads": 2,
@@ -32,14 +32,14 @@ TINY_DINO = {
     "input_size": 32,
 }
 SMALL_SPECS = {
-    "pixels": {"extractor": "pixels", "size": 8},
-    "lbp": {"extractor": "lbp"},
-    "spectrum": {"extractor": "spectrum", "n_bins": 16},
-    "dct": {"extractor": "dct"},
-    "residual": {"extractor": "residual", "crop": 32},
-    "torchvision": {"extractor": "torchvision", "arch": "resnet18", "input_size": 64},
+    "pixels": {"name": "pixels", "size": 8},
+    "lbp": {"name": "lbp"},
+    "spectrum": {"name": "spectrum", "n_bins": 16},
+    "dct": {"name": "dct"},
+    "residual": {"name": "residual", "crop": 32},
+    "torchvision": {"name": "torchvision", "arch": "resnet18", "input_size": 64},
     "dinov2": TINY_DINO,
-    "efficientnet_lite0": {"extractor": "efficientnet_lite0", "weights": "none", "input_size": 64},
+    "efficientnet_lite0": {"name": "efficientnet_lite0", "weights": "none", "input_size": 64},
 }
 
 
@@ -68,7 +68,7 @@ def test_registry_every_name_builds_and_transforms():
 
 def test_unknown_extractor_is_config_error():
     with pytest.raises(ConfigError, match="nosuchnet") as err:
-        build_extractor({"extractor": "nosuchnet"})
+        build_extractor({"name": "nosuchnet"})
     assert "pixels" in str(err.value) and "torchvision" in str(err.value)
     with pytest.raises(ConfigError, match="extractor"):
         build_extractor({"size": 3})
@@ -76,14 +76,14 @@ def test_unknown_extractor_is_config_error():
 
 def test_misspelt_key_is_config_error():
     with pytest.raises(ConfigError, match="sise") as err:
-        build_extractor({"extractor": "pixels", "sise": 16})
+        build_extractor({"name": "pixels", "sise": 16})
     assert "'size'" in str(err.value)
     with pytest.raises(ConfigError, match="densenet12'"):
-        build_extractor({"extractor": "torchvision", "arch": "densenet12"})
+        build_extractor({"name": "torchvision", "arch": "densenet12"})
     with pytest.raises(ConfigError, match="input_size"):
-        build_extractor({"extractor": "torchvision", "input_size": 0})
+        build_extractor({"name": "torchvision", "input_size": 0})
     with pytest.raises(ConfigError, match="denoise"):
-        build_extractor({"extractor": "spectrum", "denoise": "wiener"})
+        build_extractor({"name": "spectrum", "denoise": "wiener"})
 
 
 # -- weight-free extractors -----------------------------------------------------------------------
@@ -91,17 +91,17 @@ def test_misspelt_key_is_config_error():
 
 def test_pixels_downsample_by_hand():
     const = np.full((1, 256, 256), 51, np.uint8)
-    out = build_extractor({"extractor": "pixels"}).transform(const)
+    out = build_extractor({"name": "pixels"}).transform(const)
     assert out.shape == (1, 32 * 32)
     np.testing.assert_allclose(out, 0.2, atol=1e-6)
 
     grad = np.tile(np.arange(256, dtype=np.uint8), (256, 1))[None]  # pixel value = column
-    out = build_extractor({"extractor": "pixels", "size": 32}).transform(grad).reshape(32, 32)
+    out = build_extractor({"name": "pixels", "size": 32}).transform(grad).reshape(32, 32)
     expected = (8 * np.arange(32) + 3.5) / 255  # mean of columns 8k .. 8k+7
     np.testing.assert_allclose(out, np.tile(expected, (32, 1)), atol=1e-6)
 
     # sizes that do not divide the image use area pooling too
-    out = build_extractor({"extractor": "pixels", "size": 24}).transform(const)
+    out = build_extractor({"name": "pixels", "size": 24}).transform(const)
     assert out.shape == (1, 24 * 24)
     np.testing.assert_allclose(out, 0.2, atol=1e-6)
 
@@ -109,14 +109,14 @@ def test_pixels_downsample_by_hand():
 def test_lbp_histograms():
     flat = np.full((1, 64, 64), 90, np.uint8)
     textured = _images(1, 64, seed=3)
-    ext = build_extractor({"extractor": "lbp"})
+    ext = build_extractor({"name": "lbp"})
     hf, ht = ext.transform(flat)[0], ext.transform(textured)[0]
     assert hf.shape == (10,)
     assert hf.sum() == pytest.approx(1.0) and ht.sum() == pytest.approx(1.0)
     assert hf[8] > 0.9  # flat: every neighbour >= centre -> code P (all but the border)
     assert np.abs(hf - ht).sum() > 0.5
 
-    multi = build_extractor({"extractor": "lbp", "scales": [[8, 1], [16, 2]]})
+    multi = build_extractor({"name": "lbp", "scales": [[8, 1], [16, 2]]})
     h = multi.transform(textured)[0]
     assert h.shape == (10 + 18,)
     assert h[:10].sum() == pytest.approx(1.0) and h[10:].sum() == pytest.approx(1.0)
@@ -136,7 +136,7 @@ def test_spectrum_detects_planted_checkerboard():
     clean8 = np.clip(clean, 0, 255).astype(np.uint8)[None]
     planted = np.clip(clean + board, 0, 255).astype(np.uint8)[None]
     for denoise in ("gaussian", "median"):
-        ext = build_extractor({"extractor": "spectrum", "n_bins": 32, "denoise": denoise})
+        ext = build_extractor({"name": "spectrum", "n_bins": 32, "denoise": denoise})
         fc, fp = ext.transform(clean8)[0], ext.transform(planted)[0]
         assert fc.shape == (32,) and fc.dtype == np.float32
         rise = fp - fc
@@ -145,7 +145,7 @@ def test_spectrum_detects_planted_checkerboard():
         if denoise == "gaussian":  # a linear residual leaves the other frequencies alone
             assert np.abs(rise[:-1]).max() < 0.05
 
-    grid = build_extractor({"extractor": "spectrum", "n_bins": 16, "grid": 4})
+    grid = build_extractor({"name": "spectrum", "n_bins": 16, "grid": 4})
     g = grid.transform(np.concatenate([clean8, planted]))
     assert g.shape == (2, 16 + 16)
     # the checkerboard (fy = -0.5, fx = 0.5) sits in grid row 0, column 3
@@ -159,7 +159,7 @@ def test_spectrum_detects_planted_checkerboard():
 @pytest.mark.parametrize(("arch", "dim"), [("densenet121", 1024), ("resnet18", 512)])
 def test_torchvision_random_init_deterministic(arch, dim):
     images = _images(3, 80)
-    spec = {"extractor": "torchvision", "arch": arch, "input_size": 64, "seed": 7}
+    spec = {"name": "torchvision", "arch": arch, "input_size": 64, "seed": 7}
     a = build_extractor(spec).transform(images)
     b = build_extractor(spec).transform(images)
     assert a.shape == (3, dim) and a.dtype == np.float32
@@ -175,7 +175,7 @@ def test_torchvision_random_init_deterministic(arch, dim):
 def test_torchvision_head_removal_other_families():
     images = _images(2, 64)
     for arch, dim in [("mobilenet_v2", 1280), ("vgg11", 512), ("efficientnet_b0", 1280)]:
-        spec = {"extractor": "torchvision", "arch": arch, "input_size": 64}
+        spec = {"name": "torchvision", "arch": arch, "input_size": 64}
         assert build_extractor(spec).transform(images).shape == (2, dim)
 
 
@@ -190,7 +190,7 @@ def test_dinov2_tiny_random_init():
 
 def test_local_state_dict_is_loaded(tmp_path):
     images = _images(2, 64)
-    spec = {"extractor": "torchvision", "arch": "resnet18", "input_size": 64, "seed": 1}
+    spec = {"name": "torchvision", "arch": "resnet18", "input_size": 64, "seed": 1}
     source = build_extractor(spec)
     path = tmp_path / "resnet18.pth"
     head = {"fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}
@@ -218,14 +218,14 @@ def test_pretrained_weights_offline_fail_fast(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     t0 = time.perf_counter()
     with pytest.raises(WeightsError, match="fetch_weights") as err:
-        build_extractor({"extractor": "torchvision", "arch": "densenet121", "weights": "imagenet"})
+        build_extractor({"name": "torchvision", "arch": "densenet121", "weights": "imagenet"})
     msg = str(err.value)
     assert "densenet121" in msg and str(tmp_path / "torch") in msg and "densenet121-" in msg
     with pytest.raises(WeightsError, match="fetch_weights") as err:
-        build_extractor({"extractor": "dinov2", "weights": "imagenet"})
+        build_extractor({"name": "dinov2", "weights": "imagenet"})
     assert "facebook/dinov2-small" in str(err.value)
     with pytest.raises(WeightsError, match="facebook/dinov2-base"):
-        build_extractor({"extractor": "dinov2", "weights": "facebook/dinov2-base"})
+        build_extractor({"name": "dinov2", "weights": "facebook/dinov2-base"})
     assert time.perf_counter() - t0 < 10
 
 
@@ -245,7 +245,7 @@ def test_cached_pretrained_weights_are_used(tmp_path, monkeypatch):
     ckpt = tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[1]
     ckpt.parent.mkdir(parents=True)
     torch.save(full.state_dict(), ckpt)
-    spec = {"extractor": "torchvision", "arch": "resnet18", "input_size": 64}
+    spec = {"name": "torchvision", "arch": "resnet18", "input_size": 64}
     ext = build_extractor({**spec, "weights": "imagenet"})
     assert ext.provenance()["weights"] == "torchvision:ResNet18_Weights.IMAGENET1K_V1"
     local = build_extractor({**spec, "weights": str(ckpt), "seed": 5})  # full dict, head ignored
@@ -260,7 +260,7 @@ def test_cached_pretrained_weights_are_used(tmp_path, monkeypatch):
     tiny.save_pretrained(repo / "snapshots" / "0123abc")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0123abc")
-    spec = {"extractor": "dinov2", "input_size": 32}
+    spec = {"name": "dinov2", "input_size": 32}
     hub = build_extractor({**spec, "weights": "imagenet"}).transform(images)
     local = build_extractor({**spec, "weights": str(repo / "snapshots" / "0123abc")})
     assert hub.shape == (2, 64)
@@ -270,9 +270,9 @@ def test_cached_pretrained_weights_are_used(tmp_path, monkeypatch):
 def test_missing_local_weights_named(tmp_path):
     missing = tmp_path / "nowhere" / "model.pth"
     with pytest.raises(WeightsError, match="nowhere/model.pth"):
-        build_extractor({"extractor": "torchvision", "arch": "resnet18", "weights": str(missing)})
+        build_extractor({"name": "torchvision", "arch": "resnet18", "weights": str(missing)})
     with pytest.raises(WeightsError, match="nowhere/dino"):
-        build_extractor({"extractor": "dinov2", "weights": str(tmp_path / "nowhere" / "dino")})
+        build_extractor({"name": "dinov2", "weights": str(tmp_path / "nowhere" / "dino")})
 
 
 # -- regions --------------------------------------------------------------------------------------
@@ -320,8 +320,8 @@ def shard(tmp_path):
 @pytest.mark.parametrize(
     "spec",
     [
-        {"extractor": "spectrum", "n_bins": 16, "batch_size": 4},
-        {"extractor": "torchvision", "arch": "resnet18", "input_size": 32, "batch_size": 4},
+        {"name": "spectrum", "n_bins": 16, "batch_size": 4},
+        {"name": "torchvision", "arch": "resnet18", "input_size": 32, "batch_size": 4},
     ],
     ids=["spectrum", "resnet18"],
 )
@@ -346,7 +346,7 @@ def test_extract_shard_writes_features(shard, spec):
         assert "images/s" in log.getvalue()
         got_ids, feats, attrs = io.read_features(out)
         assert got_ids == ids
-        assert attrs["extractor"] == spec["extractor"] and attrs["region"] == "lung"
+        assert attrs["extractor"] == spec["name"] and attrs["region"] == "lung"
         assert attrs["device"] == "cpu" and json.loads(attrs["spec"])["batch_size"] == 4
         assert "weights" in attrs and "versions" in attrs
         results.append(feats)
@@ -356,7 +356,7 @@ def test_extract_shard_writes_features(shard, spec):
 
 def test_extract_shard_regions_and_errors(shard):
     tmp, ids, images, masks = shard
-    spec = {"extractor": "pixels", "size": 8, "batch_size": 3}
+    spec = {"name": "pixels", "size": 8, "batch_size": 3}
     feats = {}
     for region in ("full", "outer"):
         masks_h5 = None if region == "full" else tmp / "masks.h5"
@@ -370,7 +370,7 @@ def test_extract_shard_regions_and_errors(shard):
     with pytest.raises(ConfigError, match="lung"):
         extract_shard(tmp / "shard.h5", None, "lung", spec, tmp / "x.h5")
     with pytest.raises(ConfigError, match="nosuch"):
-        extract_shard(tmp / "shard.h5", None, "full", {"extractor": "nosuch"}, tmp / "x.h5")
+        extract_shard(tmp / "shard.h5", None, "full", {"name": "nosuch"}, tmp / "x.h5")
     io.write_masks(tmp / "other.h5", ids[::-1], masks)
     with pytest.raises(ImageError, match="other.h5"):
         extract_shard(tmp / "shard.h5", tmp / "other.h5", "lung", spec, tmp / "x.h5")
@@ -417,7 +417,7 @@ def test_contiguous_chunked_and_older_gzip_shards_give_the_same_features(shard, 
         h5.create_dataset("images", data=images, chunks=(4, *images.shape[1:]))
         h5.create_dataset("ids", data=ids, dtype=h5py.string_dtype())
     reads = _spy_reads(monkeypatch)
-    spec = {"extractor": "pixels", "size": 8, "batch_size": 3}
+    spec = {"name": "pixels", "size": 8, "batch_size": 3}
     feats, caches, mapped = {}, {}, {}
     for name in ("shard", "chunked", "old"):
         with h5py.File(tmp / f"{name}.h5", "r") as h5:
@@ -465,7 +465,7 @@ def test_mapped_shard_is_not_held_in_memory(tmp_path, monkeypatch):
     """Streaming a mapped 64 MB shard keeps about one batch of it resident, not the whole."""
     images = np.random.default_rng(0).integers(0, 256, (1024, 256, 256), dtype=np.uint8)
     io.write_images(tmp_path / "big.h5", [f"i{i:04d}" for i in range(len(images))], images)
-    spec = {"extractor": "pixels", "size": 8, "batch_size": 32}
+    spec = {"name": "pixels", "size": 8, "batch_size": 32}
     io.write_images(tmp_path / "warm.h5", ["a"], images[:1])
     extract_shard(tmp_path / "warm.h5", None, "full", spec, tmp_path / "w.h5")  # loads code
     del images
@@ -486,7 +486,7 @@ def test_mapped_shard_is_not_held_in_memory(tmp_path, monkeypatch):
 def test_extract_shard_empty(tmp_path):
     io.write_images(tmp_path / "empty.h5", [], np.zeros((0, 32, 32), np.uint8))
     stats = extract_shard(
-        tmp_path / "empty.h5", None, "full", {"extractor": "pixels", "size": 4}, tmp_path / "f.h5"
+        tmp_path / "empty.h5", None, "full", {"name": "pixels", "size": 4}, tmp_path / "f.h5"
     )
     ids, feats, _ = io.read_features(tmp_path / "f.h5")
     assert stats["n_images"] == 0 and ids == [] and feats.shape == (0, 16)

@@ -166,7 +166,7 @@ datasets:
     n_generators: 3
 features:
   cnn:
-    extractor: finetuned
+    name: finetuned
     arch: custom
     width: 4
     input_size: 32

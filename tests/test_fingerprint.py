@@ -43,7 +43,7 @@ def _generators(n_per=20, size=32, amplitude=2.0, seed=0):
 @pytest.mark.parametrize("source", ["residual", "image"])
 def test_dct_separates_checkerboard_images(source):
     images, truth = _checkerboard_set()
-    ext = build_extractor({"extractor": "dct", "source": source})
+    ext = build_extractor({"name": "dct", "source": source})
     assert isinstance(ext, DCTExtractor)
     feats = ext.transform(images)
     assert feats.shape == (len(images), 8 * 8 * 2) and feats.dtype == np.float32
@@ -57,12 +57,12 @@ def test_dct_shapes_stats_and_global_bins():
     rng = np.random.default_rng(1)
     for size in (64, 256):
         images = rng.integers(0, 256, (2, size, size), dtype=np.uint8)
-        ext = build_extractor({"extractor": "dct", "block": 4, "global_bins": 3})
+        ext = build_extractor({"name": "dct", "block": 4, "global_bins": 3})
         feats = ext.transform(images)
         assert feats.shape == (2, 4 * 4 * 2 + 9) and np.isfinite(feats).all()
         assert np.abs(feats[0] - feats[1]).max() > 1e-3
-    mean_only = build_extractor({"extractor": "dct", "stats": ["mean"]}).transform(images)
-    assert np.allclose(mean_only, build_extractor({"extractor": "dct"}).transform(images)[:, :64])
+    mean_only = build_extractor({"name": "dct", "stats": ["mean"]}).transform(images)
+    assert np.allclose(mean_only, build_extractor({"name": "dct"}).transform(images)[:, :64])
 
 
 def test_dct_leaves_out_masked_tiles():
@@ -70,7 +70,7 @@ def test_dct_leaves_out_masked_tiles():
     image = rng.integers(1, 256, (1, 64, 64), dtype=np.uint8)
     masks = np.zeros_like(image, dtype=bool)
     masks[:, :, :32] = True  # the "lung": the left half, whole tiles
-    ext = build_extractor({"extractor": "dct", "source": "image"})
+    ext = build_extractor({"name": "dct", "source": "image"})
     lung = ext.transform(image, masks, region="lung")
     # identical to the left half alone: the zeroed tiles did not enter the statistics
     np.testing.assert_allclose(lung, ext.transform(image[:, :, :32]), rtol=1e-5, atol=1e-5)
@@ -85,20 +85,20 @@ def test_dct_leaves_out_masked_tiles():
 def test_dct_config_errors():
     images = np.zeros((1, 64, 64), dtype=np.uint8)
     with pytest.raises(ConfigError, match="'block' 7"):
-        build_extractor({"extractor": "dct", "block": 7}).transform(images)
+        build_extractor({"name": "dct", "block": 7}).transform(images)
     with pytest.raises(ConfigError, match="block"):
-        build_extractor({"extractor": "dct", "block": 1})
+        build_extractor({"name": "dct", "block": 1})
     with pytest.raises(ConfigError, match="stats"):
-        build_extractor({"extractor": "dct", "stats": ["mean", "max"]})
+        build_extractor({"name": "dct", "stats": ["mean", "max"]})
     with pytest.raises(ConfigError, match="source"):
-        build_extractor({"extractor": "dct", "source": "residuals"})
+        build_extractor({"name": "dct", "source": "residuals"})
     with pytest.raises(ConfigError, match="global_bins"):
-        build_extractor({"extractor": "dct", "global_bins": 65}).transform(images)
+        build_extractor({"name": "dct", "global_bins": 65}).transform(images)
 
 
 def test_residual_rows_are_standardised():
     images, truth = _generators(n_per=4, size=48)
-    ext = build_extractor({"extractor": "residual", "crop": 32})
+    ext = build_extractor({"name": "residual", "crop": 32})
     assert isinstance(ext, ResidualExtractor)
     rows = ext.transform(images)
     assert rows.shape == (12, 32 * 32) and rows.dtype == np.float32
@@ -109,21 +109,19 @@ def test_residual_rows_are_standardised():
     same = (truth[:, None] == truth[None, :]) & ~np.eye(len(truth), dtype=bool)
     assert corr[same].mean() > 0.3
     assert abs(corr[truth[:, None] != truth[None, :]].mean()) < 0.05
-    wider = build_extractor({"extractor": "residual", "crop": 32, "sigma": 2.0}).transform(images)
+    wider = build_extractor({"name": "residual", "crop": 32, "sigma": 2.0}).transform(images)
     assert np.abs(wider - rows).max() > 0.01
     # crop larger than the image: the whole image
-    assert build_extractor({"extractor": "residual", "crop": 64}).transform(images).shape[1] == (
-        48 * 48
-    )
-    flat = build_extractor({"extractor": "residual"}).transform(np.full((2, 40, 40), 77, np.uint8))
+    assert build_extractor({"name": "residual", "crop": 64}).transform(images).shape[1] == (48 * 48)
+    flat = build_extractor({"name": "residual"}).transform(np.full((2, 40, 40), 77, np.uint8))
     assert flat.shape == (2, 40 * 40) and np.isfinite(flat).all() and not flat.any()
     with pytest.raises(ConfigError, match="sigma"):
-        build_extractor({"extractor": "residual", "sigma": 0})
+        build_extractor({"name": "residual", "sigma": 0})
 
 
 def test_fingerprint_clusterer_recovers_generators():
     images, truth = _generators()
-    rows = build_extractor({"extractor": "residual", "crop": 32}).transform(images)
+    rows = build_extractor({"name": "residual", "crop": 32}).transform(images)
     method = AttributionMethod(n_clusters=3, clusterer={"name": "fingerprint"}, random_state=3)
     labels = method.fit_predict(rows)
     assert adjusted_rand_score(truth, labels) >= 0.9
@@ -140,7 +138,7 @@ def test_fingerprint_clusterer_recovers_generators():
 
 def test_fingerprint_clusterer_direct_and_errors():
     images, truth = _generators(n_per=10, seed=5)
-    rows = build_extractor({"extractor": "residual", "crop": 32}).transform(images)
+    rows = build_extractor({"name": "residual", "crop": 32}).transform(images)
     model = FingerprintClusterer(n_clusters=3, n_init=2, random_state=0)
     labels = model.fit_predict(rows)
     assert set(labels) == {0, 1, 2} and adjusted_rand_score(truth, labels) >= 0.9

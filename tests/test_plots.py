@@ -184,8 +184,8 @@ segmentation:
   unet: {encoder: resnet18, encoder_depth: 3, decoder_channels: [16, 8, 4], input_size: 64,
          epochs: 1}
 features:
-  pixels: {extractor: pixels, size: 16}
-  spectrum: {extractor: spectrum}
+  pixels: {name: pixels, size: 16}
+  spectrum: {name: spectrum}
 attribution:
   methods:
     spectrum_kmeans: {feature: spectrum, clusterer: {name: kmeans}}

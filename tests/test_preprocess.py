@@ -128,20 +128,20 @@ def test_steps_apply_in_order():
 )
 def test_bad_specs_name_the_config_key(spec, match):
     with pytest.raises(ConfigError, match=match) as err:
-        build_extractor({"extractor": "pixels", "preprocess": spec}, key="features.px")
+        build_extractor({"name": "pixels", "preprocess": spec}, key="features.px")
     assert "features.px.preprocess" in str(err.value)
 
 
 def test_extractor_applies_preprocess_and_records_it():
     images = _ct_like(3)
-    plain = build_extractor({"extractor": "pixels", "size": 8})
-    eq = build_extractor({"extractor": "pixels", "size": 8, "preprocess": "histeq"})
+    plain = build_extractor({"name": "pixels", "size": 8})
+    eq = build_extractor({"name": "pixels", "size": 8, "preprocess": "histeq"})
     assert not np.allclose(plain.transform(images), eq.transform(images))
     expected = plain.transform(build_preprocessor("histeq").transform(images))
     np.testing.assert_array_equal(eq.transform(images), expected)  # applied exactly once
     assert eq.provenance()["preprocess"] == [{"name": "histeq"}]
     assert plain.provenance()["preprocess"] == []
-    torch_ext = {"extractor": "torchvision", "arch": "resnet18", "input_size": 32}
+    torch_ext = {"name": "torchvision", "arch": "resnet18", "input_size": 32}
     a = build_extractor(torch_ext).transform(images)
     b = build_extractor({**torch_ext, "preprocess": "histeq"}).transform(images)
     assert a.shape == b.shape and not np.allclose(a, b)
@@ -150,8 +150,8 @@ def test_extractor_applies_preprocess_and_records_it():
 @pytest.mark.parametrize(
     "extractor",
     [
-        {"extractor": "pixels", "size": 8},
-        {"extractor": "vit_mae", "size": "tiny", "input_size": 32},
+        {"name": "pixels", "size": 8},
+        {"name": "vit_mae", "size": "tiny", "input_size": 32},
     ],
     ids=["pixels", "vit_mae"],
 )
@@ -163,7 +163,7 @@ def test_shard_runner_preprocesses_before_region_once(tmp_path, extractor):
     io.write_images(tmp_path / "im.h5", ids, images)
     io.write_masks(tmp_path / "m.h5", ids, masks)
     spec = {**extractor, "preprocess": ["histeq", {"name": "opening", "size": 3}], "batch_size": 2}
-    workers = 1 if extractor["extractor"] == "pixels" else 0  # preprocessing in a worker too
+    workers = 1 if extractor["name"] == "pixels" else 0  # preprocessing in a worker too
     extract_shard(
         tmp_path / "im.h5", tmp_path / "m.h5", "lung", spec, tmp_path / "f.h5", num_workers=workers
     )

@@ -57,8 +57,8 @@ segmentation:
   train_shards: [0]
   unet: {input_size: 64, epochs: 3, batch_size: 4, decoder_channels: [16, 8, 4]}
 features:
-  pixels: {extractor: pixels, size: 16}
-  resnet18: {extractor: torchvision, arch: resnet18, weights: none, input_size: 64}
+  pixels: {name: pixels, size: 16}
+  resnet18: {name: torchvision, arch: resnet18, weights: none, input_size: 64}
 membership:
   n_folds: 2
   methods:

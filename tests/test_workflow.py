@@ -143,7 +143,7 @@ def test_bad_images_stop_before_embedding(workflow_dir):
         "    generated: data/bad/generated\n    real_used: data/bad/real_used\n"
         "    real_not_used: data/bad/real_not_used\n"
         "segmentation: {mask_source: threshold}\n"
-        "features: {pixels: {extractor: pixels, size: 16}}\n"
+        "features: {pixels: {name: pixels, size: 16}}\n"
         "membership:\n  methods:\n    pixels_knn: {feature: pixels, scorer: {name: knn}}\n"
     )
     (workflow_dir / "bad.yaml").write_text(cfg)

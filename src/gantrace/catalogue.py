@@ -8,7 +8,7 @@ fusions that reproduce it. A config selects entries with
       include: all              # or a list of ids
       override:                 # adapt every entry to this run without editing it
         all: {weights: none}    # keys already present in a feature spec
-        blip2: {size: tiny}     # keys of one extractor (set even when absent)
+        blip2: {size: tiny}     # keys of one extractor, by name (set even when absent)
 
 and `expand(config, catalogue_dir)` adds their features, methods and fusions to the config
 before it is validated, so they run and rank like the user's own methods.
@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from gantrace.errors import ConfigError
+from gantrace.registry import spec_name
 
 TASKS = ("attribution", "membership")
 ENTRY_KEYS = {"id", "task", "team", "paper", "reported", "description", "features"}
@@ -68,7 +69,7 @@ def _override(spec, override):
     for key, value in (override.get("all") or {}).items():
         if key in spec:
             spec[key] = value
-    spec.update(override.get(spec.get("extractor"), {}) or {})
+    spec.update(override.get(spec_name(spec), {}) or {})
     for key in ("parts",):
         if isinstance(spec.get(key), list):
             spec[key] = [_override(p, override) for p in spec[key]]
@@ -112,7 +113,9 @@ def expand(config, catalogue_dir):
         )
     override = section.get("override") or {}
     if not isinstance(override, dict):
-        raise ConfigError("catalogue.override: expected a mapping {all|<extractor>: {key: value}}")
+        raise ConfigError(
+            "catalogue.override: expected a mapping {all|<extractor name>: {key: value}}"
+        )
     origin = {}
     features = config.setdefault("features", {})
     for cid in include:

@@ -33,6 +33,9 @@ def validate_config(config, schema_path):
     """Fill defaults in place and check `config`; raise ConfigError naming every bad key."""
     if not isinstance(config, dict):
         raise ConfigError("the config must be a mapping of keys to values")
+    renamed = list(_renamed_keys(config))
+    if renamed:  # one line each, before the schema buries them under "'name' is required"
+        raise ConfigError("invalid config:\n" + "\n".join(f"  {r}" for r in renamed))
     schema = yaml.safe_load(Path(schema_path).read_text())
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.path)))
     if errors:
@@ -43,6 +46,27 @@ def validate_config(config, schema_path):
     if problems:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
     return config
+
+
+def _renamed_keys(cfg):
+    features = cfg.get("features")
+    for name, spec in (features if isinstance(features, dict) else {}).items():
+        yield from renamed_keys(f"features.{name}", spec)
+
+
+def renamed_keys(key, spec):
+    """One line per place where a feature spec (or a concat part) still names its
+    extractor `extractor:`, the key every other part spec calls `name:`."""
+    if not isinstance(spec, dict):
+        return
+    if "extractor" in spec:
+        yield (
+            f"{key}.extractor: renamed to 'name'; write `name: {spec['extractor']}` instead "
+            f"of `extractor: {spec['extractor']}`"
+        )
+    parts = spec.get("parts")
+    for i, part in enumerate(parts if isinstance(parts, list) else []):
+        yield from renamed_keys(f"{key}.parts[{i}]", part)
 
 
 def _message(error):

@@ -197,6 +197,8 @@ class Part:
 
     name = "part"
     _parameter_constraints: dict = {}
+    # __init__ keywords that say where the part is configured (for messages), not what it does
+    _not_params = ("config_key",)
 
     @classmethod
     def param_names(cls):
@@ -204,7 +206,9 @@ class Part:
         return sorted(
             p.name
             for p in sig.parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            if p.name != "self"
+            and p.name not in cls._not_params
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         )
 
     @classmethod

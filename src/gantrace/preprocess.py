@@ -9,62 +9,23 @@ Laplacian and contrast-adjusted images (Inoue Koki 2024). A spec is a name, a ma
     out = prep.transform(images)
 """
 
-import copy
-import difflib
-
 import numpy as np
 
 from gantrace.errors import ConfigError
+from gantrace.params import Interval, Options, Part
+from gantrace.registry import Registry
 
-PREPROCESSORS: dict[str, type] = {}
-
-
-def _register(cls):
-    PREPROCESSORS[cls.name] = cls
-    return cls
+PREPROCESSORS = Registry("preprocessor")
 
 
-def _number(key, name, param, value, low=None, high=None, integer=False):
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-    if ok and integer:
-        ok = float(value).is_integer()
-    if ok and low is not None:
-        ok = value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        bounds = f" in [{low}, {high}]" if high is not None else f" >= {low}"
-        raise ConfigError(f"{key}: {name} '{param}' must be {kind}{bounds}, got {value!r}")
-    return int(value) if integer else float(value)
-
-
-class Preprocessor:
-    """One step. Parameters are constructor keywords listed in `defaults`."""
+class Preprocessor(Part):
+    """One step: its parameters are its constructor keywords, checked against
+    `_parameter_constraints` when built from a spec (`build_preprocessor`)."""
 
     name = "base"
-    defaults: dict = {}
-
-    def __init__(self, key="preprocess", **params):
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            valid = ", ".join(sorted(self.defaults)) or "none"
-            raise ConfigError(f"{key}: {self.name} has no parameter '{unknown[0]}'; valid: {valid}")
-        self.params = {**copy.deepcopy(self.defaults), **params}
-        self.check_params(key)
-
-    def check_params(self, key):
-        """Validate (and normalise) `self.params`."""
-
-    def get_params(self):
-        return copy.deepcopy(self.params)
 
     def transform(self, images):
         raise NotImplementedError
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
-        return f"{type(self).__name__}({args})"
 
 
 def _batch(images):
@@ -76,7 +37,7 @@ def _batch(images):
     return images
 
 
-@_register
+@PREPROCESSORS.register
 class Identity(Preprocessor):
     """Leave the images as they are."""
 
@@ -86,26 +47,22 @@ class Identity(Preprocessor):
         return _batch(images)
 
 
-@_register
+@PREPROCESSORS.register
 class Opening(Preprocessor):
     """Grey-level morphological opening: removes bright details smaller than the element."""
 
     name = "opening"
-    defaults = {"size": 3, "shape": "square"}
+    _parameter_constraints = {"size": [Interval(int, 1)], "shape": [Options("square", "disk")]}
 
-    def check_params(self, key):
-        self.params["size"] = _number(key, self.name, "size", self.params["size"], 1, integer=True)
-        if self.params["shape"] not in ("square", "disk"):
-            raise ConfigError(
-                f"{key}: opening 'shape' must be square or disk, got {self.params['shape']!r}"
-            )
+    def __init__(self, size=3, shape="square"):
+        self.size, self.shape = int(size), shape
 
     def transform(self, images):
         from scipy import ndimage
 
         images = _batch(images)
-        size = self.params["size"]
-        if self.params["shape"] == "square":
+        size = self.size
+        if self.shape == "square":
             return ndimage.grey_opening(images, size=(1, size, size))
         r = (size - 1) / 2
         yy, xx = np.mgrid[:size, :size] - r
@@ -126,21 +83,19 @@ def otsu_threshold(image):
     return int(np.argmax(between))
 
 
-@_register
+@PREPROCESSORS.register
 class Binarise(Preprocessor):
     """0 / 255 image: above Otsu's per-image threshold, or above a fixed grey level."""
 
     name = "binarise"
-    defaults = {"threshold": "otsu"}
+    _parameter_constraints = {"threshold": [Options("otsu"), Interval(int, 0, 255)]}
 
-    def check_params(self, key):
-        t = self.params["threshold"]
-        if t != "otsu":
-            self.params["threshold"] = _number(key, self.name, "threshold", t, 0, 255, integer=True)
+    def __init__(self, threshold="otsu"):
+        self.threshold = threshold if threshold == "otsu" else int(threshold)
 
     def transform(self, images):
         images = _batch(images)
-        t = self.params["threshold"]
+        t = self.threshold
         out = np.empty_like(images)
         for i, image in enumerate(images):
             level = otsu_threshold(image) if t == "otsu" else t
@@ -148,7 +103,7 @@ class Binarise(Preprocessor):
         return out
 
 
-@_register
+@PREPROCESSORS.register
 class HistEq(Preprocessor):
     """Per-image histogram equalisation (grey levels mapped through the rescaled CDF)."""
 
@@ -169,7 +124,7 @@ class HistEq(Preprocessor):
         return out
 
 
-@_register
+@PREPROCESSORS.register
 class Laplacian(Preprocessor):
     """|Laplacian| (of Gaussian when sigma > 0), rescaled to uint8.
 
@@ -178,26 +133,22 @@ class Laplacian(Preprocessor):
     """
 
     name = "laplacian"
-    defaults = {"sigma": 0.0, "rescale": "fixed"}
+    _parameter_constraints = {"sigma": [Interval(float, 0)], "rescale": [Options("fixed", "max")]}
 
-    def check_params(self, key):
-        self.params["sigma"] = _number(key, self.name, "sigma", self.params["sigma"], 0)
-        if self.params["rescale"] not in ("fixed", "max"):
-            raise ConfigError(
-                f"{key}: laplacian 'rescale' must be fixed or max, got {self.params['rescale']!r}"
-            )
+    def __init__(self, sigma=0.0, rescale="fixed"):
+        self.sigma, self.rescale = float(sigma), rescale
 
     def transform(self, images):
         from scipy import ndimage
 
         images = _batch(images)
         out = np.empty_like(images)
-        sigma = self.params["sigma"]
+        sigma = self.sigma
         for i, image in enumerate(images):
             x = image.astype(np.float32)
             lap = ndimage.gaussian_laplace(x, sigma) if sigma > 0 else ndimage.laplace(x)
             lap = np.abs(lap)
-            if self.params["rescale"] == "max":
+            if self.rescale == "max":
                 peak = lap.max()
                 lap = lap * (255.0 / peak) if peak > 0 else lap
             else:
@@ -206,7 +157,7 @@ class Laplacian(Preprocessor):
         return out
 
 
-@_register
+@PREPROCESSORS.register
 class Contrast(Preprocessor):
     """Linear stretch of the [low, high] percentiles to [0, 255], then gamma.
 
@@ -214,31 +165,34 @@ class Contrast(Preprocessor):
     """
 
     name = "contrast"
-    defaults = {"low": 1.0, "high": 99.0, "gamma": 1.0}
+    _parameter_constraints = {
+        "low": [None, Interval(float, 0, 100)],
+        "high": [None, Interval(float, 0, 100)],
+        "gamma": [Interval(float, 1e-3, 100)],
+    }
 
-    def check_params(self, key):
-        p = self.params
-        if (p["low"] is None) != (p["high"] is None):
-            raise ConfigError(f"{key}: contrast needs both 'low' and 'high', or neither")
-        if p["low"] is not None:
-            p["low"] = _number(key, self.name, "low", p["low"], 0, 100)
-            p["high"] = _number(key, self.name, "high", p["high"], 0, 100)
-            if p["low"] >= p["high"]:
-                raise ConfigError(f"{key}: contrast 'low' must be below 'high', got {p}")
-        p["gamma"] = _number(key, self.name, "gamma", p["gamma"], 1e-3, 100)
+    def __init__(self, low=1.0, high=99.0, gamma=1.0, *, config_key="contrast"):
+        if (low is None) != (high is None):
+            raise ConfigError(f"{config_key}: contrast needs both 'low' and 'high', or neither")
+        if low is not None:
+            low, high = float(low), float(high)
+            if low >= high:
+                raise ConfigError(
+                    f"{config_key}.low: must be below 'high', got low {low}, high {high}"
+                )
+        self.low, self.high, self.gamma = low, high, float(gamma)
 
     def transform(self, images):
         images = _batch(images)
-        p = self.params
         out = np.empty_like(images)
         for i, image in enumerate(images):
             x = image.astype(np.float32)
-            if p["low"] is not None:
-                lo, hi = np.percentile(x, [p["low"], p["high"]])
+            if self.low is not None:
+                lo, hi = np.percentile(x, [self.low, self.high])
                 if hi > lo:
                     x = np.clip((x - lo) * (255.0 / (hi - lo)), 0, 255)
-            if p["gamma"] != 1.0:
-                x = 255.0 * (x / 255.0) ** p["gamma"]
+            if self.gamma != 1.0:
+                x = 255.0 * (x / 255.0) ** self.gamma
             out[i] = np.clip(np.round(x), 0, 255).astype(np.uint8)
         return out
 
@@ -272,24 +226,11 @@ def build_preprocessor(spec, key="preprocess"):
     """
     if spec is None:
         return Pipeline([])
-    items = spec if isinstance(spec, (list, tuple)) else [spec]
-    steps = []
-    valid = ", ".join(PREPROCESSORS)
-    for i, item in enumerate(items):
-        where = f"{key}[{i}]" if isinstance(spec, (list, tuple)) else key
-        if isinstance(item, str):
-            name, params = item, {}
-        elif isinstance(item, dict) and "name" in item:
-            params = dict(item)
-            name = params.pop("name")
-        else:
-            raise ConfigError(
-                f"{where}: a step must be a name or a mapping with 'name', got {item!r}; "
-                f"valid names: {valid}"
-            )
-        if name not in PREPROCESSORS:
-            close = difflib.get_close_matches(str(name), list(PREPROCESSORS), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{where}: unknown step {name!r}{hint}; valid names: {valid}")
-        steps.append(PREPROCESSORS[name](key=where, **params))
+    if isinstance(spec, (list, tuple)):
+        steps = [
+            PREPROCESSORS.create(item, where=f"{key}[{i}]", config_key=f"{key}[{i}]")
+            for i, item in enumerate(spec)
+        ]
+    else:
+        steps = [PREPROCESSORS.create(spec, where=key, config_key=key)]
     return Pipeline(steps)

@@ -83,14 +83,15 @@ class Registry:
         valid = ", ".join(self.names())
         if not isinstance(spec, dict) or KEY not in spec:
             raise ConfigError(
-                f"{where}: expected a mapping with a '{KEY}' key, one of {valid}; got {spec!r}"
+                f"{where}: expected a mapping with a '{KEY}' key naming the {self.kind} "
+                f"(one of {valid}); got {spec!r}"
             )
         params = dict(spec)
         name = params.pop(KEY)
         if name not in self._classes:
             raise ConfigError(
-                f"{where}.{KEY}: unknown {self.kind} {name!r}{suggest(name, self.names())}; "
-                f"valid options: {valid}"
+                f"{where}: unknown {self.kind} {name!r}{suggest(name, self.names())}; "
+                f"set {where}.{KEY} to one of {valid}"
             )
         return self._classes[name], params
 

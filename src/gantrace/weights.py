@@ -20,7 +20,9 @@ import torch
 
 from gantrace.errors import ConfigError, WeightsError
 from gantrace.features.base import check_spec
-from gantrace.features.deep import PRETRAINED, _hf_cache_dir
+from gantrace.features.deep import PRETRAINED, hf_cache_dir
+from gantrace.features.lite0 import LITE0_PACKAGE, packaged_lite0_file
+from gantrace.features.timm_models import timm_pretrained_source
 from gantrace.torch_env import ensure_torchvision_ops
 
 _TRUE = ("1", "true", "yes", "on")
@@ -38,7 +40,7 @@ def _hf_present(repo_id, filenames=("config.json",)):
     from huggingface_hub import try_to_load_from_cache
 
     for filename in filenames:
-        found = try_to_load_from_cache(repo_id, filename, cache_dir=_hf_cache_dir())
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=hf_cache_dir())
         if isinstance(found, str):
             return True
     return False
@@ -49,15 +51,15 @@ def _hf_entry(repo, filenames=("config.json",)):
         "source": "huggingface",
         "key": f"huggingface:{repo}",
         "repo_id": repo,
-        "cache_dir": str(_hf_cache_dir()),
+        "cache_dir": str(hf_cache_dir()),
         "present": _hf_present(repo, filenames),
         "allow_patterns": HF_PATTERNS,
     }
 
 
 def _entries(ext):
-    """An extractor's weight needs (dicts); concat lists its parts' needs."""
-    if ext.name == "concat":
+    """An extractor's weight needs (dicts); one made of parts lists its parts' needs."""
+    if ext.parts:
         return [entry for part in ext.parts for entry in _entries(part)]
     entry = _entry(ext)
     return [] if entry is None else [entry]
@@ -72,8 +74,6 @@ def _entry(ext):
             return None
         if not ext.pretrained():
             return _local(w)
-        from gantrace.features.timm_models import timm_pretrained_source
-
         source, where, files = timm_pretrained_source(ext.params["model"])
         if source == "hf":
             return {**_hf_entry(where, files), "allow_patterns": ["*.json", *files]}
@@ -115,8 +115,6 @@ def _entry(ext):
         if w == "none":
             return None
         if w == "packaged" or w.lower() in PRETRAINED:
-            from gantrace.features.lite0 import LITE0_PACKAGE, packaged_lite0_file
-
             try:
                 path, present = str(packaged_lite0_file()), True
             except WeightsError:
@@ -163,19 +161,7 @@ def required_weights(features_config):
 
 
 def _entries_of(name, spec):
-    """Weight needs of one feature; a learned (`finetuned`) feature starts from torchvision
-    ImageNet weights of each of its archs, or from none."""
-    from gantrace.features.finetuned import EXTRACTOR as LEARNED
-
-    if spec.get("extractor") == LEARNED:
-        archs = spec.get("ensemble") or [spec.get("arch", "custom")]
-        weights = spec.get("weights", "none")
-        found = []
-        for arch in archs:
-            if arch != "custom":
-                tv = {"extractor": "torchvision", "arch": arch, "weights": weights}
-                found += _entries(check_spec(tv, key=f"features.{name}"))
-        return found
+    """Weight needs of one feature (a learned one: the torchvision weights of its archs)."""
     return _entries(check_spec(spec, key=f"features.{name}"))
 
 
@@ -215,7 +201,7 @@ def _fetch_one(item, log):
         return {**item, "path": str(path), "present": True, "status": "downloaded"}
     if source == "huggingface":
         repo = item["repo_id"]
-        cache = _hf_cache_dir()
+        cache = hf_cache_dir()
         if _hf_present(repo):
             status = "cached"
         elif _offline():

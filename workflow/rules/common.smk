@@ -115,7 +115,7 @@ def needs_labels(task, method):
 
     spec = METHODS[task][method]
     feature = FEATURES[spec["feature"]]
-    if feature["extractor"] in LEARNED_EXTRACTORS and not feature.get("train_from"):
+    if feature["name"] in LEARNED_EXTRACTORS and not feature.get("train_from"):
         return True
     if task != "membership":
         return False
@@ -183,7 +183,7 @@ def label_count(ds, name):
 def uses_gpu(feature):
     """1 for features computed by a network (learned ones included), else 0."""
     spec = FEATURES[feature]
-    if spec["extractor"] in LEARNED_EXTRACTORS:
+    if spec["name"] in LEARNED_EXTRACTORS:
         return 1
     from gantrace.features import check_spec  # imports torch: only when asked
 
@@ -196,7 +196,7 @@ def uses_gpu(feature):
 def learned_features():
     """Feature names produced by `train_features` (a net trained on labelled images)."""
     return sorted(
-        f for f, s in FEATURES.items() if s["extractor"] in LEARNED_EXTRACTORS
+        f for f, s in FEATURES.items() if s["name"] in LEARNED_EXTRACTORS
     )
 
 

@@ -1,5 +1,5 @@
 rule train_features:
-    """A learned feature (extractor: finetuned): CNNs trained on the labelled images,
+    """A learned feature (name: finetuned): CNNs trained on the labelled images,
     cross-fitted so no image's features come from a net that saw its label."""
     input:
         images=lambda wc: image_shards(wc.dataset),

@@ -1,7 +1,7 @@
 """Image embeddings for membership and attribution: registry, extractors, shard runner.
 
 from gantrace.features import build_extractor, extract_shard
-ext = build_extractor({"extractor": "torchvision", "arch": "densenet121", "weights": "none"})
+ext = build_extractor({"name": "torchvision", "arch": "densenet121", "weights": "none"})
 feats = ext.transform(images)  # uint8 (N, H, W) -> float32 (N, D)
 
 Every spec takes `preprocess` (see `gantrace.preprocess`), applied before the region mask.
@@ -11,6 +11,7 @@ from gantrace.features import (  # noqa: F401 - fill the registry
     classic,
     concat,
     deep,
+    finetuned,
     hf_vision,
     lite0,
     residual,
@@ -32,6 +33,7 @@ from gantrace.features.classic import (
 )
 from gantrace.features.concat import ConcatExtractor
 from gantrace.features.deep import Dinov2Extractor, TorchExtractor, TorchvisionExtractor
+from gantrace.features.finetuned import LearnedFeature
 from gantrace.features.hf_vision import Blip2Extractor, BlipExtractor, VitMaeExtractor
 from gantrace.features.lite0 import EfficientNetLite0Extractor
 from gantrace.features.residual import DCTExtractor, ResidualExtractor
@@ -49,6 +51,7 @@ __all__ = [
     "EfficientNetLite0Extractor",
     "FeatureExtractor",
     "LBPExtractor",
+    "LearnedFeature",
     "PixelsExtractor",
     "ResidualExtractor",
     "ShardDataset",

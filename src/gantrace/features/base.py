@@ -1,59 +1,45 @@
 """Extractor base class, the registry, spec parsing and region masking."""
 
 import copy
-import difflib
 import importlib.metadata
 
 import numpy as np
 
 from gantrace import __version__
+from gantrace.config import renamed_keys
 from gantrace.errors import ConfigError
+from gantrace.params import InstanceOf, Interval, Options, Part, check_value, validate
 from gantrace.preprocess import build_preprocessor
+from gantrace.registry import KEY, Registry, spec_name
 
-FEATURES: dict[str, type] = {}
+FEATURES = Registry("extractor")
 REGIONS = ("full", "lung", "outer")
+SPEC_KEY = "features spec"  # names a spec in errors when the caller gives no config key
 
 
-def register(cls):
-    """Class decorator: add an extractor to `FEATURES` under its `name`."""
-    FEATURES[cls.name] = cls
-    return cls
+def _spec(spec, key):
+    """The spec itself, unless it still names its extractor with the old `extractor` key."""
+    problem = next(renamed_keys(key, spec), None)
+    if problem:
+        raise ConfigError(problem)
+    return spec
 
 
-def suggest(word, choices):
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _spec_class(spec, key):
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{key} must be a mapping, got {type(spec).__name__}: {spec!r}")
-    params = dict(spec)
-    name = params.pop("extractor", None)
-    valid = ", ".join(sorted(FEATURES))
-    if name is None:
-        raise ConfigError(f"{key} {spec!r} has no 'extractor' key; valid extractors: {valid}")
-    if name not in FEATURES:
-        raise ConfigError(
-            f"{key}: unknown extractor '{name}'{suggest(name, FEATURES)}; valid extractors: {valid}"
-        )
-    return FEATURES[name], params
-
-
-def build_extractor(spec, key="features spec"):
-    """Build an extractor from a config mapping such as {"extractor": "pixels", "size": 32}.
+def check_spec(spec, key=SPEC_KEY):
+    """The extractor a spec such as {"name": "pixels", "size": 32} asks for, its parameters
+    checked but its weights not looked for (parse time: no file is needed yet).
 
     `key` names the spec in errors, e.g. "features.r50" (then a bad preprocessing step is
     reported as "features.r50.preprocess").
     """
-    cls, params = _spec_class(spec, key)
-    return cls(config_key=key, **params)
+    return FEATURES.create(_spec(spec, key), where=key, config_key=key)
 
 
-def check_spec(spec, key="features spec"):
-    """Validate a spec without touching weights: the extractor, its weights not checked."""
-    cls, params = _spec_class(spec, key)
-    return cls.bare(params, config_key=key)
+def build_extractor(spec, key=SPEC_KEY):
+    """`check_spec`, then fail fast (WeightsError) if its weights are not available here."""
+    extractor = check_spec(spec, key)
+    extractor.check_weights()
+    return extractor
 
 
 def library_versions(*names):
@@ -67,21 +53,6 @@ def library_versions(*names):
     return versions
 
 
-def check_int(owner, key, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"{owner}: '{key}' must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_choice(owner, key, value, choices):
-    if value not in choices:
-        raise ConfigError(
-            f"{owner}: '{key}' must be one of {', '.join(map(str, choices))}, got {value!r}"
-            f"{suggest(value, map(str, choices))}"
-        )
-    return value
-
-
 def as_batch(images):
     """Return `images` as an (N, H, W) array; a single (H, W) image becomes a batch of one."""
     images = np.asarray(images)
@@ -92,50 +63,61 @@ def as_batch(images):
     return images
 
 
-class FeatureExtractor:
+class FeatureExtractor(Part):
     """Maps a batch of uint8 greyscale images (N, H, W) to float32 features (N, D).
 
-    Every parameter is a constructor keyword listed in `defaults` (plus `preprocess`, a
-    `gantrace.preprocess` spec, for every extractor); an unknown keyword is a ConfigError
-    naming it. Subclasses set `name`, `defaults` and implement `extract`.
+    A subclass sets `name`, implements `extract` and declares its parameters once: as the
+    keywords of its `__init__` (with their defaults) and what each accepts in
+    `_parameter_constraints` (the base adds `batch_size` and `preprocess`, a
+    `gantrace.preprocess` spec). The values live in `params`, normalised (names such as
+    `model` and `parts` are taken by what an extractor builds from them). `config_key`
+    names the spec in errors. Construction checks the parameters; `check_weights` then
+    looks for the weights (`build_extractor` does both).
     """
 
     name = "base"
-    defaults: dict = {"batch_size": 64}
     uses_torch = False
+    # trained on a dataset's labelled images by the train_features rule, not extracted
+    # shard by shard
+    learned = False
+    # the extractors this one is made of (a concat's parts, a fine-tuned CNN's torchvision
+    # trunks): their weights are its weights
+    parts: tuple = ()
     versions_of: tuple = ("numpy",)
+    _parameter_constraints = {
+        "batch_size": [Interval(int, 1)],
+        "preprocess": [None, InstanceOf(str, dict, list, tuple, what="a preprocessing spec")],
+    }
 
-    def __init__(self, *, config_key="features spec", **params):
-        self._setup(params, config_key)
-        self.check_weights()
-
-    @classmethod
-    def bare(cls, params, config_key="features spec"):
-        """The extractor with its params validated but its weights not looked for."""
-        obj = cls.__new__(cls)
-        obj._setup(dict(params), config_key)
-        return obj
-
-    def _setup(self, params, config_key):
-        self.config_key = config_key
-        unknown = sorted(set(params) - set(self.defaults) - {"preprocess"})
-        if unknown:
-            key = unknown[0]
-            raise ConfigError(
-                f"{config_key} (extractor '{self.name}'): unknown key '{key}'"
-                f"{suggest(key, [*self.defaults, 'preprocess'])}; valid keys: extractor, "
-                f"{', '.join(sorted([*self.defaults, 'preprocess']))}"
-            )
-        self.params = {**copy.deepcopy(self.defaults), **params}
-        self.params["batch_size"] = check_int(self.name, "batch_size", self.params["batch_size"])
+    def __init__(self, config_key=None, **params):
+        """Subclasses call this with their keywords: check, normalise, build the preprocessor."""
+        self.config_key = config_key or self.name
+        validate(self.config_key, params, self.constraints())
+        self.params = params
+        params["batch_size"] = int(params["batch_size"])
         self.preprocessor = build_preprocessor(
-            self.params.get("preprocess"), key=f"{config_key}.preprocess"
+            params["preprocess"], key=f"{self.config_key}.preprocess"
         )
-        self.params["preprocess"] = self.preprocessor.spec()
-        self.check_params()
+        params["preprocess"] = self.preprocessor.spec()
 
-    def check_params(self):
-        """Validate `self.params`; raise ConfigError on a bad value."""
+    def get_params(self):
+        return copy.deepcopy(self.params)
+
+    def _init_params(self):
+        """The parameters as the constructor takes them back (see ConcatExtractor)."""
+        return self.get_params()
+
+    def set_params(self, **params):
+        """Change some parameters: checked and normalised as in a new spec."""
+        FEATURES.check_params(type(self), params, self.config_key, injected=("config_key",))
+        self.__init__(**{**self._init_params(), **params}, config_key=self.config_key)
+        return self
+
+    def clone(self):
+        """An unfitted copy with the same parameters, its weights looked for."""
+        twin = type(self)(**self._init_params(), config_key=self.config_key)
+        twin.check_weights()
+        return twin
 
     def check_weights(self):
         """Fail fast (WeightsError) when the weights asked for are not available here."""
@@ -143,9 +125,6 @@ class FeatureExtractor:
     @property
     def batch_size(self):
         return self.params["batch_size"]
-
-    def get_params(self):
-        return copy.deepcopy(self.params)
 
     def weights_description(self):
         return "none"
@@ -166,7 +145,7 @@ class FeatureExtractor:
 
     def provenance(self):
         return {
-            "extractor": self.name,
+            "extractor": self.name,  # the feature files' attrs keep their key
             "params": self.get_params(),
             "preprocess": self.preprocessor.spec(),
             "weights": self.weights_description(),
@@ -178,12 +157,21 @@ class FeatureExtractor:
         return f"{type(self).__name__}({args})"
 
 
+def with_seed(spec, seed):
+    """`spec` with `seed` set where its extractor takes one and the spec sets none."""
+    spec = {KEY: spec} if isinstance(spec, str) else spec
+    cls = FEATURES.get(spec_name(spec)) if isinstance(spec, dict) else None
+    if cls is None or "seed" not in cls.param_names():
+        return spec
+    return {"seed": seed, **spec}
+
+
 def apply_region(images, masks, region):
     """Keep one region of each image: "full" (all), "lung" (inside mask), "outer" (outside).
 
     Returns uint8 images; pixels outside the kept region are 0. `images` is not modified.
     """
-    check_choice("apply_region", "region", region, REGIONS)
+    check_value("apply_region.region", region, [Options(*REGIONS)])
     images = np.asarray(images)
     if region == "full":
         return images

@@ -3,24 +3,19 @@
 import numpy as np
 
 from gantrace.errors import ConfigError
-from gantrace.features.base import (
-    FeatureExtractor,
-    as_batch,
-    check_choice,
-    check_int,
-    register,
-)
+from gantrace.features.base import FEATURES, FeatureExtractor, as_batch
+from gantrace.params import InstanceOf, Interval, ListOf, Options, check_value
 
 
-@register
+@FEATURES.register
 class PixelsExtractor(FeatureExtractor):
     """Area-downsample to `size` x `size`, flatten, scale to [0, 1]."""
 
     name = "pixels"
-    defaults = {"size": 32, "batch_size": 256}
+    _parameter_constraints = {"size": [Interval(int, 1)]}
 
-    def check_params(self):
-        check_int(self.name, "size", self.params["size"])
+    def __init__(self, size=32, batch_size=256, preprocess=None, *, config_key=None):
+        super().__init__(config_key, size=size, batch_size=batch_size, preprocess=preprocess)
 
     def extract(self, images):
         images = as_batch(images)
@@ -37,30 +32,30 @@ class PixelsExtractor(FeatureExtractor):
         return (x.reshape(n, s * s) / np.float32(255)).astype(np.float32, copy=False)
 
 
-@register
+@FEATURES.register
 class LBPExtractor(FeatureExtractor):
     """Normalised histograms of uniform local binary patterns, one per (P, R) scale."""
 
     name = "lbp"
-    defaults = {"P": 8, "R": 1, "scales": None, "batch_size": 64}
     versions_of = ("numpy", "scikit-image")
+    _parameter_constraints = {
+        "P": [Interval(int, 1)],
+        "R": [Interval(float, 0, closed="neither")],
+        "scales": [None, ListOf(InstanceOf(list, tuple, what="a [P, R] pair"))],
+    }
 
-    def check_params(self):
-        scales = self.params["scales"]
-        if scales is None:
-            scales = [[self.params["P"], self.params["R"]]]
-        if not isinstance(scales, (list, tuple)) or not scales:
-            raise ConfigError(f"lbp: 'scales' must be a list of [P, R] pairs, got {scales!r}")
-        out = []
-        for pair in scales:
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                raise ConfigError(f"lbp: each scale must be a [P, R] pair, got {pair!r}")
-            p = check_int(self.name, "P", pair[0], minimum=1)
-            r = pair[1]
-            if isinstance(r, bool) or not isinstance(r, (int, float)) or r <= 0:
-                raise ConfigError(f"lbp: 'R' must be a positive number, got {r!r}")
-            out.append((p, float(r)))
-        self._scales = out
+    def __init__(self, P=8, R=1, scales=None, batch_size=64, preprocess=None, *, config_key=None):
+        super().__init__(
+            config_key, P=P, R=R, scales=scales, batch_size=batch_size, preprocess=preprocess
+        )
+        self._scales = []
+        for i, pair in enumerate(scales if scales is not None else [[P, R]]):
+            key = f"{self.config_key}.scales[{i}]"
+            if len(pair) != 2:
+                raise ConfigError(f"{key}: expected a [P, R] pair, got {pair!r}")
+            p = check_value(f"{key}.P", pair[0], self._parameter_constraints["P"])
+            r = check_value(f"{key}.R", pair[1], self._parameter_constraints["R"])
+            self._scales.append((int(p), float(r)))
 
     @property
     def n_features(self):
@@ -82,14 +77,11 @@ class LBPExtractor(FeatureExtractor):
 
 
 DENOISERS = ("gaussian", "median")
-
-
-def check_residual_params(name, params):
-    """The `denoise` and `sigma` keys that every noise-residual extractor takes."""
-    check_choice(name, "denoise", params["denoise"], DENOISERS)
-    sigma = params["sigma"]
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise ConfigError(f"{name}: 'sigma' must be a positive number, got {sigma!r}")
+# the `denoise` and `sigma` keys that every noise-residual extractor takes
+RESIDUAL_CONSTRAINTS = {
+    "denoise": [Options(*DENOISERS)],
+    "sigma": [Interval(float, 0, closed="neither")],
+}
 
 
 def noise_residual(images, denoise="gaussian", sigma=1.0):
@@ -107,7 +99,7 @@ def noise_residual(images, denoise="gaussian", sigma=1.0):
     return x
 
 
-@register
+@FEATURES.register
 class SpectrumExtractor(FeatureExtractor):
     """Frequency fingerprint of the noise residual.
 
@@ -118,15 +110,34 @@ class SpectrumExtractor(FeatureExtractor):
     """
 
     name = "spectrum"
-    defaults = {"denoise": "gaussian", "sigma": 1.0, "n_bins": 64, "grid": 0, "batch_size": 64}
     versions_of = ("numpy", "scipy")
     eps = 1e-10
+    _parameter_constraints = {
+        **RESIDUAL_CONSTRAINTS,
+        "n_bins": [Interval(int, 1)],
+        "grid": [Interval(int, 0)],
+    }
 
-    def check_params(self):
-        p = self.params
-        check_residual_params(self.name, p)
-        check_int(self.name, "n_bins", p["n_bins"])
-        check_int(self.name, "grid", p["grid"], minimum=0)
+    def __init__(
+        self,
+        denoise="gaussian",
+        sigma=1.0,
+        n_bins=64,
+        grid=0,
+        batch_size=64,
+        preprocess=None,
+        *,
+        config_key=None,
+    ):
+        super().__init__(
+            config_key,
+            denoise=denoise,
+            sigma=sigma,
+            n_bins=n_bins,
+            grid=grid,
+            batch_size=batch_size,
+            preprocess=preprocess,
+        )
         self._pool = {}
 
     def _pooling(self, h, w):

@@ -5,17 +5,12 @@ import torch
 import torch.nn.functional as F
 
 from gantrace.errors import ConfigError
-from gantrace.features.base import (
-    FEATURES,
-    FeatureExtractor,
-    check_choice,
-    check_int,
-    check_spec,
-    register,
-)
+from gantrace.features.base import FEATURES, FeatureExtractor, check_spec, with_seed
+from gantrace.params import InstanceOf, Interval, ListOf, Options
+from gantrace.registry import KEY
 
 
-@register
+@FEATURES.register
 class ConcatExtractor(FeatureExtractor):
     """Features of each part (L2-normalised per image by default) side by side.
 
@@ -24,34 +19,59 @@ class ConcatExtractor(FeatureExtractor):
     """
 
     name = "concat"
-    defaults = {"parts": None, "normalise": "l2", "batch_size": 32, "seed": None}
+    _parameter_constraints = {
+        "parts": [
+            None,  # refused below, with an example
+            ListOf(InstanceOf(str, dict, what="an extractor spec such as {name: blip}")),
+        ],
+        "normalise": [Options("l2", "none")],
+        "seed": [None, Interval(int, 0)],
+    }
 
-    def check_params(self):
-        p = self.params
-        check_choice(self.name, "normalise", p["normalise"], ("l2", "none"))
-        if p["seed"] is not None:
-            p["seed"] = check_int(self.name, "seed", p["seed"], minimum=0)
-        if not isinstance(p["parts"], (list, tuple)) or not p["parts"]:
+    def __init__(
+        self,
+        parts=None,
+        normalise="l2",
+        batch_size=32,
+        seed=None,
+        preprocess=None,
+        *,
+        config_key=None,
+    ):
+        super().__init__(
+            config_key,
+            parts=parts,
+            normalise=normalise,
+            batch_size=batch_size,
+            seed=seed,
+            preprocess=preprocess,
+        )
+        if parts is None:
             raise ConfigError(
-                f"{self.config_key}: concat needs 'parts', a non-empty list of extractor specs "
-                f"such as [{{extractor: blip}}, {{extractor: dinov2}}], got {p['parts']!r}"
+                f"{self.config_key}.parts: concat needs 'parts', a non-empty list of extractor "
+                f"specs such as [{{{KEY}: blip}}, {{{KEY}: dinov2}}]"
             )
+        if seed is not None:
+            self.params["seed"] = int(seed)
         self.parts = []
-        for i, spec in enumerate(p["parts"]):
+        for i, spec in enumerate(parts):
             key = f"{self.config_key}.parts[{i}]"
             if isinstance(spec, dict) and spec.get("preprocess") not in (None, "none", []):
                 raise ConfigError(
                     f"{key}.preprocess: parts share the concat's input; set preprocess on "
                     f"{self.config_key} instead"
                 )
-            cls = FEATURES.get(spec.get("extractor")) if isinstance(spec, dict) else None
-            if cls is not None and p["seed"] is not None and "seed" in cls.defaults:
-                spec = {"seed": p["seed"], **spec}
+            if seed is not None:
+                spec = with_seed(spec, int(seed))
             self.parts.append(check_spec(spec, key))
-        p["parts"] = [{"extractor": part.name, **part.get_params()} for part in self.parts]
+        # the feature files' attrs record each part's type under `extractor`
+        self.params["parts"] = [{"extractor": p.name, **p.get_params()} for p in self.parts]
         self.uses_torch = any(part.uses_torch for part in self.parts)
         self.versions_of = tuple(dict.fromkeys(v for part in self.parts for v in part.versions_of))
         self.device = torch.device("cpu")
+
+    def _init_params(self):
+        return {**self.get_params(), "parts": [{KEY: p.name, **p.get_params()} for p in self.parts]}
 
     def check_weights(self):
         for part in self.parts:

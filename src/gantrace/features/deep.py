@@ -13,16 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from gantrace.errors import ConfigError, WeightsError
-from gantrace.features.base import (
-    FeatureExtractor,
-    as_batch,
-    check_choice,
-    check_int,
-    register,
-    suggest,
-)
+from gantrace.features.base import FEATURES, FeatureExtractor, as_batch
+from gantrace.params import InstanceOf, Interval, Options, suggest
 from gantrace.torch_env import autocast, ensure_torchvision_ops
 
+# ImageNet per-channel mean and std of [0, 1] RGB: the input normalisation of torchvision's
+# pretrained models (and of the fine-tuned CNNs in features.finetuned)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PRETRAINED = ("imagenet", "pretrained", "default")
@@ -39,9 +35,15 @@ class TorchExtractor(FeatureExtractor):
     uses_torch = True
     versions_of = ("numpy", "torch")
     norm_mean, norm_std = IMAGENET_MEAN, IMAGENET_STD  # per-channel input normalisation
+    _parameter_constraints = {
+        "weights": [InstanceOf(str, os.PathLike, what="a string")],
+        "seed": [Interval(int, 0)],
+    }
 
-    def _setup(self, params, config_key):
-        super()._setup(params, config_key)
+    def __init__(self, config_key=None, **params):
+        super().__init__(config_key, **params)
+        self.params["weights"] = str(params["weights"])
+        self.params["seed"] = int(params["seed"])
         self._model = None
         self._consts = None
         self.device = torch.device("cpu")
@@ -215,36 +217,44 @@ def local_weights_file(weights, model, accepted):
     return path
 
 
-@register
+@FEATURES.register
 class TorchvisionExtractor(TorchExtractor):
     """Penultimate global-pooled features of a torchvision classification model."""
 
     name = "torchvision"
-    defaults = {
-        "arch": "densenet121",
-        "weights": "none",
-        "input_size": 224,
-        "batch_size": 32,
-        "seed": 0,
-    }
     versions_of = ("numpy", "torch", "torchvision")
+    _parameter_constraints = {"arch": [str], "input_size": [Interval(int, 16)]}
 
-    def check_params(self):
-        p = self.params
-        p["input_size"] = check_int(self.name, "input_size", p["input_size"], minimum=16)
-        p["seed"] = check_int(self.name, "seed", p["seed"], minimum=0)
+    def __init__(
+        self,
+        arch="densenet121",
+        weights="none",
+        input_size=224,
+        batch_size=32,
+        seed=0,
+        preprocess=None,
+        *,
+        config_key=None,
+    ):
+        super().__init__(
+            config_key,
+            arch=arch,
+            weights=weights,
+            input_size=input_size,
+            batch_size=batch_size,
+            seed=seed,
+            preprocess=preprocess,
+        )
+        self.params["input_size"] = int(input_size)
         models = _torchvision_models()
         archs = models.list_models(module=models)
-        if p["arch"] not in archs:
+        if arch not in archs:
             raise ConfigError(
-                f"torchvision: unknown arch '{p['arch']}'{suggest(p['arch'], archs)}; "
-                f"valid archs: {', '.join(archs)}"
+                f"{self.config_key}.arch: unknown torchvision arch '{arch}'"
+                f"{suggest(arch, archs)}; valid archs: {', '.join(archs)}"
             )
-        if p["arch"] == "inception_v3" and p["input_size"] < 75:
-            raise ConfigError("torchvision: inception_v3 needs input_size >= 75")
-        if not isinstance(p["weights"], (str, os.PathLike)):
-            raise ConfigError(f"torchvision: 'weights' must be a string, got {p['weights']!r}")
-        p["weights"] = str(p["weights"])
+        if arch == "inception_v3" and input_size < 75:
+            raise ConfigError(f"{self.config_key}.input_size: inception_v3 needs >= 75")
 
     def _weights_enum(self):
         """The torchvision weights enum member asked for, or None for "none" / a file."""
@@ -343,7 +353,7 @@ DINOV2_SIZES = {
 DINOV2_OVERRIDES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size")
 
 
-def _hf_cache_dir():
+def hf_cache_dir():
     """The Hugging Face hub cache as the environment says now (HF_HUB_CACHE, HF_HOME)."""
     if os.environ.get("HF_HUB_CACHE"):
         return os.environ["HF_HUB_CACHE"]
@@ -372,48 +382,64 @@ def weights_source(owner, weights, default_repo):
     )
 
 
-@register
+@FEATURES.register
 class Dinov2Extractor(TorchExtractor):
     """DINOv2 ViT: CLS token (pooler output) concatenated with the mean patch token."""
 
     name = "dinov2"
-    defaults = {
-        "weights": "none",
-        "size": "small",
-        "input_size": 224,
-        "batch_size": 32,
-        "seed": 0,
-        "hidden_size": None,
-        "num_hidden_layers": None,
-        "num_attention_heads": None,
-        "patch_size": None,
-        "image_size": None,
-    }
     versions_of = ("numpy", "torch", "transformers")
+    _parameter_constraints = {
+        "size": [Options(*DINOV2_SIZES)],
+        "input_size": [Interval(int, 14)],
+        **{key: [None, Interval(int, 1)] for key in (*DINOV2_OVERRIDES, "image_size")},
+    }
 
-    def check_params(self):
+    def __init__(
+        self,
+        weights="none",
+        size="small",
+        input_size=224,
+        batch_size=32,
+        seed=0,
+        hidden_size=None,
+        num_hidden_layers=None,
+        num_attention_heads=None,
+        patch_size=None,
+        image_size=None,
+        preprocess=None,
+        *,
+        config_key=None,
+    ):
+        super().__init__(
+            config_key,
+            weights=weights,
+            size=size,
+            input_size=input_size,
+            batch_size=batch_size,
+            seed=seed,
+            hidden_size=hidden_size,
+            num_hidden_layers=num_hidden_layers,
+            num_attention_heads=num_attention_heads,
+            patch_size=patch_size,
+            image_size=image_size,
+            preprocess=preprocess,
+        )
         p = self.params
-        check_choice(self.name, "size", p["size"], tuple(DINOV2_SIZES))
-        p["input_size"] = check_int(self.name, "input_size", p["input_size"], minimum=14)
-        p["seed"] = check_int(self.name, "seed", p["seed"], minimum=0)
-        for key in (*DINOV2_OVERRIDES, "image_size"):
-            if p[key] is not None:
-                p[key] = check_int(self.name, key, p[key])
-        if not isinstance(p["weights"], (str, os.PathLike)):
-            raise ConfigError(f"dinov2: 'weights' must be a string, got {p['weights']!r}")
-        p["weights"] = str(p["weights"])
+        p["input_size"] = int(input_size)
         set_overrides = [k for k in (*DINOV2_OVERRIDES, "image_size") if p[k] is not None]
+        for key in set_overrides:
+            p[key] = int(p[key])
         if p["weights"] != "none" and set_overrides:
             raise ConfigError(
-                f"dinov2: {', '.join(set_overrides)} can only be set with weights: none "
-                "(pretrained weights bring their own config)"
+                f"{self.config_key}: {', '.join(set_overrides)} can only be set with "
+                "weights: none (pretrained weights bring their own config)"
             )
         if p["hidden_size"] is not None or p["num_attention_heads"] is not None:
             cfg = self._config_kwargs()
             if cfg["hidden_size"] % cfg["num_attention_heads"]:
                 raise ConfigError(
-                    f"dinov2: hidden_size {cfg['hidden_size']} is not a multiple of "
-                    f"num_attention_heads {cfg['num_attention_heads']}"
+                    f"{self.config_key}: dinov2 hidden_size {cfg['hidden_size']} is not a "
+                    f"multiple of num_attention_heads {cfg['num_attention_heads']}"
                 )
 
     def _config_kwargs(self):
@@ -430,7 +456,7 @@ class Dinov2Extractor(TorchExtractor):
 
     def _hub_error(self, repo, detail=""):
         return WeightsError(
-            f"dinov2 weights {repo} are not in the Hugging Face cache {_hf_cache_dir()}{detail}. "
+            f"dinov2 weights {repo} are not in the Hugging Face cache {hf_cache_dir()}{detail}. "
             f"To get them, {FETCH_HINT}, or set HF_HOME to a cache that holds them"
         )
 
@@ -441,7 +467,7 @@ class Dinov2Extractor(TorchExtractor):
         if kind == "hub":
             from huggingface_hub import try_to_load_from_cache
 
-            found = try_to_load_from_cache(where, "config.json", cache_dir=_hf_cache_dir())
+            found = try_to_load_from_cache(where, "config.json", cache_dir=hf_cache_dir())
             if not isinstance(found, str):
                 raise self._hub_error(where)
 
@@ -461,9 +487,7 @@ class Dinov2Extractor(TorchExtractor):
         if kind == "dir":
             return AutoModel.from_pretrained(str(where))
         try:
-            return AutoModel.from_pretrained(
-                where, local_files_only=True, cache_dir=_hf_cache_dir()
-            )
+            return AutoModel.from_pretrained(where, local_files_only=True, cache_dir=hf_cache_dir())
         except OSError as exc:
             raise self._hub_error(where, f" ({exc})") from exc
 

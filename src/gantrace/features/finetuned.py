@@ -36,15 +36,17 @@ from torch import nn
 
 from gantrace import __version__, io
 from gantrace.errors import ConfigError, GantraceError
+from gantrace.features.base import FEATURES, FeatureExtractor
+from gantrace.features.deep import IMAGENET_MEAN, IMAGENET_STD, TorchvisionExtractor
+from gantrace.params import InstanceOf, Interval, ListOf, Options, validate
+from gantrace.preprocess import build_preprocessor
 from gantrace.segmentation.unet import _EpochShuffle, _read_checkpoint, _restore, _write_checkpoint
 from gantrace.torch_env import autocast, optimiser_step, pick_device, seed_everything
 
-EXTRACTOR = "finetuned"  # workflow/rules/common.smk: LEARNED_EXTRACTORS
 TARGETS = ("generator", "membership")
 OUTPUTS = ("both", "penultimate", "probabilities")
 CUSTOM = "custom"
 _FORMAT = "gantrace.CNNClassifier"
-_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _say(log, line):
@@ -99,10 +101,9 @@ def _trunk(arch, weights, input_size, width, seed):
         if arch == CUSTOM:
             trunk = PlainCNN(width)
             return trunk, trunk.out_dim, 1
-        from gantrace.features.deep import TorchvisionExtractor
-
         # Validates arch/weights and raises WeightsError naming the missing file.
         ext = TorchvisionExtractor(arch=arch, weights=weights, input_size=input_size, seed=seed)
+        ext.check_weights()
         trunk = ext.build_model()
     trunk.eval()
     with torch.no_grad():
@@ -117,8 +118,8 @@ def _to_input(batch_u8, size, channels, device):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     if channels == 1:
         return x.div_(127.5).sub_(1.0)
-    mean = torch.tensor(_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(_STD, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return (x / 255.0 - mean) / std
 
 
@@ -330,80 +331,106 @@ class CNNClassifier:
 
 
 # -- the learned feature -----------------------------------------------------------------------
-class LearnedFeature:
-    """A config spec (`extractor: finetuned`) -> features of every image of a data set.
+@FEATURES.register
+class LearnedFeature(FeatureExtractor):
+    """A config spec (`name: finetuned`) -> features of every image of a data set.
 
     Feature row, target generator: penultimate features of every net (ensemble: side by
     side), then the class probabilities averaged over the nets (`output` picks either
     block). Target membership: the log-odds of "used" (from the probabilities averaged
     over the nets; > 0 means the nets call the image used) first, then the penultimate
-    features.
+    features. `params` keep the spec's values as given (the feature file records them).
     """
 
-    defaults = {
-        "arch": CUSTOM,
-        "ensemble": None,
-        "weights": "none",
-        "target": "generator",
-        "epochs": 3,
-        "batch_size": 32,
-        "lr": 1e-3,
-        "input_size": 64,
-        "width": 16,
-        "n_folds": 3,
-        "train_from": None,
-        "open_set": None,
-        "preprocess": None,
-        "output": "both",
-        "seed": None,
+    name = "finetuned"
+    learned = True
+    uses_torch = True
+    _parameter_constraints = {
+        "arch": [str],
+        "ensemble": [None, ListOf(str)],
+        "weights": [str],
+        "target": [Options(*TARGETS)],
+        "epochs": [Interval(int, 1)],
+        "lr": [Interval(float, 0, closed="neither")],
+        "input_size": [Interval(int, 16)],
+        "width": [Interval(int, 1)],
+        "n_folds": [Interval(int, 2)],
+        "train_from": [None, InstanceOf(str, what="the name of a dataset with labelled images")],
+        "open_set": [None, InstanceOf(dict, what="{n_pseudo: N}")],
+        "output": [Options(*OUTPUTS)],
+        "seed": [None, Interval(int, 0)],
     }
 
-    def __init__(self, name="finetuned", **spec):
-        self.name = name
-        spec.pop("extractor", None)
-        unknown = sorted(set(spec) - set(self.defaults))
-        if unknown:
-            raise ConfigError(
-                f"features.{name}: unknown key '{unknown[0]}' for extractor finetuned; "
-                f"valid keys: {', '.join(self.defaults)}"
-            )
-        self.params = {**self.defaults, **spec}
-        self._check()
-
-    def _bad(self, key, why):
-        raise ConfigError(f"features.{self.name}.{key} = {self.params[key]!r}: {why}")
-
-    def _check(self):
-        p = self.params
-        for key, lo in (("epochs", 1), ("batch_size", 1), ("input_size", 16), ("width", 1)):
-            if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < lo:
-                self._bad(key, f"must be an integer >= {lo}")
-        if isinstance(p["n_folds"], bool) or not isinstance(p["n_folds"], int) or p["n_folds"] < 2:
-            self._bad("n_folds", "must be an integer >= 2")
-        if not isinstance(p["lr"], (int, float)) or not p["lr"] > 0:
-            self._bad("lr", "must be a positive number")
-        if p["train_from"] is not None and not isinstance(p["train_from"], str):
-            self._bad("train_from", "must be the name of a dataset with labelled images")
-        if p["target"] not in TARGETS:
-            self._bad("target", f"use one of {', '.join(TARGETS)}")
-        if p["output"] not in OUTPUTS:
-            self._bad("output", f"use one of {', '.join(OUTPUTS)}")
+    def __init__(
+        self,
+        config_key="features.finetuned",
+        *,
+        arch=CUSTOM,
+        ensemble=None,
+        weights="none",
+        target="generator",
+        epochs=3,
+        batch_size=32,
+        lr=1e-3,
+        input_size=64,
+        width=16,
+        n_folds=3,
+        train_from=None,
+        open_set=None,
+        preprocess=None,
+        output="both",
+        seed=None,
+        **unknown,
+    ):
+        # a misspelt keyword of a direct call: the same ConfigError as in a spec
+        FEATURES.check_params(type(self), unknown, config_key, injected=("config_key",))
+        self.config_key = config_key
+        self.params = p = {
+            "arch": arch,
+            "ensemble": ensemble,
+            "weights": weights,
+            "target": target,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "input_size": input_size,
+            "width": width,
+            "n_folds": n_folds,
+            "train_from": train_from,
+            "open_set": open_set,
+            "preprocess": preprocess,
+            "output": output,
+            "seed": seed,
+        }
+        validate(config_key, p, self.constraints())
         archs = p["ensemble"] if p["ensemble"] is not None else [p["arch"]]
-        if not isinstance(archs, list) or not archs or len(set(archs)) != len(archs):
+        if len(set(archs)) != len(archs):
             self._bad("ensemble", "must be a non-empty list of distinct archs")
-        for arch in archs:
-            if arch != CUSTOM:  # validate against torchvision now, before any training
-                _check_arch(self.name, arch, p["weights"], p["input_size"])
         self.archs = [str(a) for a in archs]
+        # the torchvision trunks, checked now (before any training); their weights: parts
+        self.parts = [
+            TorchvisionExtractor(
+                arch=a, weights=p["weights"], input_size=p["input_size"], config_key=config_key
+            )
+            for a in self.archs
+            if a != CUSTOM
+        ]
         if p["open_set"] is not None:
             if p["target"] != "generator":
                 self._bad("open_set", "only makes sense with target: generator")
-            n = p["open_set"].get("n_pseudo", 200) if isinstance(p["open_set"], dict) else None
+            n = p["open_set"].get("n_pseudo", 200)
             if isinstance(n, bool) or not (
                 (isinstance(n, int) and n >= 1) or (isinstance(n, float) and 0 < n < 1)
             ):
                 self._bad("open_set", "use {n_pseudo: N} (a count >= 1 or a fraction in (0, 1))")
-        self.preprocessor = _preprocessor(self.name, p["preprocess"])
+        self.preprocessor = _preprocessor(config_key, p["preprocess"])
+
+    def _bad(self, key, why):
+        raise ConfigError(f"{self.config_key}.{key} = {self.params[key]!r}: {why}")
+
+    def check_weights(self):
+        for part in self.parts:
+            part.check_weights()
 
     def classifier(self, arch, seed, device):
         p = self.params
@@ -452,13 +479,13 @@ class LearnedFeature:
             tx, ty = np.asarray(train[0]), np.asarray(train[1], dtype=np.int64)
             keep = ty >= 0
             units.append(("all", tx[keep], ty[keep], np.arange(len(y))))
-            k = _n_classes(ty[keep], self.name)
+            k = _n_classes(ty[keep], self.config_key)
             folds = None
         else:
             lab = np.flatnonzero(y >= 0)
-            k = _n_classes(y[lab], self.name)
+            k = _n_classes(y[lab], self.config_key)
             if folds is None:
-                folds = _folds(y[lab], self.params["n_folds"], seed, self.name)
+                folds = _folds(y[lab], self.params["n_folds"], seed, self.config_key)
             folds = np.asarray(folds, dtype=np.int64)
             for f in range(folds.max() + 1):
                 units.append(
@@ -492,7 +519,10 @@ class LearnedFeature:
         if folds is not None:
             lab = np.flatnonzero(y >= 0)
             info["oof_accuracy"] = float((probs[lab, :k].argmax(1) == y[lab]).mean())
-            _say(log, f"{self.name}: out-of-fold accuracy {info['oof_accuracy']:.4f} ({k} classes)")
+            _say(
+                log,
+                f"{self.config_key}: out-of-fold accuracy {info['oof_accuracy']:.4f} ({k} classes)",
+            )
         pen = np.concatenate([pens[a] for a in self.archs], axis=1)
         if self.params["target"] == "membership":
             eps = 1e-7
@@ -530,22 +560,11 @@ class LearnedFeature:
         return net
 
 
-def _check_arch(name, arch, weights, input_size):
-    from gantrace.features.deep import TorchvisionExtractor
-
-    try:
-        TorchvisionExtractor(arch=arch, weights=weights, input_size=input_size)
-    except ConfigError as exc:
-        raise ConfigError(f"features.{name}: {exc}") from None
-
-
-def _preprocessor(name, spec):
+def _preprocessor(key, spec):
     """`gantrace.preprocess` pipeline for `spec` (uint8 (N, H, W) -> same), or None."""
     if spec is None:
         return None
-    from gantrace.preprocess import build_preprocessor
-
-    pipeline = build_preprocessor(spec, key=f"features.{name}.preprocess")
+    pipeline = build_preprocessor(spec, key=f"{key}.preprocess")
     return pipeline if pipeline else None
 
 
@@ -555,17 +574,17 @@ def _softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _n_classes(y, name):
+def _n_classes(y, key):
     classes = np.unique(y)
     if len(classes) < 2:
         raise GantraceError(
-            f"features.{name}: needs labelled images of at least 2 classes, found "
+            f"{key}: needs labelled images of at least 2 classes, found "
             f"{len(classes)}; check the dataset's labels (or set train_from)"
         )
     return int(classes.max() + 1)
 
 
-def _folds(y, n_folds, seed, name):
+def _folds(y, n_folds, seed, key):
     """Stratified fold index per labelled row (fewer folds if a class is too small)."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -573,7 +592,7 @@ def _folds(y, n_folds, seed, name):
     n = min(n_folds, smallest)
     if n < 2:
         raise GantraceError(
-            f"features.{name}: a class has only {smallest} labelled image(s); cross-fitting "
+            f"{key}: a class has only {smallest} labelled image(s); cross-fitting "
             "needs at least 2 per class"
         )
     folds = np.zeros(len(y), np.int64)
@@ -636,7 +655,8 @@ def train_features(
     (rows sorted by id, like gathered features) and the nets to `model_dir`. Per-epoch
     training state lives in `checkpoint_dir` (not a rule output) and is removed at the end."""
     t0 = time.perf_counter()
-    feature = LearnedFeature(name, **spec)
+    feature = FEATURES.create(spec, where=f"features.{name}", config_key=f"features.{name}")
+    feature.check_weights()
     target = feature.params["target"]
     manifest = io.read_table(manifest_path)
     ids, images = load_images(shards, manifest, feature)
@@ -665,8 +685,8 @@ def train_features(
         log=log,
     )
     attrs = {
-        "extractor": EXTRACTOR,
-        "spec": json.dumps({"extractor": EXTRACTOR, **feature.params}, sort_keys=True),
+        "extractor": feature.name,
+        "spec": json.dumps({"extractor": feature.name, **feature.params}, sort_keys=True),
         "region": "full",
         "weights": feature.params["weights"],
         "target": target,

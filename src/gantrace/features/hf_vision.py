@@ -7,22 +7,22 @@ the real sizes.
 """
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from gantrace.errors import ConfigError, WeightsError
-from gantrace.features.base import check_choice, check_int, register
+from gantrace.features.base import FEATURES
 from gantrace.features.deep import (
     FETCH_HINT,
     IMAGENET_MEAN,
     IMAGENET_STD,
     PRETRAINED,
     TorchExtractor,
-    _hf_cache_dir,
+    hf_cache_dir,
     weights_source,
 )
+from gantrace.params import Interval, Options, check_value
 from gantrace.torch_env import ensure_torchvision_ops
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # BLIP / BLIP-2 image processors
@@ -88,30 +88,47 @@ class HFVisionExtractor(TorchExtractor):
 
     sizes: dict = {}
     repos: dict = {}
+    default_size = ""  # the real model (`size: null`); each subclass declares its sizes
     config_name = model_name = ""
     prefix = "vision_model."  # where the tower's tensors sit in the hub checkpoints
     versions_of = ("numpy", "torch", "transformers")
+    _parameter_constraints = {"input_size": [None, Interval(int, 1)], "pool": [Options(*POOLS)]}
 
-    def check_params(self):
-        p = self.params
-        check_choice(self.name, "size", p["size"], tuple(self.sizes))
-        check_choice(self.name, "pool", p["pool"], POOLS)
+    def __init__(
+        self,
+        weights="none",
+        size=None,
+        input_size=None,
+        pool="cls",
+        batch_size=32,
+        seed=0,
+        preprocess=None,
+        *,
+        config_key=None,
+    ):
+        super().__init__(
+            config_key,
+            weights=weights,
+            size=self.default_size if size is None else size,
+            input_size=input_size,
+            pool=pool,
+            batch_size=batch_size,
+            seed=seed,
+            preprocess=preprocess,
+        )
+        p, key = self.params, self.config_key
         patch = self.sizes[p["size"]]["patch_size"]
-        if p["input_size"] is None:
-            p["input_size"] = self.sizes[p["size"]]["image_size"]
-        p["input_size"] = check_int(self.name, "input_size", p["input_size"], minimum=patch)
+        if input_size is None:
+            input_size = self.sizes[p["size"]]["image_size"]
+        p["input_size"] = int(check_value(f"{key}.input_size", input_size, [Interval(int, patch)]))
         if p["input_size"] % patch:
             raise ConfigError(
-                f"{self.config_key}: input_size {p['input_size']} is not a multiple of the "
+                f"{key}: input_size {p['input_size']} is not a multiple of the "
                 f"{self.name} {p['size']} patch size {patch}"
             )
-        p["seed"] = check_int(self.name, "seed", p["seed"], minimum=0)
-        if not isinstance(p["weights"], (str, os.PathLike)):
-            raise ConfigError(f"{self.name}: 'weights' must be a string, got {p['weights']!r}")
-        p["weights"] = str(p["weights"])
         if p["weights"].lower() in PRETRAINED and p["size"] not in self.repos:
             raise ConfigError(
-                f"{self.config_key}: {self.name} size {p['size']} has no pretrained weights "
+                f"{key}: {self.name} size {p['size']} has no pretrained weights "
                 f"(it is for tests); use one of {', '.join(self.repos)} or weights: none"
             )
 
@@ -134,11 +151,11 @@ class HFVisionExtractor(TorchExtractor):
         else:
             from huggingface_hub import try_to_load_from_cache
 
-            found = try_to_load_from_cache(where, "config.json", cache_dir=_hf_cache_dir())
+            found = try_to_load_from_cache(where, "config.json", cache_dir=hf_cache_dir())
             if not isinstance(found, str):
                 raise WeightsError(
                     f"{self.name} weights {where} are not in the Hugging Face cache "
-                    f"{_hf_cache_dir()}. To get them, {FETCH_HINT}, or set HF_HOME to a "
+                    f"{hf_cache_dir()}. To get them, {FETCH_HINT}, or set HF_HOME to a "
                     "cache that holds them"
                 )
             folder = Path(found).parent
@@ -196,20 +213,18 @@ class HFVisionExtractor(TorchExtractor):
         return torch.cat([cls, patches.mean(dim=1)], dim=1)
 
 
-HF_DEFAULTS = {"weights": "none", "input_size": None, "pool": "cls", "batch_size": 32, "seed": 0}
-
-
-@register
+@FEATURES.register
 class BlipExtractor(HFVisionExtractor):
     """BLIP vision encoder (ViT-B/16 or ViT-L/16 of the captioning models, 384 px native)."""
 
     name = "blip"
-    defaults = {**HF_DEFAULTS, "size": "base"}
     sizes = {
         "base": _vit(768, 12, 12, 3072, 16, 384),
         "large": _vit(1024, 24, 16, 4096, 16, 384),
         "tiny": _vit(64, 2, 2, 128, 16, 64),
     }
+    default_size = "base"
+    _parameter_constraints = {"size": [None, Options(*sizes)]}
     repos = {
         "base": "Salesforce/blip-image-captioning-base",
         "large": "Salesforce/blip-image-captioning-large",
@@ -218,33 +233,35 @@ class BlipExtractor(HFVisionExtractor):
     norm_mean, norm_std = CLIP_MEAN, CLIP_STD
 
 
-@register
+@FEATURES.register
 class Blip2Extractor(HFVisionExtractor):
     """BLIP-2 vision encoder: EVA ViT-g/14 (39 layers, 1408-D) of Salesforce/blip2-opt-2.7b."""
 
     name = "blip2"
-    defaults = {**HF_DEFAULTS, "size": "g"}
     sizes = {
         "g": {**_vit(1408, 39, 16, 6144, 14, 224), "qkv_bias": True},
         "tiny": _vit(64, 2, 2, 128, 14, 56),
     }
+    default_size = "g"
+    _parameter_constraints = {"size": [None, Options(*sizes)]}
     repos = {"g": "Salesforce/blip2-opt-2.7b"}
     config_name, model_name = "Blip2VisionConfig", "Blip2VisionModel"
     norm_mean, norm_std = CLIP_MEAN, CLIP_STD
 
 
-@register
+@FEATURES.register
 class VitMaeExtractor(HFVisionExtractor):
     """ViT-MAE encoder with mask_ratio 0 (every patch seen), patches kept in order."""
 
     name = "vit_mae"
-    defaults = {**HF_DEFAULTS, "size": "base"}
     sizes = {
         "base": _vit(768, 12, 12, 3072, 16, 224),
         "large": _vit(1024, 24, 16, 4096, 16, 224),
         "huge": _vit(1280, 32, 16, 5120, 14, 224),
         "tiny": _vit(64, 2, 2, 128, 16, 64),
     }
+    default_size = "base"
+    _parameter_constraints = {"size": [None, Options(*sizes)]}
     repos = {s: f"facebook/vit-mae-{s}" for s in ("base", "large", "huge")}
     config_name, model_name = "ViTMAEConfig", "ViTMAEModel"
     norm_mean, norm_std = IMAGENET_MEAN, IMAGENET_STD

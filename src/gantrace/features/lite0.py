@@ -6,17 +6,17 @@ same shapes as timm's `tf_efficientnet_lite0`, so they load by position. Inputs 
 normalised with mean = std = 0.5 (the TF-Lite models' preprocessing).
 """
 
-import os
 from pathlib import Path
 
-from gantrace.errors import ConfigError, WeightsError
-from gantrace.features.base import check_int, register
+from gantrace.errors import WeightsError
+from gantrace.features.base import FEATURES
 from gantrace.features.deep import (
     PRETRAINED,
     TorchExtractor,
     load_state_dict_file,
     local_weights_file,
 )
+from gantrace.params import Interval
 from gantrace.torch_env import ensure_torchvision_ops
 
 LITE0_ARCH = "tf_efficientnet_lite0"
@@ -75,24 +75,34 @@ def load_lite0(weights_file=None, head=False):
     return model.eval()
 
 
-@register
+@FEATURES.register
 class EfficientNetLite0Extractor(TorchExtractor):
     """Penultimate pooled features (1280-D) of EfficientNet-Lite0 (timm, TF padding)."""
 
     name = "efficientnet_lite0"
-    defaults = {"weights": "packaged", "input_size": 224, "batch_size": 32, "seed": 0}
     versions_of = ("numpy", "torch", "timm", LITE0_PACKAGE)
     norm_mean, norm_std = LITE0_MEAN, LITE0_STD
+    _parameter_constraints = {"input_size": [Interval(int, 32)]}
 
-    def check_params(self):
-        p = self.params
-        p["input_size"] = check_int(self.name, "input_size", p["input_size"], minimum=32)
-        p["seed"] = check_int(self.name, "seed", p["seed"], minimum=0)
-        if not isinstance(p["weights"], (str, os.PathLike)):
-            raise ConfigError(
-                f"efficientnet_lite0: 'weights' must be a string, got {p['weights']!r}"
-            )
-        p["weights"] = str(p["weights"])
+    def __init__(
+        self,
+        weights="packaged",
+        input_size=224,
+        batch_size=32,
+        seed=0,
+        preprocess=None,
+        *,
+        config_key=None,
+    ):
+        super().__init__(
+            config_key,
+            weights=weights,
+            input_size=input_size,
+            batch_size=batch_size,
+            seed=seed,
+            preprocess=preprocess,
+        )
+        self.params["input_size"] = int(input_size)
 
     def check_weights(self):
         w = self.params["weights"]

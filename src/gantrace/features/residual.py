@@ -10,14 +10,9 @@ import numpy as np
 
 from gantrace.attribution.marra import standardise_rows
 from gantrace.errors import ConfigError
-from gantrace.features.base import (
-    FeatureExtractor,
-    as_batch,
-    check_choice,
-    check_int,
-    register,
-)
-from gantrace.features.classic import check_residual_params, noise_residual
+from gantrace.features.base import FEATURES, FeatureExtractor, as_batch
+from gantrace.features.classic import RESIDUAL_CONSTRAINTS, noise_residual
+from gantrace.params import Interval, ListOf, Options
 
 DCT_STATS = ("mean", "std")
 
@@ -33,7 +28,7 @@ def _bin_mean(values, bins):
     return summed / counts
 
 
-@register
+@FEATURES.register
 class DCTExtractor(FeatureExtractor):
     """Statistics of log |block DCT| per coefficient position, over the image's tiles.
 
@@ -47,34 +42,46 @@ class DCTExtractor(FeatureExtractor):
     """
 
     name = "dct"
-    defaults = {
-        "source": "residual",
-        "block": 8,
-        "stats": ["mean", "std"],
-        "global_bins": 0,
-        "denoise": "gaussian",
-        "sigma": 1.0,
-        "batch_size": 64,
-    }
     versions_of = ("numpy", "scipy")
     eps = 1e-4  # below the uint8 quantisation step (1/255), so noise-free zeros do not dominate
+    _parameter_constraints = {
+        "source": [Options("residual", "image")],
+        "block": [Interval(int, 2)],
+        "stats": [Options(*DCT_STATS), ListOf(Options(*DCT_STATS))],
+        "global_bins": [Interval(int, 0)],
+        **RESIDUAL_CONSTRAINTS,
+    }
 
-    def check_params(self):
-        p = self.params
-        check_choice(self.name, "source", p["source"], ("residual", "image"))
-        check_int(self.name, "block", p["block"], minimum=2)
-        check_int(self.name, "global_bins", p["global_bins"], minimum=0)
-        check_residual_params(self.name, p)
-        stats = p["stats"]
-        if isinstance(stats, str):
-            stats = [stats]
-        if not isinstance(stats, (list, tuple)) or not stats or len(set(stats)) != len(stats):
+    def __init__(
+        self,
+        source="residual",
+        block=8,
+        stats=("mean", "std"),
+        global_bins=0,
+        denoise="gaussian",
+        sigma=1.0,
+        batch_size=64,
+        preprocess=None,
+        *,
+        config_key=None,
+    ):
+        super().__init__(
+            config_key,
+            source=source,
+            block=block,
+            stats=stats,
+            global_bins=global_bins,
+            denoise=denoise,
+            sigma=sigma,
+            batch_size=batch_size,
+            preprocess=preprocess,
+        )
+        stats = [stats] if isinstance(stats, str) else list(stats)
+        if len(set(stats)) != len(stats):
             raise ConfigError(
-                f"dct: 'stats' must be a non-empty list of {DCT_STATS}, got {stats!r}"
+                f"{self.config_key}.stats: each of {', '.join(DCT_STATS)} at most once, got {stats}"
             )
-        for stat in stats:
-            check_choice(self.name, "stats", stat, DCT_STATS)
-        p["stats"] = list(stats)
+        self.params["stats"] = stats
 
     def _check_size(self, h, w):
         b, g = self.params["block"], self.params["global_bins"]
@@ -124,7 +131,7 @@ class DCTExtractor(FeatureExtractor):
         return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-@register
+@FEATURES.register
 class ResidualExtractor(FeatureExtractor):
     """The centre `crop` x `crop` of the noise residual, each row zero-mean and unit-L2-norm.
 
@@ -133,13 +140,27 @@ class ResidualExtractor(FeatureExtractor):
     """
 
     name = "residual"
-    defaults = {"crop": 64, "denoise": "gaussian", "sigma": 1.0, "batch_size": 64}
     versions_of = ("numpy", "scipy")
+    _parameter_constraints = {"crop": [Interval(int, 1)], **RESIDUAL_CONSTRAINTS}
 
-    def check_params(self):
-        p = self.params
-        check_int(self.name, "crop", p["crop"])
-        check_residual_params(self.name, p)
+    def __init__(
+        self,
+        crop=64,
+        denoise="gaussian",
+        sigma=1.0,
+        batch_size=64,
+        preprocess=None,
+        *,
+        config_key=None,
+    ):
+        super().__init__(
+            config_key,
+            crop=crop,
+            denoise=denoise,
+            sigma=sigma,
+            batch_size=batch_size,
+            preprocess=preprocess,
+        )
 
     def extract(self, images):
         images = as_batch(images)

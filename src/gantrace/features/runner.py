@@ -12,14 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from gantrace import io
 from gantrace.errors import ConfigError, ImageError
-from gantrace.features.base import (
-    FEATURES,
-    REGIONS,
-    apply_region,
-    build_extractor,
-    check_choice,
-    check_int,
-)
+from gantrace.features.base import REGIONS, apply_region, build_extractor, with_seed
+from gantrace.params import Interval, Options, check_value
 from gantrace.torch_env import pick_device, seed_everything
 
 LOG_EVERY_S = 30.0
@@ -219,12 +213,9 @@ def extract_shard(
     inference mode (and autocast on CUDA). `key` names the spec in errors ("features.r50").
     Returns {"n_images", "seconds", "images_per_s", ...}.
     """
-    check_choice("extract_shard", "region", region, REGIONS)
-    num_workers = check_int("extract_shard", "num_workers", num_workers, minimum=0)
-    spec = dict(spec)
-    cls = FEATURES.get(spec.get("extractor"))
-    if cls is not None and "seed" in cls.defaults:
-        spec.setdefault("seed", int(seed))  # a random-init model follows the job's seed
+    check_value("extract_shard.region", region, [Options(*REGIONS)])
+    num_workers = int(check_value("extract_shard.num_workers", num_workers, [Interval(int, 0)]))
+    spec = with_seed(spec, int(seed))  # a random-init model follows the job's seed
     extractor = build_extractor(spec, key=key)  # validates the spec before any work
     seed_everything(seed)
     ids, cache_bytes = _check_shards(images_h5, masks_h5, region, extractor.batch_size)
@@ -278,7 +269,7 @@ def extract_shard(
 
     attrs = extractor.provenance()
     attrs.update(
-        extractor=extractor.name,
+        extractor=extractor.name,  # attrs keep `extractor` (a spec says `name`)
         spec=json.dumps({"extractor": extractor.name, **extractor.get_params()}, sort_keys=True),
         region=region,
         weights=extractor.weights_description(),

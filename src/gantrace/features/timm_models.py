@@ -12,14 +12,15 @@ from urllib.parse import urlparse
 import torch
 
 from gantrace.errors import ConfigError, WeightsError
-from gantrace.features.base import check_int, register, suggest
+from gantrace.features.base import FEATURES
 from gantrace.features.deep import (
     FETCH_HINT,
     PRETRAINED,
     TorchExtractor,
-    _hf_cache_dir,
+    hf_cache_dir,
     local_weights_file,
 )
+from gantrace.params import Interval, check_value, suggest
 from gantrace.torch_env import ensure_torchvision_ops
 
 TIMM_HUB_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -49,13 +50,13 @@ def hf_cached_file(repo, filenames):
     from huggingface_hub import try_to_load_from_cache
 
     for filename in filenames:
-        found = try_to_load_from_cache(repo, filename, cache_dir=_hf_cache_dir())
+        found = try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir())
         if isinstance(found, str):
             return Path(found)
     return None
 
 
-@register
+@FEATURES.register
 class TimmExtractor(TorchExtractor):
     """Pooled penultimate features of a timm model (e.g. legacy_xception, inception_resnet_v2).
 
@@ -65,37 +66,46 @@ class TimmExtractor(TorchExtractor):
     """
 
     name = "timm"
-    defaults = {
-        "model": "legacy_xception",
-        "weights": "none",
-        "input_size": None,
-        "batch_size": 32,
-        "seed": 0,
-    }
     versions_of = ("numpy", "torch", "timm")
+    _parameter_constraints = {"model": [str], "input_size": [None, Interval(int, 16)]}
 
-    def check_params(self):
-        p = self.params
+    def __init__(
+        self,
+        model="legacy_xception",
+        weights="none",
+        input_size=None,
+        batch_size=32,
+        seed=0,
+        preprocess=None,
+        *,
+        config_key=None,
+    ):
+        super().__init__(
+            config_key,
+            model=model,
+            weights=weights,
+            input_size=input_size,
+            batch_size=batch_size,
+            seed=seed,
+            preprocess=preprocess,
+        )
         timm = _timm()
-        if not isinstance(p["model"], str) or not timm.models.is_model(p["model"]):
-            names = timm.list_models()
+        if not timm.models.is_model(model):
             raise ConfigError(
-                f"{self.config_key}: timm has no model {p['model']!r}"
-                f"{suggest(p['model'], names)} (see timm.list_models())"
+                f"{self.config_key}.model: timm has no model {model!r}"
+                f"{suggest(model, timm.list_models())} (see timm.list_models())"
             )
-        cfg = timm.models.get_pretrained_cfg(p["model"])
-        native = cfg.input_size[-1] if cfg is not None else 224
-        if p["input_size"] is None:
-            p["input_size"] = int(native)
+        cfg = timm.models.get_pretrained_cfg(model)
+        if input_size is None:
+            native = int(cfg.input_size[-1] if cfg is not None else 224)
+            input_size = check_value(f"{self.config_key}.input_size", native, [Interval(int, 16)])
+        self.params["input_size"] = int(input_size)
         # ViT-like models fix their grid at build time: build them for the size asked for
-        self._img_size = p["input_size"] if cfg is not None and cfg.fixed_input_size else None
-        p["input_size"] = check_int(self.name, "input_size", p["input_size"], minimum=16)
-        p["seed"] = check_int(self.name, "seed", p["seed"], minimum=0)
+        self._img_size = (
+            self.params["input_size"] if cfg is not None and cfg.fixed_input_size else None
+        )
         if cfg is not None and len(cfg.mean) == 3:
             self.norm_mean, self.norm_std = tuple(cfg.mean), tuple(cfg.std)
-        if not isinstance(p["weights"], (str, os.PathLike)):
-            raise ConfigError(f"timm: 'weights' must be a string, got {p['weights']!r}")
-        p["weights"] = str(p["weights"])
 
     def pretrained(self):
         return self.params["weights"].lower() in PRETRAINED
@@ -113,7 +123,7 @@ class TimmExtractor(TorchExtractor):
         kind, where, files = timm_pretrained_source(model)
         found = hf_cached_file(where, files) if kind == "hf" else files
         if found is None or not found.is_file():
-            place = f"the Hugging Face cache {_hf_cache_dir()}" if kind == "hf" else str(files)
+            place = f"the Hugging Face cache {hf_cache_dir()}" if kind == "hf" else str(files)
             raise WeightsError(
                 f"timm {model} ImageNet weights ({where}) are not available offline in "
                 f"{place}. To get them, {FETCH_HINT}"
