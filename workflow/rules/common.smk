@@ -195,9 +195,7 @@ def uses_gpu(feature):
 
 def learned_features():
     """Feature names produced by `train_features` (a net trained on labelled images)."""
-    return sorted(
-        f for f, s in FEATURES.items() if s["name"] in LEARNED_EXTRACTORS
-    )
+    return sorted(f for f, s in FEATURES.items() if s["name"] in LEARNED_EXTRACTORS)
 
 
 def shard_features():
