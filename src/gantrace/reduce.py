@@ -8,7 +8,7 @@ from sklearn.decomposition import PCA
 from gantrace.errors import ConfigError
 from gantrace.matrix import as_matrix
 from gantrace.nn.autoencoder import TRAINING_CONSTRAINTS, FeatureAutoencoder
-from gantrace.params import SEED, Interval, Part
+from gantrace.params import COUNT, POSITIVE, SEED, Interval, Part
 from gantrace.registry import Registry
 
 
@@ -36,7 +36,7 @@ class PCAReducer(Part):
 
     name = "pca"
     _parameter_constraints = {
-        "n_components": [Interval(float, 0, 1, closed="neither"), Interval(int, 1)],
+        "n_components": [Interval(float, 0, 1, closed="neither"), COUNT],
         "whiten": [bool],
         "random_state": [SEED],
     }
@@ -131,7 +131,7 @@ class TSNEReducer(Part):
     transforms_unseen = False
     _parameter_constraints = {
         "n_components": [Interval(int, 1, 3)],  # Barnes-Hut t-SNE allows at most 3
-        "perplexity": [Interval(float, 0, closed="neither")],
+        "perplexity": [POSITIVE],
         "max_iter": [Interval(int, 250)],
         "random_state": [SEED],
     }

@@ -9,7 +9,7 @@ k-means: fingerprint = re-standardised mean of its members, assignment = highest
 import numpy as np
 
 from gantrace.errors import ConfigError
-from gantrace.params import SEED, Interval, Part
+from gantrace.params import COUNT, SEED, Part
 
 
 def standardise_rows(x):
@@ -31,9 +31,9 @@ class FingerprintClusterer(Part):
 
     name = "fingerprint"
     _parameter_constraints = {
-        "n_clusters": [Interval(int, 1)],
-        "n_init": [Interval(int, 1)],
-        "max_iter": [Interval(int, 1)],
+        "n_clusters": [COUNT],
+        "n_init": [COUNT],
+        "max_iter": [COUNT],
         "random_state": [SEED],
     }
 

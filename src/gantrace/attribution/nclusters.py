@@ -20,7 +20,7 @@ from sklearn.neighbors import kneighbors_graph
 
 from gantrace.errors import ConfigError
 from gantrace.matrix import as_matrix
-from gantrace.params import SEED, Interval, Part
+from gantrace.params import COUNT, POSITIVE, SEED, Interval, Part
 from gantrace.registry import KEY, Registry
 
 
@@ -29,7 +29,7 @@ class SilhouetteCriterion(Part):
     higher_is_better = True
     _parameter_constraints = {
         "min_silhouette": [Interval(float, -1, 1)],  # a silhouette's own range
-        "n_init": [Interval(int, 1)],
+        "n_init": [COUNT],
         "random_state": [SEED],
     }
 
@@ -56,7 +56,7 @@ class BICCriterion(Part):
     name = "bic"
     higher_is_better = False
     _parameter_constraints = {
-        "reg_covar": [Interval(float, 0, closed="neither")],
+        "reg_covar": [POSITIVE],
         "random_state": [SEED],
     }
 
@@ -78,7 +78,7 @@ class BICCriterion(Part):
 class EigengapCriterion(Part):
     name = "eigengap"
     higher_is_better = True
-    _parameter_constraints = {"n_neighbors": [Interval(int, 1)], "random_state": [SEED]}
+    _parameter_constraints = {"n_neighbors": [COUNT], "random_state": [SEED]}
 
     def __init__(self, n_neighbors=10, random_state=0):
         self.n_neighbors = n_neighbors
@@ -107,8 +107,8 @@ class NClustersEstimator(Part):
     name = "estimate_k"
     _parameter_constraints = {
         "criterion": [str],  # CRITERIA names an unknown one, with the valid choices
-        "k_min": [Interval(int, 1)],
-        "k_max": [Interval(int, 1)],
+        "k_min": [COUNT],
+        "k_max": [COUNT],
         "max_samples": [Interval(int, 3)],
         "random_state": [SEED],
     }

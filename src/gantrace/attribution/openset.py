@@ -12,7 +12,7 @@ from gantrace.attribution.method import CLUSTERERS
 from gantrace.attribution.nclusters import build_estimator
 from gantrace.errors import ConfigError
 from gantrace.matrix import METRICS, as_matrix
-from gantrace.params import SEED, Interval, Options, Part, trained_parts
+from gantrace.params import COUNT, SEED, Interval, Options, Part, trained_parts
 from gantrace.reduce import build_reducer
 from gantrace.registry import KEY, SPEC
 
@@ -41,7 +41,7 @@ class OpenSetAttribution(Part):
         "clusterer": [SPEC],
         "reject_quantile": [Interval(float, 0, 1, closed="right")],
         "n_new": [Interval(int, 0), None],
-        "min_new": [Interval(int, 1)],
+        "min_new": [COUNT],
         "n_clusters_estimator": [SPEC, None],
         "metric": [Options(*METRICS)],
         "random_state": [SEED],
