@@ -118,19 +118,19 @@ def _split(X):
 
 
 def stage_kmeans(work, n):
-    from gantrace.attribution.method import build_clusterer
+    from gantrace.attribution.method import CLUSTERERS
 
     X = _features(work)
-    labels = build_clusterer({"name": "kmeans"}, n_clusters=4, random_state=0).fit_predict(X)
+    labels = CLUSTERERS.create({"name": "kmeans"}, n_clusters=4, random_state=0).fit_predict(X)
     return {"clusters": int(len(set(labels.tolist())))}
 
 
 def stage_agglomerative(work, n):
-    from gantrace.attribution.method import build_clusterer
+    from gantrace.attribution.method import CLUSTERERS
     from gantrace.errors import ConfigError
 
     X = _features(work)
-    clusterer = build_clusterer({"name": "agglomerative", "linkage": "ward"}, n_clusters=4)
+    clusterer = CLUSTERERS.create({"name": "agglomerative", "linkage": "ward"}, n_clusters=4)
     try:
         clusterer.fit_predict(X)
     except ConfigError as err:
@@ -139,24 +139,24 @@ def stage_agglomerative(work, n):
 
 
 def stage_knn(work, n):
-    from gantrace.membership.method import build_scorer
+    from gantrace.membership.scorers import SCORERS
 
     gen, real = _split(_features(work))
-    scores = build_scorer({"name": "knn", "k": 1}).fit(gen).score(real)
+    scores = SCORERS.create({"name": "knn", "k": 1}).fit(gen).score(real)
     return {"n_generated": len(gen), "n_real": len(real), "finite": bool(np.isfinite(scores).all())}
 
 
 def stage_cluster_dist(work, n):
-    from gantrace.membership.method import build_scorer
+    from gantrace.membership.scorers import SCORERS
 
     gen, real = _split(_features(work))
-    build_scorer({"name": "cluster_distance", "n_clusters": 10}).fit(gen).score(real)
+    SCORERS.create({"name": "cluster_distance", "n_clusters": 10}).fit(gen).score(real)
     return {"n_generated": len(gen), "n_real": len(real)}
 
 
 def knn_10k_4k(work):
     """k-NN scoring, 10k generated x 4k real, on pixels 32x32 features (rows reused + noise)."""
-    from gantrace.membership.method import build_scorer
+    from gantrace.membership.scorers import SCORERS
 
     X = _features(work)
     rng = np.random.default_rng(1)
@@ -164,7 +164,7 @@ def knn_10k_4k(work):
     X = X[take] + rng.normal(0, 1.0, (14_000, X.shape[1])).astype(np.float32)
     gen, real = X[:10_000], X[10_000:]
     t0 = time.perf_counter()
-    scorer = build_scorer({"name": "knn", "k": 1}).fit(gen)
+    scorer = SCORERS.create({"name": "knn", "k": 1}).fit(gen)
     fit_s = time.perf_counter() - t0
     scorer.score(real)
     return {"fit_s": fit_s, "dim": int(X.shape[1])}
@@ -269,11 +269,11 @@ def main(argv=None):
             power = 2 if stage == "knn" else 1  # knn: n_generated x n_real distances
             est = r["wall_s"] * (m / n) ** power
             print(f"  {stage:<14} ~{est:8.0f} s  ({'quadratic' if power == 2 else 'linear'} in N)")
-        from gantrace.attribution.method import build_clusterer
+        from gantrace.attribution.method import CLUSTERERS
         from gantrace.errors import ConfigError
 
         try:  # the refusal depends only on the row count: checked without the data
-            build_clusterer({"name": "agglomerative"}, n_clusters=4).fit_predict(np.zeros((m, 1)))
+            CLUSTERERS.create({"name": "agglomerative"}, n_clusters=4).fit_predict(np.zeros((m, 1)))
         except ConfigError as err:
             print(f"  agglomerative  REFUSED at N={m} (measured, instant): {err}")
     if not args.workdir:

@@ -6,7 +6,6 @@ from gantrace.attribution.method import (
     CLUSTERERS,
     AgglomerativeClusterer,
     AttributionMethod,
-    build_clusterer,
     canonical_labels,
 )
 from gantrace.errors import ConfigError
@@ -63,11 +62,11 @@ def test_config_errors():
     with pytest.raises(ConfigError, match=r"clusterer\.n_clusters"):
         AttributionMethod(n_clusters=3, clusterer={"name": "kmeans", "n_clusters": 3})
     with pytest.raises(ConfigError, match=r"clusterer\.eps"):
-        build_clusterer({"name": "kmeans", "eps": 1})
+        CLUSTERERS.create({"name": "kmeans", "eps": 1})
     with pytest.raises(ConfigError, match="linkage"):
-        build_clusterer({"name": "agglomerative", "linkage": "median"})
+        CLUSTERERS.create({"name": "agglomerative", "linkage": "median"})
     with pytest.raises(ConfigError, match="ward"):
-        build_clusterer({"name": "agglomerative", "metric": "cosine"})
+        CLUSTERERS.create({"name": "agglomerative", "metric": "cosine"})
     assert set(CLUSTERERS) == {
         "agglomerative",
         "dbscan_rerank",
@@ -137,11 +136,11 @@ def test_rerank_clusterers_fix_a_bad_base(name):
 
 def test_rerank_config_errors():
     with pytest.raises(ConfigError, match="base"):
-        build_clusterer({"name": "dbscan_rerank", "base": "dbscan_rerank"}, n_clusters=2)
+        CLUSTERERS.create({"name": "dbscan_rerank", "base": "dbscan_rerank"}, n_clusters=2)
     with pytest.raises(ConfigError, match="clusterer.name"):
-        build_clusterer({"name": "dbscan_rerank", "base": "nope"}, n_clusters=2)
+        CLUSTERERS.create({"name": "dbscan_rerank", "base": "nope"}, n_clusters=2)
     with pytest.raises(ConfigError, match="gmm.init"):
-        build_clusterer({"name": "gmm", "init": "kmeans+"}, n_clusters=2)
+        CLUSTERERS.create({"name": "gmm", "init": "kmeans+"}, n_clusters=2)
 
 
 def test_autoencoder_reducer_is_saved_by_the_stage(tmp_path):

@@ -89,7 +89,7 @@ def test_groups_from_csv_and_bad_pattern(tmp_path):
 @pytest.mark.parametrize("model", list(GENERATORS))
 def test_generator_learns_samples_and_resumes(model, tmp_path):
     data = toy_images()
-    spec = {"model": model, "batch_size": 8, "log_every": 100, **TINY[model]}
+    spec = {"name": model, "batch_size": 8, "log_every": 100, **TINY[model]}
     untrained = build_generator({**spec, "steps": 1}, seed=3).fit(data)
     full = build_generator({**spec, "steps": 30}, seed=3).fit(data)
     out = full.sample(5, seed=1)
@@ -113,7 +113,7 @@ def test_generator_learns_samples_and_resumes(model, tmp_path):
 
 def test_unknown_generator_parameter_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown parameter"):
-        build_generator({"model": "vae", "widht": 8})
+        build_generator({"name": "vae", "widht": 8})
     cfg = yaml.safe_load((ROOT / "tests" / "data" / "benchmark_tiny.yaml").read_text())
     validate_config(cfg, SCHEMA)  # a benchmark-only config is valid
     cfg["benchmark"]["generators"]["vae"]["stepz"] = 3

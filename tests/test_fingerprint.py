@@ -7,7 +7,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from gantrace.attribution.marra import FingerprintClusterer
-from gantrace.attribution.method import AttributionMethod, build_clusterer
+from gantrace.attribution.method import CLUSTERERS, AttributionMethod
 from gantrace.errors import ConfigError
 from gantrace.features import DCTExtractor, ResidualExtractor, build_extractor
 
@@ -143,8 +143,8 @@ def test_fingerprint_clusterer_direct_and_errors():
     labels = model.fit_predict(rows)
     assert set(labels) == {0, 1, 2} and adjusted_rand_score(truth, labels) >= 0.9
     assert 0 < model.score_ <= 1
-    assert isinstance(build_clusterer({"name": "fingerprint"}), FingerprintClusterer)
+    assert isinstance(CLUSTERERS.create({"name": "fingerprint"}), FingerprintClusterer)
     with pytest.raises(ConfigError, match="n_init"):
-        build_clusterer({"name": "fingerprint", "n_init": 0})
+        CLUSTERERS.create({"name": "fingerprint", "n_init": 0})
     with pytest.raises(ConfigError, match="n_clusters"):
         FingerprintClusterer(n_clusters=40).fit_predict(rows)

@@ -6,14 +6,11 @@ from scipy.spatial.distance import cdist
 
 from gantrace.errors import ConfigError
 from gantrace.membership.method import (
-    SCORERS,
-    ClusterDistanceScorer,
-    KNNScorer,
     MembershipMethod,
     best_f1_threshold,
-    build_scorer,
     out_of_fold_thresholds,
 )
+from gantrace.membership.scorers import SCORERS, ClusterDistanceScorer, KNNScorer
 
 G = np.array([[0.0, 0], [3, 4], [6, 8]])
 R = np.array([[0.0, 0], [0, 1]])
@@ -189,15 +186,15 @@ def test_best_f1_threshold_is_optimal(rows):
 def test_config_errors():
     assert {"knn", "cluster_distance", "similarity", "class_centroids", "column"} <= set(SCORERS)
     with pytest.raises(ConfigError, match=r"scorer\.name.*cluster_distance, column"):
-        build_scorer({"name": "lira"})
+        SCORERS.create({"name": "lira"})
     with pytest.raises(ConfigError, match=r"scorer\.n_neighbors.*block_size, k, metric"):
-        build_scorer({"name": "knn", "n_neighbors": 3})
+        SCORERS.create({"name": "knn", "n_neighbors": 3})
     with pytest.raises(ConfigError, match="knn.metric"):
-        build_scorer({"name": "knn", "metric": "hamming"})
+        SCORERS.create({"name": "knn", "metric": "hamming"})
     with pytest.raises(ConfigError, match="knn.k=5"):
         KNNScorer(k=5).fit(G)
     with pytest.raises(ConfigError, match="reduce"):
-        build_scorer({"name": "cluster_distance", "reduce": "max"})
+        SCORERS.create({"name": "cluster_distance", "reduce": "max"})
     with pytest.raises(ConfigError, match="used_fraction"):
         MembershipMethod(used_fraction=1.0)
     with pytest.raises(ConfigError, match="threshold"):

@@ -6,7 +6,8 @@ from sklearn.metrics import roc_auc_score
 
 from gantrace import fusion
 from gantrace.errors import ConfigError
-from gantrace.membership.method import MembershipMethod, build_scorer, mixture_threshold
+from gantrace.membership.method import MembershipMethod, mixture_threshold
+from gantrace.membership.scorers import SCORERS
 
 
 def dense_and_sparse(seed=0, d=5):
@@ -50,7 +51,7 @@ def test_calibration_ranks_planted_members_first_where_plain_knn_is_fooled(spec)
 
 def test_reference_leaves_the_query_out():
     generated, real, labels = dense_and_sparse()
-    scorer = build_scorer({"name": "calibrated_knn"}).fit(generated)
+    scorer = SCORERS.create({"name": "calibrated_knn"}).fit(generated)
     scores = scorer.fit_reference(real).score(real)
     # Without leave-one-out every d_ref would be 0 and every score <= 0.
     assert (scores > 0).sum() >= 15
@@ -72,7 +73,7 @@ def test_not_used_reference_is_supervised_and_cross_fitted():
 def test_eps_ball_counts_generated_images_within_epsilon():
     generated = np.array([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0]])
     real = np.array([[0.0, 0.05], [5.0, 5.1], [20.0, 20.0]])
-    scorer = build_scorer({"name": "eps_ball", "epsilon": 0.2}).fit(generated)
+    scorer = SCORERS.create({"name": "eps_ball", "epsilon": 0.2}).fit(generated)
     np.testing.assert_allclose(scorer.fit_reference(real).score(real), [2 / 3, 1 / 3, 0])
 
 
@@ -93,7 +94,7 @@ def test_knn_takes_ssim_on_pixel_images():
     rng = np.random.default_rng(0)
     real = rng.random((6, 64))
     generated = real[:3] + rng.normal(0, 0.01, (3, 64))
-    scores = build_scorer({"name": "knn", "metric": "ssim"}).fit(generated).score(real)
+    scores = SCORERS.create({"name": "knn", "metric": "ssim"}).fit(generated).score(real)
     assert scores[:3].min() > scores[3:].max()
 
 
@@ -109,7 +110,7 @@ def test_knn_takes_ssim_on_pixel_images():
 def test_bad_parameters_name_the_key(spec):
     key = next(k for k in spec if k != "name")
     with pytest.raises(ConfigError, match=f"{spec['name']}.{key}"):
-        build_scorer(spec)
+        SCORERS.create(spec)
 
 
 def test_mixture_threshold_finds_the_gap_and_the_used_share():

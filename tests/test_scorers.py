@@ -5,7 +5,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from gantrace.errors import ConfigError
-from gantrace.membership.method import SCORERS, MembershipMethod, build_scorer
+from gantrace.membership.method import MembershipMethod
+from gantrace.membership.scorers import SCORERS
 from gantrace.membership.scorers.unsupervised import ssim_matrix
 
 
@@ -41,14 +42,14 @@ def test_similarity_finds_copies_and_noise_is_seeded(metric):
     gen = rng.random((60, 64))
     real = np.vstack([rng.random((10, 64)), gen[[7, 30]]])
     spec = {"name": "similarity", "metric": metric, "window": 4}
-    scores = build_scorer(spec).fit(gen).score(real)
+    scores = SCORERS.create(spec).fit(gen).score(real)
     assert set(np.argsort(-scores)[:2]) == {10, 11}
     noisy = {**spec, "noise_std": 0.05}
-    a = build_scorer(noisy, random_state=3).fit(gen).score(real)
-    b = build_scorer(noisy, random_state=3).fit(gen).score(real)
+    a = SCORERS.create(noisy, random_state=3).fit(gen).score(real)
+    b = SCORERS.create(noisy, random_state=3).fit(gen).score(real)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, scores)
-    assert not np.allclose(a, build_scorer(noisy, random_state=4).fit(gen).score(real))
+    assert not np.allclose(a, SCORERS.create(noisy, random_state=4).fit(gen).score(real))
     assert set(np.argsort(-a)[:2]) == {10, 11}
 
 
@@ -58,11 +59,11 @@ def test_mode_threshold_by_hand():
     # mean: centres (0.825, 11.5), widths 1.0 * std
     std = gen.std(axis=0)
     within = np.abs(real - gen.mean(axis=0)) <= std
-    got = build_scorer({"name": "mode_threshold", "statistic": "mean", "tolerance": 1.0})
+    got = SCORERS.create({"name": "mode_threshold", "statistic": "mean", "tolerance": 1.0})
     np.testing.assert_array_equal(got.fit(gen).score(real), within.sum(axis=1))
     # mode with 2 bins: column 0 bins [0, 1.5), [1.5, 3] -> peak centre 0.75;
     # column 1 bins [10, 12), [12, 14] -> two each, first wins -> centre 11.
-    mode = build_scorer({"name": "mode_threshold", "bins": 2, "tolerance": 0.5}).fit(gen)
+    mode = SCORERS.create({"name": "mode_threshold", "bins": 2, "tolerance": 0.5}).fit(gen)
     np.testing.assert_allclose(mode.centres_, [0.75, 11.0])
     within = np.abs(real - [0.75, 11.0]) <= 0.5 * std
     np.testing.assert_array_equal(mode.score(real), within.sum(axis=1))
@@ -71,7 +72,7 @@ def test_mode_threshold_by_hand():
 
 def test_cluster_distance_agglomerative_centres():
     gen = np.array([[0.0, 0], [0, 2], [10, 0], [10, 2]])
-    scorer = build_scorer(
+    scorer = SCORERS.create(
         {"name": "cluster_distance", "n_clusters": 2, "algorithm": "agglomerative"}
     )
     np.testing.assert_allclose(scorer.fit(gen).score([[0.0, 1], [4, 1]]), [0.0, -4.0])
@@ -82,7 +83,7 @@ def test_vcmi_variants_by_hand():
     gen = np.array([[0.1], [20.0]])
 
     def margins(name, **kw):
-        s = build_scorer({"name": name, "metric": "euclidean", **kw}).fit(gen)
+        s = SCORERS.create({"name": name, "metric": "euclidean", **kw}).fit(gen)
         return s.fit_reference(real).score(real)
 
     # g = best sim to generated (-0.1, -9.9, -9.5); r = best sim to another real (-10, -.5, -.5)
@@ -105,7 +106,7 @@ def test_column_scorer_and_natural_threshold():
     np.testing.assert_array_equal(frame["score"], real[:, 1])
     np.testing.assert_array_equal(frame["decision"], [0, 1, 1])
     with pytest.raises(ConfigError, match="column.index=2"):
-        build_scorer({"name": "column", "index": 2}).score(real)
+        SCORERS.create({"name": "column", "index": 2}).score(real)
 
 
 def _shifted(seed=0, n_gen=120, n_used=30, n_not=30, n_unknown=10, d=16):

@@ -7,6 +7,8 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 from gantrace.errors import ConfigError
+from gantrace.params import validate
+from gantrace.registry import KEY
 
 
 def _with_defaults(cls):
@@ -164,16 +166,23 @@ def _benchmark_check(bench):
         return
     import re
 
+    # imports torch: only for a config with a benchmark section
     from gantrace.benchmark_builder.generators import GENERATORS
 
     for name, spec in bench["generators"].items():
-        allowed = GENERATORS[spec["model"]]._all_defaults()
-        unknown = sorted(set(spec) - {"model"} - set(allowed))
+        cls = GENERATORS[spec[KEY]]
+        params = {k: v for k, v in spec.items() if k != KEY}
+        unknown = sorted(set(params) - set(cls.param_names()))
         if unknown:
             yield (
-                f"benchmark.generators.{name}: unknown parameter(s) {unknown} for model "
-                f"{spec['model']!r} (allowed: {', '.join(sorted(allowed))})"
+                f"benchmark.generators.{name}: unknown parameter(s) {unknown} for "
+                f"{spec[KEY]!r} (allowed: {', '.join(cls.param_names())})"
             )
+            continue
+        try:
+            validate(f"benchmark.generators.{name}", params, cls.constraints())
+        except ConfigError as err:
+            yield str(err)
     for g in bench.get("attribution", {}).get("unseen", []):
         if g not in bench["generators"]:
             yield f"benchmark.attribution.unseen: {g!r} is not a generator of benchmark.generators"

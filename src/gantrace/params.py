@@ -21,6 +21,7 @@ import copy
 import difflib
 import inspect
 import numbers
+import re
 
 import numpy as np
 
@@ -135,6 +136,19 @@ class ListOf(Constraint):
         return f"a list of {self.item.describe()}"
 
 
+class Pattern(Constraint):
+    """A string matching a regular expression in full; `what` says it in words."""
+
+    def __init__(self, regex, what):
+        self.regex, self.what = re.compile(regex), what
+
+    def accepts(self, value):
+        return isinstance(value, str) and self.regex.fullmatch(value) is not None
+
+    def describe(self):
+        return self.what
+
+
 class _NoneOk(Constraint):
     def accepts(self, value):
         return value is None
@@ -152,6 +166,12 @@ class _Anything(Constraint):
 
 
 ANY = _Anything()
+
+# Forms many parts share.
+COUNT = Interval(int, 1)  # n_clusters, n_init, epochs, block_size, ...
+POSITIVE = Interval(float, 0, closed="neither")  # a learning rate, a tolerance, ...
+SEED = Interval(int, 0)  # numpy, torch and scikit-learn all take a non-negative integer
+DEVICE = Pattern(r"auto|cpu|cuda(:[0-9]+)?", "auto, cpu or cuda[:N]")
 
 
 def as_constraint(form):
@@ -193,9 +213,13 @@ def validate(where, params, constraints):
 
 class Part:
     """Base of every configurable part (extractor, preprocessor, reducer, clusterer,
-    scorer, criterion, generator): its `__init__` keywords are its parameters."""
+    scorer, criterion, generator): its `__init__` keywords are its parameters.
+
+    A part that trains a network sets `trains = True`; the method holding it saves it.
+    """
 
     name = "part"
+    trains = False
     _parameter_constraints: dict = {}
     # __init__ keywords that say where the part is configured (for messages), not what it does
     _not_params = ("config_key",)
@@ -243,3 +267,8 @@ class Part:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+
+def trained_parts(parts):
+    """{role: part} of the parts that trained a network (class attribute `trains`)."""
+    return {role: p for role, p in parts.items() if getattr(p, "trains", False)}

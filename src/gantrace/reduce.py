@@ -1,66 +1,21 @@
-"""Feature reducers (fit on generated images only) and the config-spec builder shared by
-attribution and membership."""
+"""Feature reducers (fit on generated images only): one registry, REDUCERS."""
 
-import inspect
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 from sklearn.decomposition import PCA
 
 from gantrace.errors import ConfigError
+from gantrace.matrix import as_matrix
+from gantrace.nn.autoencoder import TRAINING_CONSTRAINTS, FeatureAutoencoder
+from gantrace.params import COUNT, POSITIVE, SEED, Interval, Part
+from gantrace.registry import Registry
 
 
-def build_from_spec(spec, registry, kind, **injected):
-    """Turn `{"name": ..., **params}` (or a bare name) into `registry[name](**params)`.
-
-    `injected` values (n_clusters, random_state) belong to the enclosing method: they are
-    passed to classes that accept them and may not be set in the spec itself.
-    """
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise ConfigError(
-            f"{kind}: expected a mapping with a 'name' key, one of {', '.join(registry)}; "
-            f"got {spec!r}"
-        )
-    params = dict(spec)
-    name = params.pop("name")
-    if name not in registry:
-        raise ConfigError(
-            f"{kind}.name: unknown {kind} {name!r}; valid options: {', '.join(registry)}"
-        )
-    accepted = set(inspect.signature(registry[name]).parameters)
-    for key in params:
-        if key in injected:
-            raise ConfigError(
-                f"{kind}.{key}: set by the enclosing method; remove it from the {name!r} spec"
-            )
-        if key not in accepted:
-            valid = ", ".join(sorted(accepted - set(injected))) or "none"
-            raise ConfigError(f"{kind}.{key}: unknown parameter of {name!r}; valid: {valid}")
-    params.update({k: v for k, v in injected.items() if k in accepted})
-    return registry[name](**params)
-
-
-def check_choice(key, value, options):
-    if value not in options:
-        raise ConfigError(f"{key}: got {value!r}; valid options: {', '.join(options)}")
-
-
-def check_int(key, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise ConfigError(f"{key}: expected an integer >= {minimum}, got {value!r}")
-
-
-def as_matrix(X, what="features"):
-    X = np.asarray(X)
-    if X.ndim != 2 or not np.isfinite(X).all():
-        raise ValueError(f"{what}: expected a finite 2-D array, got shape {X.shape}")
-    return X
-
-
-class IdentityReducer:
+class IdentityReducer(Part):
     """The `none` reducer: features pass through unchanged."""
+
+    name = "none"
 
     def fit(self, X):
         return self
@@ -72,24 +27,25 @@ class IdentityReducer:
         return self.fit(X).transform(X)
 
 
-class PCAReducer:
+class PCAReducer(Part):
     """Standardise columns (constant ones dropped), then PCA.
 
     A float `n_components` in (0, 1) keeps that fraction of variance; an int keeps that
     many components.
     """
 
+    name = "pca"
+    _parameter_constraints = {
+        "n_components": [Interval(float, 0, 1, closed="neither"), COUNT],
+        "whiten": [bool],
+        "random_state": [SEED],
+    }
+
     def __init__(self, n_components=0.95, whiten=False, random_state=0):
-        if isinstance(n_components, Real) and not isinstance(n_components, Integral):
-            if not 0 < n_components < 1:
-                raise ConfigError(
-                    f"pca.n_components: a float must lie in (0, 1), got {n_components}"
-                )
-        else:
-            check_int("pca.n_components", n_components)
         self.n_components = n_components
         self.whiten = whiten
         self.random_state = random_state
+        self._validate_params()
 
     def fit(self, X):
         X = as_matrix(X).astype(np.float64)
@@ -117,14 +73,16 @@ class PCAReducer:
         return self.fit(X).transform(X)
 
 
-class AutoencoderReducer:
+class AutoencoderReducer(Part):
     """Code layer of an MLP autoencoder trained on the rows it is fitted on (CSMorgan 2024).
 
     Columns are standardised first; `hidden` width and `epochs` set the model size and
     training length; `device` is "cpu" (default, reproducible), "auto" or "cuda[:N]".
     """
 
+    name = "autoencoder"
     trains = True
+    _parameter_constraints = TRAINING_CONSTRAINTS
 
     def __init__(
         self,
@@ -136,8 +94,6 @@ class AutoencoderReducer:
         device="cpu",
         random_state=0,
     ):
-        from gantrace.nn.autoencoder import FeatureAutoencoder
-
         self.code_size = code_size
         self.hidden = hidden
         self.epochs = epochs
@@ -145,6 +101,7 @@ class AutoencoderReducer:
         self.batch_size = batch_size
         self.device = device
         self.random_state = random_state
+        self._validate_params()
         self.model_ = FeatureAutoencoder(
             code_size, hidden, epochs, lr, batch_size, device, random_state
         )
@@ -163,26 +120,28 @@ class AutoencoderReducer:
         self.model_.save(path)
 
 
-class TSNEReducer:
+class TSNEReducer(Part):
     """2-D (or `n_components`-D) t-SNE embedding (SDVAHCS 2024), after standardising columns.
 
     t-SNE places only the rows it is fitted on: there is no `transform` for unseen rows, so
     it serves attribution only. `perplexity` is lowered to (n - 1) / 3 for small inputs.
     """
 
+    name = "tsne"
     transforms_unseen = False
+    _parameter_constraints = {
+        "n_components": [Interval(int, 1, 3)],  # Barnes-Hut t-SNE allows at most 3
+        "perplexity": [POSITIVE],
+        "max_iter": [Interval(int, 250)],
+        "random_state": [SEED],
+    }
 
     def __init__(self, n_components=2, perplexity=30.0, max_iter=1000, random_state=0):
-        check_int("tsne.n_components", n_components)
-        if n_components > 3:
-            raise ConfigError("tsne.n_components: Barnes-Hut t-SNE allows at most 3")
-        if isinstance(perplexity, bool) or not isinstance(perplexity, Real) or perplexity <= 0:
-            raise ConfigError(f"tsne.perplexity: expected a positive number, got {perplexity!r}")
-        check_int("tsne.max_iter", max_iter, minimum=250)
         self.n_components = n_components
         self.perplexity = perplexity
         self.max_iter = max_iter
         self.random_state = random_state
+        self._validate_params()
 
     def fit_transform(self, X):
         from sklearn.manifold import TSNE
@@ -212,23 +171,9 @@ class TSNEReducer:
         )
 
 
-REDUCERS = {
-    "autoencoder": AutoencoderReducer,
-    "none": IdentityReducer,
-    "pca": PCAReducer,
-    "tsne": TSNEReducer,
-}
-
-
-def spec_name(spec):
-    return spec if isinstance(spec, str) else (spec or {}).get("name")
-
-
-def trained_parts(parts):
-    """{role: part} of the parts that train a network (class attribute `trains`)."""
-    return {role: p for role, p in parts.items() if getattr(p, "trains", False)}
+REDUCERS = Registry("reducer", (AutoencoderReducer, IdentityReducer, PCAReducer, TSNEReducer))
 
 
 def build_reducer(spec, **injected):
     """None means no reduction; otherwise a spec such as `{"name": "pca", "n_components": 64}`."""
-    return build_from_spec("none" if spec is None else spec, REDUCERS, "reducer", **injected)
+    return REDUCERS.create("none" if spec is None else spec, **injected)

@@ -16,9 +16,10 @@ not be set in the spec.
 import inspect
 
 from gantrace.errors import ConfigError
-from gantrace.params import suggest, validate
+from gantrace.params import InstanceOf, suggest, validate
 
 KEY = "name"  # the one key that names a part's type in every spec
+SPEC = InstanceOf(str, dict, what=f"a registered name or a mapping with a '{KEY}' key")
 
 
 def spec_name(spec):
@@ -27,7 +28,9 @@ def spec_name(spec):
 
 
 def accepted_params(cls):
-    """The keyword parameters `cls` takes (its `__init__` signature)."""
+    """The keyword parameters `cls` takes: a Part's `param_names`, else its signature's."""
+    if hasattr(cls, "param_names"):
+        return set(cls.param_names())
     return {
         p.name
         for p in inspect.signature(cls).parameters.values()
@@ -36,11 +39,18 @@ def accepted_params(cls):
 
 
 class Registry:
-    """Named classes of one kind of part."""
+    """Named classes of one kind of part.
 
-    def __init__(self, kind):
+    `parts` registers classes at once, and then names are listed in that order (error
+    messages, iteration); otherwise they are listed sorted.
+    """
+
+    def __init__(self, kind, parts=()):
         self.kind = kind
         self._classes = {}
+        self._listed = bool(parts)
+        for cls in parts:
+            self.register(cls)
 
     def register(self, cls=None, *, name=None):
         """Class decorator: add `cls` under `name` (default: its `name` attribute)."""
@@ -61,7 +71,7 @@ class Registry:
         return self._classes[name]
 
     def __iter__(self):
-        return iter(sorted(self._classes))
+        return iter(self.names())
 
     def __len__(self):
         return len(self._classes)
@@ -70,10 +80,10 @@ class Registry:
         return self._classes.get(name, default)
 
     def names(self):
-        return sorted(self._classes)
+        return list(self._classes) if self._listed else sorted(self._classes)
 
     def items(self):
-        return sorted(self._classes.items())
+        return [(name, self._classes[name]) for name in self.names()]
 
     def resolve(self, spec, where=None):
         """(class, params) of a spec, refusing an unknown or missing name."""
@@ -113,11 +123,14 @@ class Registry:
         return accepted
 
     def create(self, spec, where=None, **injected):
-        """Build the part a spec names, with its parameters checked."""
-        where = where or self.kind
+        """Build the part a spec names, with its parameters checked.
+
+        Values are refused under `where` (the config key) when given, else under the
+        part's name (`knn.metric`), as the part itself would.
+        """
         cls, params = self.resolve(spec, where)
-        accepted = self.check_params(cls, params, where, injected)
-        if hasattr(cls, "constraints"):  # a Part: its values checked under the config key
-            validate(where, params, cls.constraints())
+        accepted = self.check_params(cls, params, where or self.kind, injected)
+        if hasattr(cls, "constraints"):  # a Part
+            validate(where or cls.name, params, cls.constraints())
         params.update({k: v for k, v in injected.items() if k in accepted})
         return cls(**params)

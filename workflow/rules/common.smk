@@ -111,7 +111,8 @@ def needs_labels(task, method):
     """The method learns from the labelled images of the dataset it scores: a learned
     feature without `train_from`, a supervised scorer, or a scorer with tuned (listed)
     parameters."""
-    from gantrace.membership.method import build_scorer, expand_grid
+    from gantrace.membership.method import expand_grid
+    from gantrace.membership.scorers import SCORERS
 
     spec = METHODS[task][method]
     feature = FEATURES[spec["feature"]]
@@ -121,7 +122,7 @@ def needs_labels(task, method):
         return False
     # An instance, not the class: whether a scorer learns can hang on its parameters.
     supervised = getattr(
-        build_scorer(expand_grid(spec["scorer"])[0]), "supervised", False
+        SCORERS.create(expand_grid(spec["scorer"])[0]), "supervised", False
     )
     scorer = spec["scorer"] if isinstance(spec["scorer"], dict) else {}
     return supervised or any(isinstance(v, list) for v in scorer.values())
@@ -232,8 +233,9 @@ for _task, _methods in METHODS.items():
 
 def trains_network(task, method):
     """1 when a part of the method (its reducer or membership scorer) trains a network."""
-    from gantrace.membership.method import SCORERS
-    from gantrace.reduce import REDUCERS, spec_name
+    from gantrace.membership.scorers import SCORERS
+    from gantrace.reduce import REDUCERS
+    from gantrace.registry import spec_name
 
     spec = METHODS[task][method]
     parts = [REDUCERS.get(spec_name(spec.get("reducer")))]

@@ -9,7 +9,7 @@ k-means: fingerprint = re-standardised mean of its members, assignment = highest
 import numpy as np
 
 from gantrace.errors import ConfigError
-from gantrace.reduce import check_int
+from gantrace.params import COUNT, SEED, Part
 
 
 def standardise_rows(x):
@@ -20,7 +20,7 @@ def standardise_rows(x):
     return np.divide(x, norm, out=np.zeros_like(x), where=norm > 1e-12)
 
 
-class FingerprintClusterer:
+class FingerprintClusterer(Part):
     """Spherical k-means on row-standardised features (e.g. the `residual` extractor).
 
     Seeding is k-means++ style on 1 - correlation; `n_init` restarts from `random_state`
@@ -29,14 +29,20 @@ class FingerprintClusterer:
     (mean correlation of a row with its fingerprint).
     """
 
+    name = "fingerprint"
+    _parameter_constraints = {
+        "n_clusters": [COUNT],
+        "n_init": [COUNT],
+        "max_iter": [COUNT],
+        "random_state": [SEED],
+    }
+
     def __init__(self, n_clusters=8, n_init=4, max_iter=50, random_state=0):
-        check_int("fingerprint.n_clusters", n_clusters)
-        check_int("fingerprint.n_init", n_init)
-        check_int("fingerprint.max_iter", max_iter)
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.max_iter = max_iter
         self.random_state = random_state
+        self._validate_params()
 
     def _seed(self, Z, rng):
         centres = [int(rng.integers(len(Z)))]

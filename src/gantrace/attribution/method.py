@@ -6,30 +6,41 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 
 from gantrace.attribution.marra import FingerprintClusterer
+from gantrace.attribution.nclusters import build_estimator
 from gantrace.errors import ConfigError
-from gantrace.reduce import (
-    as_matrix,
-    build_from_spec,
-    build_reducer,
-    check_choice,
-    check_int,
-    spec_name,
+from gantrace.matrix import LINKAGES, METRICS, as_matrix
+from gantrace.params import (
+    COUNT,
+    POSITIVE,
+    SEED,
+    Interval,
+    Options,
+    Part,
+    check_value,
     trained_parts,
 )
+from gantrace.reduce import build_reducer
+from gantrace.registry import SPEC, Registry, spec_name
 
-METRICS = ("euclidean", "cosine", "manhattan")
-LINKAGES = ("ward", "average", "complete", "single")
 GMM_INITS = ("kmeans", "k-means++", "random", "random_from_data")
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
-class KMeansClusterer:
+class KMeansClusterer(Part):
+    name = "kmeans"
+    _parameter_constraints = {
+        "n_clusters": [COUNT],
+        "n_init": [COUNT],
+        "max_iter": [COUNT],
+        "random_state": [SEED],
+    }
+
     def __init__(self, n_clusters=8, n_init=10, max_iter=300, random_state=0):
-        check_int("kmeans.n_init", n_init)
-        check_int("kmeans.max_iter", max_iter)
         self.n_clusters = n_clusters
         self.n_init = n_init
         self.max_iter = max_iter
         self.random_state = random_state
+        self._validate_params()
 
     def fit_predict(self, X):
         km = KMeans(
@@ -41,19 +52,25 @@ class KMeansClusterer:
         return km.fit_predict(X)
 
 
-class AgglomerativeClusterer:
+class AgglomerativeClusterer(Part):
     """Hierarchical clustering; refuses more than `max_samples` rows (memory is quadratic)."""
 
+    name = "agglomerative"
+    _parameter_constraints = {
+        "n_clusters": [COUNT],
+        "linkage": [Options(*LINKAGES)],
+        "metric": [Options(*METRICS)],
+        "max_samples": [COUNT],
+    }
+
     def __init__(self, n_clusters=8, linkage="ward", metric="euclidean", max_samples=20000):
-        check_choice("agglomerative.linkage", linkage, LINKAGES)
-        check_choice("agglomerative.metric", metric, METRICS)
-        check_int("agglomerative.max_samples", max_samples)
-        if linkage == "ward" and metric != "euclidean":
-            raise ConfigError("agglomerative.metric: ward linkage needs metric 'euclidean'")
         self.n_clusters = n_clusters
         self.linkage = linkage
         self.metric = metric
         self.max_samples = max_samples
+        self._validate_params()
+        if linkage == "ward" and metric != "euclidean":
+            raise ConfigError("agglomerative.metric: ward linkage needs metric 'euclidean'")
 
     def fit_predict(self, X):
         if len(X) > self.max_samples:
@@ -66,12 +83,23 @@ class AgglomerativeClusterer:
         return model.fit_predict(X)
 
 
-class GMMClusterer:
+class GMMClusterer(Part):
     """Gaussian mixture, labels by highest posterior (Biomedical Imaging Goa 2024).
 
     `init` is one of sklearn's four initialisations: kmeans, k-means++, random,
     random_from_data; `covariance_type` full, tied, diag or spherical.
     """
+
+    name = "gmm"
+    _parameter_constraints = {
+        "n_clusters": [COUNT],
+        "init": [Options(*GMM_INITS)],
+        "covariance_type": [Options(*COVARIANCE_TYPES)],
+        "n_init": [COUNT],
+        "max_iter": [COUNT],
+        "reg_covar": [POSITIVE],
+        "random_state": [SEED],
+    }
 
     def __init__(
         self,
@@ -83,12 +111,6 @@ class GMMClusterer:
         reg_covar=1e-6,
         random_state=0,
     ):
-        check_choice("gmm.init", init, GMM_INITS)
-        check_choice("gmm.covariance_type", covariance_type, ("full", "tied", "diag", "spherical"))
-        check_int("gmm.n_init", n_init)
-        check_int("gmm.max_iter", max_iter)
-        if not reg_covar > 0:
-            raise ConfigError(f"gmm.reg_covar: expected a positive number, got {reg_covar!r}")
         self.n_clusters = n_clusters
         self.init = init
         self.covariance_type = covariance_type
@@ -96,6 +118,7 @@ class GMMClusterer:
         self.max_iter = max_iter
         self.reg_covar = reg_covar
         self.random_state = random_state
+        self._validate_params()
 
     def fit_predict(self, X):
         model = GaussianMixture(
@@ -140,23 +163,30 @@ def density_rerank(X, labels, density_labels, min_share=0.2, n_neighbors=5):
     return out
 
 
-class DensityRerank:
-    """Base clustering, then `density_rerank` with DBSCAN or HDBSCAN (CSMorgan 2024)."""
+class DensityRerank(Part):
+    """Base clustering, then `density_rerank` with DBSCAN or HDBSCAN (CSMorgan 2024).
 
-    density = None
+    Subclasses set their own parameters, then call this `__init__`, which checks them all.
+    """
+
+    _parameter_constraints = {
+        "base": [SPEC],
+        "n_clusters": [COUNT],
+        "random_state": [SEED],
+        "min_share": [Interval(float, 0, 1, closed="right")],
+        "n_neighbors": [COUNT],
+    }
 
     def __init__(self, base, n_clusters, random_state, min_share, n_neighbors):
-        if spec_name(base) in ("dbscan_rerank", "hdbscan_rerank"):
-            raise ConfigError(f"clusterer.base: a re-ranker cannot be its own base; got {base!r}")
-        if not 0 < min_share <= 1:
-            raise ConfigError(f"clusterer.min_share: must lie in (0, 1], got {min_share!r}")
-        check_int("clusterer.n_neighbors", n_neighbors)
         self.base = base
         self.n_clusters = n_clusters
         self.random_state = random_state
         self.min_share = min_share
         self.n_neighbors = n_neighbors
-        self.base_ = build_clusterer(base, n_clusters=n_clusters, random_state=random_state)
+        self._validate_params()
+        if spec_name(base) in ("dbscan_rerank", "hdbscan_rerank"):
+            raise ConfigError(f"clusterer.base: a re-ranker cannot be its own base; got {base!r}")
+        self.base_ = CLUSTERERS.create(base, n_clusters=n_clusters, random_state=random_state)
 
     def fit_predict(self, X):
         X = np.asarray(X, dtype=np.float64)
@@ -174,6 +204,13 @@ class DBSCANRerank(DensityRerank):
     `min_samples`-th nearest neighbour, so the default adapts to the feature scale.
     """
 
+    name = "dbscan_rerank"
+    _parameter_constraints = {
+        "eps": [POSITIVE, None],
+        "eps_quantile": [Interval(float, 0, 1, closed="right")],
+        "min_samples": [COUNT],
+    }
+
     def __init__(
         self,
         n_clusters=8,
@@ -185,11 +222,6 @@ class DBSCANRerank(DensityRerank):
         n_neighbors=5,
         random_state=0,
     ):
-        check_int("dbscan_rerank.min_samples", min_samples)
-        if eps is not None and not eps > 0:
-            raise ConfigError(f"dbscan_rerank.eps: expected a positive number, got {eps!r}")
-        if not 0 < eps_quantile <= 1:
-            raise ConfigError(f"dbscan_rerank.eps_quantile: must lie in (0, 1], got {eps_quantile}")
         self.eps = eps
         self.eps_quantile = eps_quantile
         self.min_samples = min_samples
@@ -208,6 +240,12 @@ class DBSCANRerank(DensityRerank):
 class HDBSCANRerank(DensityRerank):
     """HDBSCAN re-ranking of a base clustering (see `density_rerank`)."""
 
+    name = "hdbscan_rerank"
+    _parameter_constraints = {
+        "min_cluster_size": [Interval(int, 2)],
+        "min_samples": [COUNT, None],
+    }
+
     def __init__(
         self,
         n_clusters=8,
@@ -218,9 +256,6 @@ class HDBSCANRerank(DensityRerank):
         n_neighbors=5,
         random_state=0,
     ):
-        check_int("hdbscan_rerank.min_cluster_size", min_cluster_size, minimum=2)
-        if min_samples is not None:
-            check_int("hdbscan_rerank.min_samples", min_samples)
         self.min_cluster_size = min_cluster_size
         self.min_samples = min_samples
         super().__init__(base, n_clusters, random_state, min_share, n_neighbors)
@@ -232,18 +267,17 @@ class HDBSCANRerank(DensityRerank):
         return model.fit_predict(X)
 
 
-CLUSTERERS = {
-    "agglomerative": AgglomerativeClusterer,
-    "dbscan_rerank": DBSCANRerank,
-    "gmm": GMMClusterer,
-    "hdbscan_rerank": HDBSCANRerank,
-    "kmeans": KMeansClusterer,
-    "fingerprint": FingerprintClusterer,
-}
-
-
-def build_clusterer(spec, **injected):
-    return build_from_spec(spec, CLUSTERERS, "clusterer", **injected)
+CLUSTERERS = Registry(
+    "clusterer",
+    (
+        AgglomerativeClusterer,
+        DBSCANRerank,
+        GMMClusterer,
+        HDBSCANRerank,
+        KMeansClusterer,
+        FingerprintClusterer,
+    ),
+)
 
 
 def canonical_labels(labels):
@@ -270,8 +304,7 @@ class AttributionMethod:
         n_clusters_estimator=None,
         random_state=0,
     ):
-        if n_clusters is not None:
-            check_int("n_generators", n_clusters)
+        check_value("n_generators", n_clusters, [COUNT, None])
         self.n_clusters = n_clusters
         self.clusterer = clusterer
         self.reducer = reducer
@@ -281,13 +314,11 @@ class AttributionMethod:
         self._estimator()
 
     def _estimator(self):
-        from gantrace.attribution.nclusters import build_estimator
-
         return build_estimator(self.n_clusters_estimator, random_state=self.random_state)
 
     def _build(self, n_clusters):
         reducer = build_reducer(self.reducer, random_state=self.random_state)
-        clusterer = build_clusterer(
+        clusterer = CLUSTERERS.create(
             self.clusterer, n_clusters=n_clusters, random_state=self.random_state
         )
         return reducer, clusterer

@@ -19,16 +19,25 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import kneighbors_graph
 
 from gantrace.errors import ConfigError
-from gantrace.reduce import as_matrix, build_from_spec, check_int
+from gantrace.matrix import as_matrix
+from gantrace.params import COUNT, POSITIVE, SEED, Interval, Part
+from gantrace.registry import KEY, Registry
 
 
-class SilhouetteCriterion:
+class SilhouetteCriterion(Part):
+    name = "silhouette"
     higher_is_better = True
+    _parameter_constraints = {
+        "min_silhouette": [Interval(float, -1, 1)],  # a silhouette's own range
+        "n_init": [COUNT],
+        "random_state": [SEED],
+    }
 
     def __init__(self, min_silhouette=0.25, n_init=4, random_state=0):
         self.min_silhouette = min_silhouette
         self.n_init = n_init
         self.random_state = random_state
+        self._validate_params()
 
     def scores(self, X, ks):
         out = []
@@ -43,12 +52,18 @@ class SilhouetteCriterion:
         return np.array(out, dtype=float)
 
 
-class BICCriterion:
+class BICCriterion(Part):
+    name = "bic"
     higher_is_better = False
+    _parameter_constraints = {
+        "reg_covar": [POSITIVE],
+        "random_state": [SEED],
+    }
 
     def __init__(self, reg_covar=1e-6, random_state=0):
         self.reg_covar = reg_covar
         self.random_state = random_state
+        self._validate_params()
 
     def scores(self, X, ks):
         out = []
@@ -60,13 +75,15 @@ class BICCriterion:
         return np.array(out, dtype=float)
 
 
-class EigengapCriterion:
+class EigengapCriterion(Part):
+    name = "eigengap"
     higher_is_better = True
+    _parameter_constraints = {"n_neighbors": [COUNT], "random_state": [SEED]}
 
     def __init__(self, n_neighbors=10, random_state=0):
-        check_int("estimate_k.n_neighbors", n_neighbors)
         self.n_neighbors = n_neighbors
         self.random_state = random_state  # unused: the eigenvalues are deterministic
+        self._validate_params()
 
     def scores(self, X, ks):
         k_nn = min(self.n_neighbors, len(X) - 1)
@@ -77,33 +94,44 @@ class EigengapCriterion:
         return np.array([eig[k] - eig[k - 1] for k in ks], dtype=float)
 
 
-CRITERIA = {"bic": BICCriterion, "eigengap": EigengapCriterion, "silhouette": SilhouetteCriterion}
+CRITERIA = Registry("criterion", (BICCriterion, EigengapCriterion, SilhouetteCriterion))
 
 
-class NClustersEstimator:
+class NClustersEstimator(Part):
     """Pick k in [k_min, k_max] by `criterion` on at most `max_samples` rows (seeded draw).
 
     k_max is capped at n - 1 (n = rows used). Extra keyword parameters go to the criterion
     class (silhouette: min_silhouette, n_init; bic: reg_covar; eigengap: n_neighbors).
     """
 
+    name = "estimate_k"
+    _parameter_constraints = {
+        "criterion": [str],  # CRITERIA names an unknown one, with the valid choices
+        "k_min": [COUNT],
+        "k_max": [COUNT],
+        "max_samples": [Interval(int, 3)],
+        "random_state": [SEED],
+    }
+
     def __init__(
         self, criterion="silhouette", k_min=2, k_max=10, max_samples=2000, random_state=0, **params
     ):
-        check_int("estimate_k.k_min", k_min)
-        check_int("estimate_k.k_max", k_max)
-        check_int("estimate_k.max_samples", max_samples, minimum=3)
-        if k_max < k_min:
-            raise ConfigError(f"estimate_k.k_max: {k_max} is below k_min {k_min}; raise k_max")
         self.criterion = criterion
         self.k_min = k_min
         self.k_max = k_max
         self.max_samples = max_samples
         self.random_state = random_state
         self.params = params
-        self.criterion_ = build_from_spec(
-            {"name": criterion, **params}, CRITERIA, "estimate_k", random_state=random_state
+        self._validate_params()
+        if k_max < k_min:
+            raise ConfigError(f"estimate_k.k_max: {k_max} is below k_min {k_min}; raise k_max")
+        self.criterion_ = CRITERIA.create(
+            {KEY: criterion, **params}, where=self.name, random_state=random_state
         )
+
+    def get_params(self):
+        """The estimator's parameters and its criterion's (`params`), so clone keeps both."""
+        return {**super().get_params(), **self.params}
 
     def fit(self, X):
         X = as_matrix(X, "features to count clusters in").astype(np.float64)
@@ -125,16 +153,16 @@ class NClustersEstimator:
 
 
 def build_estimator(spec, random_state=0):
-    """`{name: silhouette|bic|eigengap, k_min, k_max, ...}` (or a bare name) -> estimator."""
-    spec = {"name": spec} if isinstance(spec, str) else dict(spec or {"name": "silhouette"})
-    if "name" not in spec or spec["name"] not in CRITERIA:
-        raise ConfigError(
-            f"estimate_k.name: unknown criterion {spec.get('name')!r}; "
-            f"valid options: {', '.join(CRITERIA)}"
-        )
+    """`{name: silhouette|bic|eigengap, k_min, k_max, ...}` (or a bare name) -> estimator.
+
+    The criterion is built from CRITERIA; this adds the default (silhouette) and the
+    estimator's own keys (k_min, k_max, max_samples) around it.
+    """
+    spec = {KEY: spec} if isinstance(spec, str) else dict(spec or {KEY: "silhouette"})
+    CRITERIA.resolve(spec, where=NClustersEstimator.name)  # an unknown name, before the rest
     if "random_state" in spec:
         raise ConfigError("estimate_k.random_state: set by the method's seed; remove it")
-    return NClustersEstimator(spec.pop("name"), random_state=random_state, **spec)
+    return NClustersEstimator(spec.pop(KEY), random_state=random_state, **spec)
 
 
 def estimate_n_clusters(X, criterion="silhouette", k_min=2, k_max=10, random_state=0):

@@ -8,14 +8,18 @@ import numpy as np
 from sklearn.metrics import pairwise_distances
 from sklearn.model_selection import StratifiedKFold
 
+from gantrace.attribution.method import CLUSTERERS
+from gantrace.attribution.nclusters import build_estimator
 from gantrace.errors import ConfigError
-from gantrace.reduce import as_matrix, build_reducer, check_choice, check_int, trained_parts
+from gantrace.matrix import METRICS, as_matrix
+from gantrace.params import COUNT, SEED, Interval, Options, Part, trained_parts
+from gantrace.reduce import build_reducer
+from gantrace.registry import KEY, SPEC
 
-METRICS = ("euclidean", "cosine")
 N_FOLDS = 5
 
 
-class OpenSetAttribution:
+class OpenSetAttribution(Part):
     """Nearest known centroid with a per-generator radius; k-means on the rejected images.
 
     The radius of a generator is the `reject_quantile` quantile of its known images'
@@ -31,6 +35,18 @@ class OpenSetAttribution:
     then n_known.. the new ones; `is_unknown_` flags the rejected images.
     """
 
+    name = "open_set"
+    _parameter_constraints = {
+        "reducer": [SPEC, None],
+        "clusterer": [SPEC],
+        "reject_quantile": [Interval(float, 0, 1, closed="right")],
+        "n_new": [Interval(int, 0), None],
+        "min_new": [COUNT],
+        "n_clusters_estimator": [SPEC, None],
+        "metric": [Options(*METRICS)],
+        "random_state": [SEED],
+    }
+
     def __init__(
         self,
         reducer=None,
@@ -42,14 +58,6 @@ class OpenSetAttribution:
         metric="euclidean",
         random_state=0,
     ):
-        if not 0 < reject_quantile <= 1:
-            raise ConfigError(
-                f"open_set.reject_quantile: must lie in (0, 1], got {reject_quantile}"
-            )
-        if n_new is not None:
-            check_int("open_set.n_new", n_new, minimum=0)
-        check_int("open_set.min_new", min_new)
-        check_choice("open_set.metric", metric, METRICS)
         self.reducer = reducer
         self.clusterer = clusterer
         self.reject_quantile = reject_quantile
@@ -58,6 +66,7 @@ class OpenSetAttribution:
         self.n_clusters_estimator = n_clusters_estimator
         self.metric = metric
         self.random_state = random_state
+        self._validate_params()
         # bad specs fail here, before any feature is read
         reducer_ = build_reducer(reducer, random_state=random_state)
         if not getattr(reducer_, "transforms_unseen", hasattr(reducer_, "transform")):
@@ -69,17 +78,13 @@ class OpenSetAttribution:
         self._estimator()
 
     def _estimator(self):
-        from gantrace.attribution.nclusters import build_estimator
-
         spec = self.n_clusters_estimator or "silhouette"
-        spec = {"name": spec} if isinstance(spec, str) else spec
+        spec = {KEY: spec} if isinstance(spec, str) else spec
         # k_min 1 unless set: the rejected images may well come from one new generator
         return build_estimator({"k_min": 1, **spec}, random_state=self.random_state)
 
     def _clusterer(self, k):
-        from gantrace.attribution.method import build_clusterer
-
-        return build_clusterer(self.clusterer, n_clusters=k, random_state=self.random_state)
+        return CLUSTERERS.create(self.clusterer, n_clusters=k, random_state=self.random_state)
 
     def _dist(self, X, centroids):
         return pairwise_distances(X, centroids, metric=self.metric)

@@ -1,4 +1,4 @@
-"""Small image generators that differ the way real ones do (registry name -> class).
+"""Small image generators that differ the way real ones do (the GENERATORS registry).
 
 Every generator is sklearn-ish: parameters in the constructor, `fit(images)` on uint8
 N x H x W slices, `sample(n)` -> uint8 n x H x W. Training draws every random number from
@@ -20,6 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from gantrace.errors import ConfigError
+from gantrace.params import COUNT, DEVICE, POSITIVE, SEED, Interval, ListOf, Options, Part
+from gantrace.registry import Registry
 from gantrace.torch_env import ensure_torchvision_ops, pick_device
 
 
@@ -37,40 +39,54 @@ def _levels(resolution):
     return n - 2  # upsampling steps from 4 x 4
 
 
-class ImageGenerator:
-    """Shared training loop, checkpointing and sampling; subclasses define the networks."""
+class ImageGenerator(Part):
+    """Shared training loop, checkpointing and sampling; subclasses define the networks.
+
+    A generator's parameters are its `param_defaults()`: the base ones below, then the
+    subclass's `defaults`; `params` holds them in that order, the order model files and
+    checkpoints store.
+    """
 
     name = "base"
     defaults = {}
+    _base_defaults = {
+        "width": 32,
+        "latent_dim": 64,
+        "steps": 500,
+        "batch_size": 32,
+        "lr": 2e-4,
+        "seed": 0,
+        "device": "auto",
+        "checkpoint_every": 100,
+        "log_every": 25,
+    }
+    _parameter_constraints = {
+        "width": [COUNT],
+        "latent_dim": [COUNT],
+        "steps": [COUNT],
+        "batch_size": [COUNT],
+        "lr": [POSITIVE],
+        "seed": [SEED],
+        "device": [DEVICE],
+        "checkpoint_every": [COUNT],
+        "log_every": [COUNT],
+    }
 
     def __init__(self, **params):
-        unknown = set(params) - set(self._all_defaults())
-        if unknown:
-            raise ConfigError(
-                f"benchmark.generators ({self.name}): unknown parameter(s) {sorted(unknown)} "
-                f"(allowed: {', '.join(sorted(self._all_defaults()))})"
-            )
-        self.params = {**self._all_defaults(), **params}
-        for k, v in self.params.items():
-            setattr(self, k, v)
+        self.set_params(**{**self.param_defaults(), **params})  # refuses an unknown one
+        self._validate_params()
 
     @classmethod
-    def _all_defaults(cls):
-        base = {
-            "width": 32,
-            "latent_dim": 64,
-            "steps": 500,
-            "batch_size": 32,
-            "lr": 2e-4,
-            "seed": 0,
-            "device": "auto",
-            "checkpoint_every": 100,
-            "log_every": 25,
-        }
-        return {**base, **cls.defaults}
+    def param_defaults(cls):
+        return {**cls._base_defaults, **cls.defaults}
 
-    def get_params(self):
-        return dict(self.params)
+    @classmethod
+    def param_names(cls):
+        return sorted(cls.param_defaults())
+
+    @property
+    def params(self):
+        return {k: getattr(self, k) for k in self.param_defaults()}
 
     # -- training ------------------------------------------------------------------------
     def fit(self, images, checkpoint=None, log=print):
@@ -208,7 +224,7 @@ def load_generator(path, device="auto"):
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
     params = json.loads(meta["params"]) | {"device": device}
-    model = GENERATORS[meta["model"]](**params)
+    model = GENERATORS[meta["model"]](**params)  # "model": the file's key for the name
     model.device_ = pick_device(device)
     model.resolution_ = int(meta["resolution"])
     model._build(model.resolution_)
@@ -230,6 +246,7 @@ class DCGAN(ImageGenerator):
 
     name = "dcgan"
     defaults = {"betas": [0.5, 0.999]}
+    _parameter_constraints = {"betas": [ListOf(Interval(float, 0, 1, closed="left"), 2)]}
     sampler_nets = ("generator",)
 
     def _build(self, resolution):
@@ -298,13 +315,15 @@ class WGANGP(ImageGenerator):
         "gp_weight": 10.0,
         "upsample": "nearest",
     }
+    _parameter_constraints = {
+        "betas": [ListOf(Interval(float, 0, 1, closed="left"), 2)],
+        "n_critic": [COUNT],
+        "gp_weight": [Interval(float, 0)],
+        "upsample": [Options("nearest", "bilinear")],
+    }
     sampler_nets = ("generator",)
 
     def _build(self, resolution):
-        if self.upsample not in ("nearest", "bilinear"):
-            raise ConfigError(
-                f"benchmark.generators: upsample {self.upsample!r} is not nearest or bilinear"
-            )
         L, w, z = _levels(resolution), self.width, self.latent_dim
         c0 = _channels(w, 0, L)
         g = [nn.Linear(z, c0 * 16), nn.Unflatten(1, (c0, 4, 4)), nn.BatchNorm2d(c0), nn.ReLU(True)]
@@ -385,6 +404,7 @@ class VAE(ImageGenerator):
 
     name = "vae"
     defaults = {"lr": 1e-3, "beta": 1.0}
+    _parameter_constraints = {"beta": [Interval(float, 0)]}
     sampler_nets = ("vae",)
 
     def _build(self, resolution):
@@ -422,6 +442,13 @@ class Diffusion(ImageGenerator):
         "sample_steps": 50,
         "beta_schedule": "squaredcos_cap_v2",
     }
+    _parameter_constraints = {
+        "levels": [COUNT],
+        "train_timesteps": [COUNT],
+        "scheduler": [Options("ddim", "ddpm")],
+        "sample_steps": [COUNT],
+        "beta_schedule": [str],  # one of diffusers' DDPMScheduler schedules
+    }
     sampler_nets = ("unet",)
 
     def _build(self, resolution):
@@ -430,10 +457,6 @@ class Diffusion(ImageGenerator):
 
         if self.width % 8:
             raise ConfigError("benchmark.generators (diffusion): width must be a multiple of 8")
-        if self.scheduler not in ("ddim", "ddpm"):
-            raise ConfigError(
-                f"benchmark.generators: scheduler {self.scheduler!r} is not ddim/ddpm"
-            )
         n = self.levels
         unet = UNet2DModel(
             sample_size=resolution,
@@ -476,15 +499,10 @@ class Diffusion(ImageGenerator):
         return x
 
 
-GENERATORS = {c.name: c for c in (DCGAN, WGANGP, VAE, Diffusion)}
+GENERATORS = Registry("generator", (DCGAN, WGANGP, VAE, Diffusion))
 
 
 def build_generator(spec, seed=0, device="auto"):
-    """A generator from a config entry `{model: <registry name>, ...params}`."""
-    spec = dict(spec)
-    model = spec.pop("model", None)
-    if model not in GENERATORS:
-        raise ConfigError(
-            f"benchmark.generators: unknown model {model!r} (known: {', '.join(GENERATORS)})"
-        )
-    return GENERATORS[model](**{"seed": seed, "device": device, **spec})
+    """A generator from a config entry `{name: <registered name>, ...params}`; `seed` and
+    `device` are defaults the entry may override."""
+    return GENERATORS.create({"seed": seed, "device": device, **spec})

@@ -10,6 +10,7 @@ from PIL import Image
 
 from gantrace.benchmark_builder.train import load_slices, resize_images
 from gantrace.evaluation.runfiles import write_run_file
+from gantrace.registry import KEY
 
 
 def _write_pngs(folder, ids, images):
@@ -198,7 +199,7 @@ def write_benchmark(split_csv, sample_paths, bench, out_root, out_config, out_me
         att.get("unseen", []),
         bench.get("seed", 0),
     )
-    models = {g: s["model"] for g, s in bench["generators"].items()}
+    models = {g: s[KEY] for g, s in bench["generators"].items()}
     config, meta = layout.write(split, samples, out_root, models)
     Path(out_config).write_text(
         "# Written by `snakemake benchmark`: point the main workflow at this benchmark with\n"

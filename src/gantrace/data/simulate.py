@@ -37,6 +37,7 @@ from PIL import Image
 from scipy import ndimage
 
 from gantrace.errors import ConfigError
+from gantrace.params import Interval, ListOf, Options, check_value
 
 # ---------------------------------------------------------------- anatomy
 
@@ -417,20 +418,23 @@ _TASK_KEYS = {
     },
 }
 _TASK_CODE = {"membership": 0, "attribution": 1}
+_GENERATOR = Options(*GENERATORS)
+_CONSTRAINTS = {
+    "task": [Options(*_TASK_KEYS)],
+    "seed": [Interval(int, 0)],
+    "size": [Interval(int, 64)],
+    "n_used": [Interval(int, 0)],
+    "n_not_used": [Interval(int, 0)],
+    "n_generated": [Interval(int, 0)],
+    "n_unknown": [Interval(int, 0)],
+    "generator": [_GENERATOR],
+    "generators": [ListOf(_GENERATOR)],
+    "n_per_generator": [Interval(int, 1)],
+}
 
 
-def _int(p, key, minimum):
-    v = p[key]
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise ConfigError(f"simulate: '{key}' must be an integer >= {minimum}, got {v!r}")
-    return int(v)
-
-
-def _check_generator(name, key):
-    if not isinstance(name, str) or name not in GENERATORS:
-        raise ConfigError(
-            f"simulate: '{key}' names unknown generator {name!r}; use one of {sorted(GENERATORS)}"
-        )
+def _check(key, value):
+    return check_value(f"simulate: '{key}'", value, _CONSTRAINTS[key])
 
 
 def resolve_params(params):
@@ -438,8 +442,7 @@ def resolve_params(params):
     if not isinstance(params, dict):
         raise ConfigError(f"simulate: parameters must be a mapping, got {type(params).__name__}")
     task = params.get("task")
-    if task not in _TASK_KEYS:
-        raise ConfigError(f"simulate: 'task' must be 'membership' or 'attribution', got {task!r}")
+    _check("task", task)
     allowed = {**_COMMON, **_TASK_KEYS[task]}
     for key in params:
         if key not in allowed:
@@ -449,14 +452,13 @@ def resolve_params(params):
                 f"simulate: unknown key '{key}' for task '{task}'{hint}; allowed: {sorted(allowed)}"
             )
     p = {**allowed, **params}
-    p["seed"] = _int(p, "seed", 0)
-    p["size"] = _int(p, "size", 64)
+    for key in p:
+        _check(key, p[key])
+        if isinstance(p[key], np.integer):
+            p[key] = int(p[key])  # stored as a plain int, like every other count
     if p["size"] % 4:
         raise ConfigError(f"simulate: 'size' must be a multiple of 4, got {p['size']}")
     if task == "membership":
-        for key in ("n_used", "n_not_used", "n_generated", "n_unknown"):
-            p[key] = _int(p, key, 0)
-        _check_generator(p["generator"], "generator")
         if p["n_generated"] and not p["n_used"] + p["n_unknown"] // 2:
             raise ConfigError(
                 "simulate: 'n_generated' > 0 needs training slices: set 'n_used' >= 1 "
@@ -464,14 +466,9 @@ def resolve_params(params):
             )
     else:
         gens = p["generators"]
-        if isinstance(gens, str) or not isinstance(gens, (list, tuple)) or not gens:
-            raise ConfigError(f"simulate: 'generators' must be a non-empty list, got {gens!r}")
-        for g in gens:
-            _check_generator(g, "generators")
         if len(set(gens)) != len(gens):
             raise ConfigError(f"simulate: 'generators' lists a name twice: {list(gens)}")
         p["generators"] = list(gens)
-        p["n_per_generator"] = _int(p, "n_per_generator", 1)
     return p
 
 

@@ -23,6 +23,7 @@ workflow stage.
 """
 
 import hashlib
+import inspect
 import json
 import math
 import shutil
@@ -38,7 +39,18 @@ from gantrace import __version__, io
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.features.base import FEATURES, FeatureExtractor
 from gantrace.features.deep import IMAGENET_MEAN, IMAGENET_STD, TorchvisionExtractor
-from gantrace.params import InstanceOf, Interval, ListOf, Options, validate
+from gantrace.params import (
+    COUNT,
+    DEVICE,
+    POSITIVE,
+    SEED,
+    InstanceOf,
+    Interval,
+    ListOf,
+    Options,
+    Part,
+    validate,
+)
 from gantrace.preprocess import build_preprocessor
 from gantrace.segmentation.unet import _EpochShuffle, _read_checkpoint, _restore, _write_checkpoint
 from gantrace.torch_env import autocast, optimiser_step, pick_device, seed_everything
@@ -137,7 +149,7 @@ def resize_images(images, size):
 
 
 # -- the estimator -----------------------------------------------------------------------------
-class CNNClassifier:
+class CNNClassifier(Part):
     """A CNN image classifier with an sklearn-like interface.
 
     Trains with cross-entropy and AdamW (cosine decay to 5 % of `lr`), each epoch's shuffle
@@ -145,7 +157,18 @@ class CNNClassifier:
     every epoch and resumes from it, giving the same weights as an uninterrupted run on CPU.
     """
 
-    _PARAMS = ("arch", "weights", "width", "input_size", "epochs", "batch_size", "lr", "seed")
+    name = "finetuned"
+    _parameter_constraints = {
+        "arch": [str],
+        "weights": [str],
+        "width": [COUNT],
+        "input_size": [COUNT],
+        "epochs": [COUNT],
+        "batch_size": [COUNT],
+        "lr": [POSITIVE],
+        "seed": [SEED],
+        "device": [DEVICE],
+    }
 
     def __init__(
         self,
@@ -167,8 +190,11 @@ class CNNClassifier:
         self.n_classes_ = None
         self.metrics_ = {}
 
-    def get_params(self):
-        return {k: getattr(self, k) for k in self._PARAMS}
+    def _stored_params(self):
+        """get_params() less `device` (where it ran, not what it is), in signature order:
+        what model files and checkpoints have always held."""
+        params = self.get_params()
+        return {k: params[k] for k in inspect.signature(type(self)).parameters if k != "device"}
 
     def _build(self, n_classes, weights=None):
         w = self.weights if weights is None else weights
@@ -183,7 +209,7 @@ class CNNClassifier:
             digest.update(repr(arr.shape).encode())
             digest.update(memoryview(arr).cast("B"))
         return {
-            "params": self.get_params(),
+            "params": self._stored_params(),
             "device_type": device.type,
             "data_sha256": digest.hexdigest(),
             "torch": torch.__version__,
@@ -303,7 +329,11 @@ class CNNClassifier:
         from safetensors.torch import save_file
 
         state = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()}
-        info = {"params": self.get_params(), "n_classes": self.n_classes_, "metrics": self.metrics_}
+        info = {
+            "params": self._stored_params(),
+            "n_classes": self.n_classes_,
+            "metrics": self.metrics_,
+        }
         meta = {"format": _FORMAT, "gantrace_version": __version__, "info": json.dumps(info)}
         with io.atomic_path(path) as tmp:
             save_file(state, str(tmp), metadata=meta)

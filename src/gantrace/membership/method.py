@@ -14,31 +14,22 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from gantrace.errors import ConfigError, GantraceError
-from gantrace.membership.scorers import SCORERS, ClusterDistanceScorer, KNNScorer  # noqa: F401
-from gantrace.reduce import (
-    as_matrix,
-    build_from_spec,
-    build_reducer,
-    check_choice,
-    check_int,
-    spec_name,
-)
-from gantrace.reduce import trained_parts as _trained_parts
+from gantrace.matrix import as_matrix
+from gantrace.membership.scorers import SCORERS
+from gantrace.params import Interval, Options, check_value, trained_parts
+from gantrace.reduce import build_reducer
+from gantrace.registry import KEY, spec_name
 
 THRESHOLDS = ("oof_f1", "fraction", "natural", "mixture")
-
-
-def build_scorer(spec, **injected):
-    return build_from_spec(spec, SCORERS, "scorer", **injected)
 
 
 def expand_grid(spec):
     """A scorer spec whose parameters may be lists -> one plain spec per combination."""
     if isinstance(spec, str):
-        return [{"name": spec}]
+        return [{KEY: spec}]
     if not isinstance(spec, dict):
-        return [spec]  # build_from_spec names the problem
-    tuned = {k: v for k, v in spec.items() if k != "name" and isinstance(v, list)}
+        return [spec]  # SCORERS.create names the problem
+    tuned = {k: v for k, v in spec.items() if k != KEY and isinstance(v, list)}
     for key, values in tuned.items():
         if not values:
             raise ConfigError(f"scorer.{key}: an empty list leaves nothing to tune")
@@ -125,6 +116,13 @@ class MembershipMethod:
     fitted on every labelled row.
     """
 
+    # Its keys are the method's own config keys (membership.methods.<name>.threshold, ...).
+    _parameter_constraints = {
+        "threshold": [Options(*THRESHOLDS), None],
+        "used_fraction": [Interval(float, 0, 1, closed="neither")],
+        "n_folds": [Interval(int, 2)],
+    }
+
     def __init__(
         self,
         scorer="knn",
@@ -134,17 +132,14 @@ class MembershipMethod:
         n_folds=5,
         random_state=0,
     ):
-        if threshold is not None:
-            check_choice("threshold", threshold, THRESHOLDS)
-        if not 0 < used_fraction < 1:
-            raise ConfigError(f"used_fraction: must lie in (0, 1), got {used_fraction!r}")
-        check_int("n_folds", n_folds, minimum=2)
         self.scorer = scorer
         self.reducer = reducer
         self.threshold = threshold
         self.used_fraction = used_fraction
         self.n_folds = n_folds
         self.random_state = random_state
+        for key, forms in self._parameter_constraints.items():
+            check_value(key, getattr(self, key), forms)
         self.combos_ = expand_grid(scorer)
         reducer, scorer = self._build(self.combos_[0])  # a bad spec fails here, not later
         for combo in self.combos_[1:]:
@@ -161,7 +156,7 @@ class MembershipMethod:
         if self.rule_ == "natural" and not margin:
             raise ConfigError(
                 f"threshold: 'natural' (score > 0) suits margin scorers only; "
-                f"{self.combos_[0]['name']!r} scores are not margins; use oof_f1 or fraction"
+                f"{self.combos_[0][KEY]!r} scores are not margins; use oof_f1 or fraction"
             )
         if self.supervised_ and self.rule_ == "oof_f1":
             raise ConfigError(
@@ -171,7 +166,7 @@ class MembershipMethod:
 
     def _build(self, combo):
         reducer = build_reducer(self.reducer, random_state=self.random_state)
-        return reducer, build_scorer(combo, random_state=self.random_state)
+        return reducer, SCORERS.create(combo, random_state=self.random_state)
 
     def score(self, generated_X, real_X):
         """Scores of a single unsupervised scorer (no labels, no tuning)."""
@@ -281,6 +276,9 @@ class MembershipMethod:
         scores, chosen = np.zeros(len(labels)), {}
 
         def fit_score(i, train, rows):
+            # A shallow copy of the scorer already fitted on the generated images (for
+            # centroid_autoencoder, a trained network) takes this fold's labels: clone()
+            # is unfitted and would retrain that label-free part once per fold.
             return copy.copy(fitted[i]).fit_labels(rx[train], labels[train]).score(rx[rows])
 
         for name, rows, train in groups:
@@ -307,7 +305,7 @@ class MembershipMethod:
 
     def trained_parts(self):
         """{role: fitted part} for the parts that trained a network (to save)."""
-        return _trained_parts({"reducer": self.reducer_, "scorer": self.scorer_})
+        return trained_parts({"reducer": self.reducer_, "scorer": self.scorer_})
 
 
 def _auc(scores, labels):

@@ -1,35 +1,32 @@
 """A small MLP autoencoder on feature vectors, shared by the `autoencoder` reducer (CSMorgan)
 and the `centroid_autoencoder` membership scorer (AI Multimedia Lab)."""
 
-import re
-from numbers import Real
-
 import numpy as np
 
-from gantrace.errors import ConfigError
+from gantrace.params import COUNT, DEVICE, POSITIVE, SEED, Part
+
+# The training parameters of every part built on FeatureAutoencoder, declared once.
+TRAINING_CONSTRAINTS = {
+    "code_size": [COUNT],
+    "hidden": [COUNT],
+    "epochs": [COUNT],
+    "lr": [POSITIVE],
+    "batch_size": [COUNT],
+    "device": [DEVICE],
+    "random_state": [SEED],
+}
 
 
-def check_training_params(kind, code_size, hidden, epochs, lr, batch_size, device):
-    from gantrace.reduce import check_int
-
-    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", device):
-        raise ConfigError(f"{kind}.device: expected auto, cpu or cuda[:N], got {device!r}")
-    check_int(f"{kind}.code_size", code_size)
-    check_int(f"{kind}.hidden", hidden)
-    check_int(f"{kind}.epochs", epochs)
-    check_int(f"{kind}.batch_size", batch_size)
-    if isinstance(lr, bool) or not isinstance(lr, Real) or not lr > 0:
-        raise ConfigError(f"{kind}.lr: expected a positive number, got {lr!r}")
-
-
-class FeatureAutoencoder:
+class FeatureAutoencoder(Part):
     """Standardise columns (constant ones dropped), then an MLP
     `d -> hidden -> code_size -> hidden -> d` (ReLU) trained with Adam on the mean squared
     reconstruction error. Seeded by `random_state`; `device` is "cpu" (default), "auto" or
-    "cuda[:N]".
+    "cuda[:N]". Parameter errors name `kind`, the part built on it.
     """
 
+    name = "autoencoder"
     trains = True
+    _parameter_constraints = {**TRAINING_CONSTRAINTS, "kind": [str]}
 
     def __init__(
         self,
@@ -42,7 +39,6 @@ class FeatureAutoencoder:
         random_state=0,
         kind="autoencoder",
     ):
-        check_training_params(kind, code_size, hidden, epochs, lr, batch_size, device)
         self.code_size = code_size
         self.hidden = hidden
         self.epochs = epochs
@@ -50,12 +46,14 @@ class FeatureAutoencoder:
         self.batch_size = batch_size
         self.device = device
         self.random_state = random_state
+        self.kind = kind
+        self._validate_params(where=kind)
 
     def fit(self, X):
         import torch
         from torch import nn
 
-        from gantrace.torch_env import pick_device
+        from gantrace.torch_env import pick_device  # imports torch: only when training
 
         X = np.asarray(X, dtype=np.float64)
         self.keep_ = np.ptp(X, axis=0) > 0

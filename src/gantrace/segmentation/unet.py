@@ -22,6 +22,7 @@ from scipy import ndimage
 from gantrace import __version__
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.io import atomic_path, read_images, write_masks
+from gantrace.params import COUNT, DEVICE, POSITIVE, SEED, Interval, ListOf, Part
 from gantrace.torch_env import (
     autocast,
     ensure_torchvision_ops,
@@ -342,7 +343,7 @@ def _restore(state, model, optimiser, schedule, scaler):
     return state["epoch"]
 
 
-class LungUNet:
+class LungUNet(Part):
     """U-Net lung segmenter with an sklearn-like interface.
 
     Trains at `input_size` (images resized bilinearly, masks by nearest neighbour, on the
@@ -352,20 +353,21 @@ class LungUNet:
     `decoder_channels`, `encoder_depth` and `epochs` on a GPU.
     """
 
-    _PARAMS = (
-        "encoder",
-        "encoder_depth",
-        "decoder_channels",
-        "input_size",
-        "epochs",
-        "batch_size",
-        "lr",
-        "val_fraction",
-        "seed",
-        "device",
-        "num_workers",
-        "threshold",
-    )
+    name = "segmentation"  # parameter errors name the config section
+    _parameter_constraints = {
+        "encoder": [str],
+        "encoder_depth": [Interval(int, 1, 5)],
+        "decoder_channels": [ListOf(COUNT)],  # one per encoder stage
+        "input_size": [COUNT],  # a multiple of 2**encoder_depth
+        "epochs": [COUNT],
+        "batch_size": [COUNT],
+        "lr": [POSITIVE],
+        "val_fraction": [Interval(float, 0, 1, closed="left")],
+        "seed": [SEED],
+        "device": [DEVICE],
+        "num_workers": [Interval(int, 0)],
+        "threshold": [Interval(float, 0, 1, closed="neither")],
+    }
 
     def __init__(
         self,
@@ -382,58 +384,41 @@ class LungUNet:
         num_workers=0,
         threshold=0.5,
     ):
-        self.encoder = str(encoder)
-        self.encoder_depth = int(encoder_depth)
+        self.encoder = encoder
+        self.encoder_depth = encoder_depth
+        self.decoder_channels = decoder_channels
+        self.input_size = input_size
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.device = device
+        self.num_workers = num_workers
+        self.threshold = threshold
+        self._validate_params()  # the values as given: True is no epoch count
+        # Stored as the types the model file has always held (an lr of 1 is written 1.0).
         self.decoder_channels = tuple(int(c) for c in decoder_channels)
-        self.input_size = int(input_size)
-        self.epochs = int(epochs)
-        self.batch_size = int(batch_size)
-        self.lr = float(lr)
-        self.val_fraction = float(val_fraction)
-        self.seed = int(seed)
-        self.device = str(device)
-        self.num_workers = int(num_workers)
-        self.threshold = float(threshold)
-        self._check_params()
+        for key in ("encoder_depth", "input_size", "epochs", "batch_size", "seed", "num_workers"):
+            setattr(self, key, int(getattr(self, key)))
+        for key in ("lr", "val_fraction", "threshold"):
+            setattr(self, key, float(getattr(self, key)))
+        self._check_shapes()
         self.model_ = None
         self.device_ = None
         self.metrics_ = {}
 
-    # -- parameters ---------------------------------------------------------------------------
+    def _check_shapes(self):
+        """The rules between parameters; each one alone is checked by its declaration."""
 
-    def get_params(self):
-        return {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in ((k, getattr(self, k)) for k in self._PARAMS)
-        }
-
-    def _check_params(self):
         def bad(key, why):
             raise ConfigError(f"segmentation.{key} = {getattr(self, key)!r}: {why}")
 
-        if not 1 <= self.encoder_depth <= 5:
-            bad("encoder_depth", "must be between 1 and 5")
         if len(self.decoder_channels) != self.encoder_depth:
             bad("decoder_channels", f"needs one entry per encoder stage ({self.encoder_depth})")
-        if any(c < 1 for c in self.decoder_channels):
-            bad("decoder_channels", "channel counts must be positive")
         step = 2**self.encoder_depth
         if self.input_size < step or self.input_size % step:
             bad("input_size", f"must be a positive multiple of 2**encoder_depth = {step}")
-        if self.epochs < 1:
-            bad("epochs", "must be at least 1")
-        if self.batch_size < 1:
-            bad("batch_size", "must be at least 1")
-        if not self.lr > 0:
-            bad("lr", "must be positive")
-        if not 0.0 <= self.val_fraction < 1.0:
-            bad("val_fraction", "must be in [0, 1)")
-        if self.num_workers < 0:
-            bad("num_workers", "must be 0 or more")
-        if not 0.0 < self.threshold < 1.0:
-            bad("threshold", "must be strictly between 0 and 1")
-        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
-            bad("device", 'use "auto", "cpu", "cuda" or "cuda:N"')
 
     def _build(self):
         ensure_torchvision_ops()

@@ -5,6 +5,8 @@ images with each other also take `fit_reference(real_X)` (all real rows, no labe
 Supervised scorers (`supervised = True`): `fit_generated(generated_X)`, then
 `fit_labels(real_X, labels)` on labelled rows, then `score(real_X)`, a margin (> 0: used).
 Scorers with `margin = True` have a meaningful natural threshold at 0.
+Every scorer is a `gantrace.params.Part` in the SCORERS registry:
+`SCORERS.create({"name": "knn", "k": 3})`.
 """
 
 from gantrace.membership.scorers.reference import (
@@ -30,24 +32,28 @@ from gantrace.membership.scorers.vcmi import (
     VCMIRetrieval,
     VCMIThresholdMax,
 )
+from gantrace.registry import Registry
 
-SCORERS = {
-    "calibrated_knn": CalibratedKNNScorer,
-    "centroid_autoencoder": CentroidAutoencoderScorer,
-    "class_centroids": ClassCentroidsScorer,
-    "cluster_distance": ClusterDistanceScorer,
-    "column": ColumnScorer,
-    "domias": DensityRatioScorer,
-    "eps_ball": EpsilonBallScorer,
-    "knn": KNNScorer,
-    "mode_threshold": ModeThresholdScorer,
-    "pair_classifier": PairClassifierScorer,
-    "similarity": SimilarityScorer,
-    "vcmi_ensemble": VCMIEnsemble,
-    "vcmi_ranking": VCMIRanking,
-    "vcmi_retrieval": VCMIRetrieval,
-    "vcmi_threshold_max": VCMIThresholdMax,
-}
+SCORERS = Registry(
+    "scorer",
+    (
+        CalibratedKNNScorer,
+        CentroidAutoencoderScorer,
+        ClassCentroidsScorer,
+        ClusterDistanceScorer,
+        ColumnScorer,
+        DensityRatioScorer,
+        EpsilonBallScorer,
+        KNNScorer,
+        ModeThresholdScorer,
+        PairClassifierScorer,
+        SimilarityScorer,
+        VCMIEnsemble,
+        VCMIRanking,
+        VCMIRetrieval,
+        VCMIThresholdMax,
+    ),
+)
 
 __all__ = [
     "SCORERS",

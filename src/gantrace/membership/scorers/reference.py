@@ -22,30 +22,31 @@ from numbers import Real
 import numpy as np
 from scipy.special import logsumexp
 
-from gantrace.errors import ConfigError
+from gantrace.matrix import as_matrix
 from gantrace.membership.scorers.unsupervised import (
-    METRICS,
-    check_positive,
+    SIMILARITIES,
     distance_matrix,
     mask_own_copies,
     nearest_distances,
     row_index,
 )
-from gantrace.reduce import as_matrix, check_choice, check_int
+from gantrace.params import COUNT, POSITIVE, Interval, Options, Part
 
 REFERENCES = ("real", "not_used")
 
 
-class _ReferenceScorer:
-    """Holds the generated set and a real reference pool; subclasses compare the two."""
+class _ReferenceScorer(Part):
+    """Holds the generated set and a real reference pool; subclasses compare the two.
 
-    name = None
+    Subclasses set their own parameters, then call this `__init__`, which checks them all.
+    """
+
+    _parameter_constraints = {"reference": [Options(*REFERENCES)], "block_size": [COUNT]}
 
     def __init__(self, reference="real", block_size=1024):
-        check_choice(f"{self.name}.reference", reference, REFERENCES)
-        check_int(f"{self.name}.block_size", block_size)
         self.reference = reference
         self.block_size = block_size
+        self._validate_params()
         # With labelled not-used images as the pool the scorer learns from labels.
         self.supervised = self.margin = reference == "not_used"
 
@@ -88,17 +89,19 @@ class CalibratedKNNScorer(_ReferenceScorer):
     """d_ref(x) - d_gen(x) (`calibration: difference`) or log(d_ref / d_gen) (`ratio`)."""
 
     name = "calibrated_knn"
+    _parameter_constraints = {
+        "k": [COUNT],
+        "metric": [SIMILARITIES],
+        "calibration": [Options("difference", "ratio")],
+    }
 
     def __init__(
         self, k=1, metric="euclidean", calibration="difference", reference="real", block_size=1024
     ):
-        super().__init__(reference, block_size)
-        check_int("calibrated_knn.k", k)
-        check_choice("calibrated_knn.metric", metric, (*METRICS, "ssim"))
-        check_choice("calibrated_knn.calibration", calibration, ("difference", "ratio"))
         self.k = k
         self.metric = metric
         self.calibration = calibration
+        super().__init__(reference, block_size)
 
     def _mean_knn(self, X, pool, exclude=None):
         k = min(self.k, len(pool) - (exclude is not None))
@@ -133,17 +136,11 @@ class DensityRatioScorer(_ReferenceScorer):
     """
 
     name = "domias"
+    _parameter_constraints = {"bandwidth": [Options("scott", "silverman"), POSITIVE]}
 
     def __init__(self, bandwidth="scott", reference="real", block_size=1024):
-        super().__init__(reference, block_size)
-        ok = bandwidth in ("scott", "silverman") or (
-            isinstance(bandwidth, Real) and not isinstance(bandwidth, bool) and bandwidth > 0
-        )
-        if not ok:
-            raise ConfigError(
-                f"domias.bandwidth: scott, silverman or a positive number, got {bandwidth!r}"
-            )
         self.bandwidth = bandwidth
+        super().__init__(reference, block_size)
 
     def _fit_generated(self):
         scale = self.generated_.std(axis=0)
@@ -172,7 +169,7 @@ class DensityRatioScorer(_ReferenceScorer):
         return log_gen - self._log_density(X, self.pool_, self._exclude)
 
 
-class EpsilonBallScorer:
+class EpsilonBallScorer(Part):
     """Share of generated images within epsilon of each real image (Monte-Carlo attack).
 
     epsilon = the `quantile` of the real images' nearest-generated distances (from
@@ -180,17 +177,20 @@ class EpsilonBallScorer:
     is tuned by out-of-fold AUC on dev labels.
     """
 
+    name = "eps_ball"
+    _parameter_constraints = {
+        "quantile": [Interval(float, 0, 1, closed="right")],
+        "epsilon": [POSITIVE, None],
+        "metric": [SIMILARITIES],
+        "block_size": [COUNT],
+    }
+
     def __init__(self, quantile=0.5, epsilon=None, metric="euclidean", block_size=1024):
-        if not 0 < quantile <= 1:
-            raise ConfigError(f"eps_ball.quantile: must lie in (0, 1], got {quantile!r}")
-        if epsilon is not None:
-            check_positive("eps_ball.epsilon", epsilon)
-        check_choice("eps_ball.metric", metric, (*METRICS, "ssim"))
-        check_int("eps_ball.block_size", block_size)
         self.quantile = quantile
         self.epsilon = epsilon
         self.metric = metric
         self.block_size = block_size
+        self._validate_params()
 
     def fit(self, generated_X):
         self.generated_ = as_matrix(generated_X, "generated features").astype(np.float64)

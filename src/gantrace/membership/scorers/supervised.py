@@ -11,11 +11,13 @@ from sklearn.metrics import pairwise_distances
 from sklearn.neighbors import NearestNeighbors
 
 from gantrace.errors import ConfigError
-from gantrace.membership.scorers.unsupervised import METRICS, check_positive, ssim_matrix
-from gantrace.reduce import as_matrix, check_choice, check_int
+from gantrace.matrix import METRICS, as_matrix
+from gantrace.membership.scorers.unsupervised import ssim_matrix
+from gantrace.nn.autoencoder import TRAINING_CONSTRAINTS, FeatureAutoencoder
+from gantrace.params import COUNT, POSITIVE, SEED, Options, Part
 
 
-class SupervisedScorer:
+class SupervisedScorer(Part):
     supervised = True
     margin = True
 
@@ -40,14 +42,20 @@ class ClassCentroidsScorer(SupervisedScorer):
     2k centres is a used one. k is capped at a class's size.
     """
 
+    name = "class_centroids"
+    _parameter_constraints = {
+        "n_clusters": [COUNT],
+        "metric": [Options(*METRICS)],
+        "n_init": [COUNT],
+        "random_state": [SEED],
+    }
+
     def __init__(self, n_clusters=5, metric="manhattan", n_init=10, random_state=0):
-        check_int("class_centroids.n_clusters", n_clusters)
-        check_choice("class_centroids.metric", metric, METRICS)
-        check_int("class_centroids.n_init", n_init)
         self.n_clusters = n_clusters
         self.metric = metric
         self.n_init = n_init
         self.random_state = random_state
+        self._validate_params()
 
     def fit_labels(self, real_X, labels):
         real_X, labels = self._labelled(real_X, labels)
@@ -78,7 +86,13 @@ class CentroidAutoencoderScorer(SupervisedScorer):
     (`ssim_matrix` with `window`, data range = the larger centroid's peak).
     """
 
+    name = "centroid_autoencoder"
     trains = True
+    _parameter_constraints = {
+        **TRAINING_CONSTRAINTS,
+        "error": [Options("mse", "ssim")],
+        "window": [COUNT],
+    }
 
     def __init__(
         self,
@@ -92,10 +106,6 @@ class CentroidAutoencoderScorer(SupervisedScorer):
         device="cpu",
         random_state=0,
     ):
-        from gantrace.nn.autoencoder import FeatureAutoencoder
-
-        check_choice("centroid_autoencoder.error", error, ("mse", "ssim"))
-        check_int("centroid_autoencoder.window", window)
         self.error = error
         self.code_size = code_size
         self.hidden = hidden
@@ -105,6 +115,7 @@ class CentroidAutoencoderScorer(SupervisedScorer):
         self.window = window
         self.device = device
         self.random_state = random_state
+        self._validate_params()
         self.model_ = FeatureAutoencoder(
             code_size,
             hidden,
@@ -113,7 +124,7 @@ class CentroidAutoencoderScorer(SupervisedScorer):
             batch_size,
             device,
             random_state,
-            kind="centroid_autoencoder",
+            kind=self.name,
         )
 
     def fit_generated(self, generated_X):
@@ -152,14 +163,20 @@ class PairClassifierScorer(SupervisedScorer):
     Margin = logit of the row's mean predicted probability of "used" over its pairs.
     """
 
+    name = "pair_classifier"
+    _parameter_constraints = {
+        "n_neighbors": [COUNT],
+        "classifier": [Options("logistic", "gradient_boosting")],
+        "C": [POSITIVE],
+        "random_state": [SEED],
+    }
+
     def __init__(self, n_neighbors=3, classifier="logistic", C=1.0, random_state=0):
-        check_int("pair_classifier.n_neighbors", n_neighbors)
-        check_choice("pair_classifier.classifier", classifier, ("logistic", "gradient_boosting"))
-        check_positive("pair_classifier.C", C)
         self.n_neighbors = n_neighbors
         self.classifier = classifier
         self.C = C
         self.random_state = random_state
+        self._validate_params()
 
     def fit_generated(self, generated_X):
         self.generated_ = as_matrix(generated_X, "generated features").astype(np.float64)

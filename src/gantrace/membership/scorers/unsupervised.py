@@ -1,25 +1,14 @@
 """Label-free membership scorers: `fit(generated_X)`, then `score(real_X)`."""
 
-from numbers import Real
-
 import numpy as np
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import pairwise_distances
 
 from gantrace.errors import ConfigError
-from gantrace.reduce import as_matrix, check_choice, check_int
+from gantrace.matrix import LINKAGES, METRICS, as_matrix
+from gantrace.params import COUNT, POSITIVE, SEED, Interval, Options, Part
 
-METRICS = ("euclidean", "cosine", "manhattan")
-LINKAGES = ("ward", "average", "complete", "single")
-
-
-def check_positive(key, value, allow_zero=False):
-    ok = isinstance(value, Real) and not isinstance(value, bool)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(
-            f"{key}: expected a {'non-negative' if allow_zero else 'positive'} "
-            f"number, got {value!r}"
-        )
+SIMILARITIES = Options(*METRICS, "ssim")  # ssim: the feature vector is a square image
 
 
 def ssim_matrix(A, B, window=8, data_range=1.0, block_size=64):
@@ -111,7 +100,7 @@ def nearest_distances(X, pool, k, metric, exclude=None, block_size=1024, window=
     return out
 
 
-class KNNScorer:
+class KNNScorer(Part):
     """Minus the mean distance to the `k` nearest generated images (GAN-Leaks full
     black-box attack, Chen et al., CCS 2020), in any metric incl. ssim (1 - SSIM).
 
@@ -119,13 +108,14 @@ class KNNScorer:
     euclidean / cosine / manhattan distance.
     """
 
+    name = "knn"
+    _parameter_constraints = {"k": [COUNT], "metric": [SIMILARITIES], "block_size": [COUNT]}
+
     def __init__(self, k=1, metric="euclidean", block_size=1024):
-        check_int("knn.k", k)
-        check_choice("knn.metric", metric, (*METRICS, "ssim"))
-        check_int("knn.block_size", block_size)
         self.k = k
         self.metric = metric
         self.block_size = block_size
+        self._validate_params()
 
     def fit(self, generated_X):
         generated_X = as_matrix(generated_X, "generated features")
@@ -142,12 +132,23 @@ class KNNScorer:
         return -dist.mean(axis=1)
 
 
-class ClusterDistanceScorer:
+class ClusterDistanceScorer(Part):
     """Minus the min (or mean) distance to the centres of k clusters of generated images.
 
     `algorithm` kmeans or agglomerative (`linkage`; a centre is its cluster's mean), as in
     AI Multimedia Lab 2024.
     """
+
+    name = "cluster_distance"
+    _parameter_constraints = {
+        "n_clusters": [COUNT],
+        "reduce": [Options("min", "mean")],
+        "metric": [Options(*METRICS)],
+        "algorithm": [Options("kmeans", "agglomerative")],
+        "linkage": [Options(*LINKAGES)],
+        "n_init": [COUNT],
+        "random_state": [SEED],
+    }
 
     def __init__(
         self,
@@ -159,12 +160,6 @@ class ClusterDistanceScorer:
         n_init=10,
         random_state=0,
     ):
-        check_int("cluster_distance.n_clusters", n_clusters)
-        check_choice("cluster_distance.reduce", reduce, ("min", "mean"))
-        check_choice("cluster_distance.metric", metric, METRICS)
-        check_choice("cluster_distance.algorithm", algorithm, ("kmeans", "agglomerative"))
-        check_choice("cluster_distance.linkage", linkage, LINKAGES)
-        check_int("cluster_distance.n_init", n_init)
         self.n_clusters = n_clusters
         self.reduce = reduce
         self.metric = metric
@@ -172,6 +167,7 @@ class ClusterDistanceScorer:
         self.linkage = linkage
         self.n_init = n_init
         self.random_state = random_state
+        self._validate_params()
 
     def fit(self, generated_X):
         generated_X = as_matrix(generated_X, "generated features")
@@ -199,7 +195,7 @@ class ClusterDistanceScorer:
         return -(dist.min(axis=1) if self.reduce == "min" else dist.mean(axis=1))
 
 
-class SimilarityScorer:
+class SimilarityScorer(Part):
     """Best similarity to any generated image (Shitongcao / Robot 2024).
 
     `metric`: cosine (similarity), euclidean or manhattan (minus the distance), or ssim
@@ -207,6 +203,16 @@ class SimilarityScorer:
     `noise_std` > 0 adds seeded Gaussian noise of that standard deviation (feature units) to
     generated and real vectors before comparing.
     """
+
+    name = "similarity"
+    _parameter_constraints = {
+        "metric": [SIMILARITIES],
+        "noise_std": [Interval(float, 0)],
+        "window": [COUNT],
+        "data_range": [POSITIVE],
+        "block_size": [COUNT],
+        "random_state": [SEED],
+    }
 
     def __init__(
         self,
@@ -217,17 +223,13 @@ class SimilarityScorer:
         block_size=512,
         random_state=0,
     ):
-        check_choice("similarity.metric", metric, (*METRICS, "ssim"))
-        check_positive("similarity.noise_std", noise_std, allow_zero=True)
-        check_int("similarity.window", window)
-        check_positive("similarity.data_range", data_range)
-        check_int("similarity.block_size", block_size)
         self.metric = metric
         self.noise_std = noise_std
         self.window = window
         self.data_range = data_range
         self.block_size = block_size
         self.random_state = random_state
+        self._validate_params()
 
     def _noisy(self, X, offset):
         X = np.asarray(X, dtype=np.float64)
@@ -255,7 +257,7 @@ class SimilarityScorer:
         return out
 
 
-class ModeThresholdScorer:
+class ModeThresholdScorer(Part):
     """Additive mode / mean thresholding (CSMorgan 2024), meant for PCA components.
 
     Per component j, a centre c_j is fitted on the generated images: the histogram peak
@@ -264,13 +266,18 @@ class ModeThresholdScorer:
     number of components with |x_j - c_j| <= tolerance * s_j.
     """
 
+    name = "mode_threshold"
+    _parameter_constraints = {
+        "statistic": [Options("mode", "mean")],
+        "tolerance": [POSITIVE],
+        "bins": [COUNT],
+    }
+
     def __init__(self, statistic="mode", tolerance=0.5, bins=50):
-        check_choice("mode_threshold.statistic", statistic, ("mode", "mean"))
-        check_positive("mode_threshold.tolerance", tolerance)
-        check_int("mode_threshold.bins", bins)
         self.statistic = statistic
         self.tolerance = tolerance
         self.bins = bins
+        self._validate_params()
 
     def fit(self, generated_X):
         G = as_matrix(generated_X, "generated features").astype(np.float64)
@@ -291,17 +298,19 @@ class ModeThresholdScorer:
         return (np.abs(real_X - self.centres_) <= self.widths_).sum(axis=1).astype(np.float64)
 
 
-class ColumnScorer:
+class ColumnScorer(Part):
     """Score = one feature column as is, e.g. an out-of-fold logit another stage computed.
 
     Its natural threshold is 0 (`threshold: natural`).
     """
 
+    name = "column"
     margin = True
+    _parameter_constraints = {"index": [Interval(int, 0)]}
 
     def __init__(self, index=0):
-        check_int("column.index", index, minimum=0)
         self.index = index
+        self._validate_params()
 
     def fit(self, generated_X):
         return self

@@ -19,18 +19,24 @@ Rule definitions as described by the team (their public code for the 2023 task).
 
 import numpy as np
 
-from gantrace.membership.scorers.unsupervised import (
-    METRICS,
-    mask_own_copies,
-    row_index,
-    similarity_matrix,
-)
-from gantrace.reduce import as_matrix, check_choice, check_int
+from gantrace.matrix import METRICS, as_matrix
+from gantrace.membership.scorers.unsupervised import mask_own_copies, row_index, similarity_matrix
+from gantrace.params import COUNT, Interval, Options, Part
 
 
-class _VCMI:
+class _VCMI(Part):
+    """The four rules' shared parameters; each variant takes the ones its rule uses."""
+
     margin = True
     variant = None
+    _parameter_constraints = {
+        "metric": [Options(*METRICS)],
+        "k": [COUNT],
+        "min_retrievals": [COUNT],
+        "quantile": [Interval(float, 0, 1, closed="neither")],
+        "reference": [Options("global", "own")],
+        "block_size": [COUNT],
+    }
 
     def __init__(
         self,
@@ -41,22 +47,13 @@ class _VCMI:
         reference="global",
         block_size=512,
     ):
-        name = f"vcmi_{self.variant}"
-        check_choice(f"{name}.reference", reference, ("global", "own"))
         self.reference = reference
-        check_choice(f"{name}.metric", metric, METRICS)
-        check_int(f"{name}.k", k)
-        check_int(f"{name}.min_retrievals", min_retrievals)
-        check_int(f"{name}.block_size", block_size)
-        if not 0 < quantile < 1:
-            from gantrace.errors import ConfigError
-
-            raise ConfigError(f"{name}.quantile: must lie in (0, 1), got {quantile!r}")
         self.metric = metric
         self.k = k
         self.min_retrievals = min_retrievals
         self.quantile = quantile
         self.block_size = block_size
+        self._validate_params()
 
     def _sim(self, A, B):
         return similarity_matrix(A, B, self.metric)
@@ -104,7 +101,7 @@ class _VCMI:
 
     def score(self, real_X):
         if not hasattr(self, "reference_"):
-            raise RuntimeError(f"vcmi_{self.variant}: call fit_reference(real_X) before score")
+            raise RuntimeError(f"{self.name}: call fit_reference(real_X) before score")
         margins = self._margins(real_X)
         if self.variant == "ensemble":
             either = np.maximum(margins["ranking"], margins["threshold_max"])
@@ -113,6 +110,7 @@ class _VCMI:
 
 
 class VCMIThresholdMax(_VCMI):
+    name = "vcmi_threshold_max"
     variant = "threshold_max"
 
     def __init__(self, metric="cosine", reference="global", block_size=512):
@@ -120,6 +118,7 @@ class VCMIThresholdMax(_VCMI):
 
 
 class VCMIRetrieval(_VCMI):
+    name = "vcmi_retrieval"
     variant = "retrieval"
 
     def __init__(self, metric="cosine", k=1, min_retrievals=1, block_size=512):
@@ -127,6 +126,7 @@ class VCMIRetrieval(_VCMI):
 
 
 class VCMIRanking(_VCMI):
+    name = "vcmi_ranking"
     variant = "ranking"
 
     def __init__(self, metric="cosine", quantile=0.5, block_size=512):
@@ -134,4 +134,5 @@ class VCMIRanking(_VCMI):
 
 
 class VCMIEnsemble(_VCMI):
+    name = "vcmi_ensemble"
     variant = "ensemble"
