@@ -172,7 +172,7 @@ def test_benchmark_workflow_then_scores(tmp_path):
         ).exists()
         assert Image.open(bench / "report" / f"{g}_grid.png").size[0] > 16
         assert "near copies" in (bench / "report" / f"{g}_memorisation.txt").read_text()
-        assert (work / "results" / "benchmarks" / "benchmark" / "tiny" / f"train_{g}.tsv").exists()
+        assert (work / "results" / "timings" / "benchmark" / "tiny" / f"train_{g}.tsv").exists()
     # the written snippet + a methods file run the main workflow (profile replaces the demo)
     snakemake(
         work,

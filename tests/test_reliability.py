@@ -369,7 +369,7 @@ def _outputs(work):
     out = {}
     for p in root.rglob("*"):
         rel = p.relative_to(root)
-        if p.is_file() and rel.parts[0] not in ("logs", "benchmarks"):
+        if p.is_file() and rel.parts[0] not in ("logs", "timings"):
             if not any(part.startswith(".") for part in rel.parts):
                 out[rel.as_posix()] = p
     return out
