@@ -1,4 +1,5 @@
-"""Wall time, CPU time and peak memory per workflow stage, from Snakemake's `benchmark:` files.
+"""Wall time, CPU time and peak memory per workflow stage, from Snakemake's `benchmark:` timing files
+(results/timings/).
 
 Run after a workflow run:  python benchmarks/stage_times.py [results]
 """
@@ -11,8 +12,9 @@ import pandas as pd
 
 def stage_table(results):
     rows = []
-    for tsv in sorted(Path(results, "benchmarks").rglob("*.tsv")):
-        rel = tsv.relative_to(Path(results, "benchmarks"))
+    timings = Path(results, "timings")
+    for tsv in sorted(timings.rglob("*.tsv")):
+        rel = tsv.relative_to(timings)
         t = pd.read_csv(tsv, sep="\t")
         rows.append(
             {
