@@ -20,7 +20,8 @@ from gantrace.features.base import (
     check_choice,
     check_int,
 )
-from gantrace.torch_env import pick_device, seed_everything
+from gantrace.nn.seeding import seed_everything
+from gantrace.torch_env import pick_device
 
 LOG_EVERY_S = 30.0
 
