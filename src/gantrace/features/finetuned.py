@@ -34,6 +34,7 @@ from torch import nn
 
 from gantrace import __version__, io
 from gantrace.errors import ConfigError, GantraceError
+from gantrace.features.deep import TorchvisionExtractor
 from gantrace.nn.checkpoint import TRAINER, TrainingState, fingerprint, resume, write_checkpoint
 from gantrace.nn.epochs import EpochShuffle
 from gantrace.nn.optim import cosine_schedule, grad_scaler, optimiser_step
@@ -100,8 +101,6 @@ def _trunk(arch, weights, input_size, width, seed):
         if arch == CUSTOM:
             trunk = PlainCNN(width)
             return trunk, trunk.out_dim, 1
-        from gantrace.features.deep import TorchvisionExtractor
-
         # Validates arch/weights and raises WeightsError naming the missing file.
         ext = TorchvisionExtractor(arch=arch, weights=weights, input_size=input_size, seed=seed)
         trunk = ext.build_model()
@@ -349,6 +348,18 @@ class LearnedFeature:
     }
 
     def __init__(self, name="finetuned", **spec):
+        self._setup(name, spec)
+        self.check_weights()
+
+    @classmethod
+    def bare(cls, name, spec):
+        """The feature with its spec checked but its trunks' weights not looked for (what
+        `features.check_spec` gives for an extractor)."""
+        obj = cls.__new__(cls)
+        obj._setup(name, dict(spec))
+        return obj
+
+    def _setup(self, name, spec):
         self.name = name
         spec.pop("extractor", None)
         unknown = sorted(set(spec) - set(self.defaults))
@@ -383,7 +394,7 @@ class LearnedFeature:
             self._bad("ensemble", "must be a non-empty list of distinct archs")
         for arch in archs:
             if arch != CUSTOM:  # validate against torchvision now, before any training
-                _check_arch(self.name, arch, p["weights"], p["input_size"])
+                _torchvision(self.name, arch, p["weights"], p["input_size"])
         self.archs = [str(a) for a in archs]
         if p["open_set"] is not None:
             if p["target"] != "generator":
@@ -394,6 +405,22 @@ class LearnedFeature:
             ):
                 self._bad("open_set", "use {n_pseudo: N} (a count >= 1 or a fraction in (0, 1))")
         self.preprocessor = _preprocessor(self.name, p["preprocess"])
+
+    def _trunks(self, look_for_weights=False):
+        p = self.params
+        return [
+            _torchvision(self.name, arch, p["weights"], p["input_size"], look_for_weights)
+            for arch in self.archs
+            if arch != CUSTOM
+        ]
+
+    def check_weights(self):
+        """Fail fast (WeightsError) when a trunk's pretrained weights are not here."""
+        self._trunks(look_for_weights=True)
+
+    def required_weights(self):
+        """The pretrained weights its trunks start from (a `custom` trunk needs none)."""
+        return [entry for trunk in self._trunks() for entry in trunk.required_weights()]
 
     def classifier(self, arch, seed, device):
         p = self.params
@@ -520,11 +547,14 @@ class LearnedFeature:
         return net
 
 
-def _check_arch(name, arch, weights, input_size):
-    from gantrace.features.deep import TorchvisionExtractor
-
+def _torchvision(name, arch, weights, input_size, look_for_weights=False):
+    """The torchvision extractor a trunk comes from, its spec checked (and, when asked,
+    its weights looked for)."""
+    spec = {"arch": arch, "weights": weights, "input_size": input_size}
     try:
-        TorchvisionExtractor(arch=arch, weights=weights, input_size=input_size)
+        if look_for_weights:
+            return TorchvisionExtractor(**spec)
+        return TorchvisionExtractor.bare(spec)
     except ConfigError as exc:
         raise ConfigError(f"features.{name}: {exc}") from None
 
