@@ -107,16 +107,16 @@ def test_resume_after_a_kill_gives_the_same_weights(tmp_path, monkeypatch):
     params = {**TINY, "epochs": 2}
     whole = CNNClassifier(**params).fit(x, y)
     ckpt = tmp_path / "state.safetensors"
-    real_write = finetune._write_checkpoint
+    real_write = finetune.write_checkpoint
 
     def write_then_die(*args, **kwargs):
         real_write(*args, **kwargs)
         raise KeyboardInterrupt  # killed right after epoch 1 was saved
 
-    monkeypatch.setattr(finetune, "_write_checkpoint", write_then_die)
+    monkeypatch.setattr(finetune, "write_checkpoint", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         CNNClassifier(**params).fit(x, y, checkpoint=ckpt)
-    monkeypatch.setattr(finetune, "_write_checkpoint", real_write)
+    monkeypatch.setattr(finetune, "write_checkpoint", real_write)
     resumed = CNNClassifier(**params).fit(x, y, checkpoint=ckpt)
     assert resumed.metrics_["loss_history"][0] == whole.metrics_["loss_history"][0]
     a, b = whole.model_.state_dict(), resumed.model_.state_dict()

@@ -601,17 +601,17 @@ def test_resumed_fit_is_bit_identical(phantoms, straight, tmp_path, monkeypatch,
     """Interrupted right after the checkpoint of epoch `after` (2 = training done, model
     not yet saved), a new fit resumes there and ends with the uninterrupted weights."""
     ckpt = tmp_path / "unet.ckpt.safetensors"
-    real = segment._write_checkpoint
+    real = segment.write_checkpoint
 
     def save_then_die(path, fingerprint, epoch, *args):
         real(path, fingerprint, epoch, *args)
         if epoch == after:
             raise _Stop(epoch)
 
-    monkeypatch.setattr(segment, "_write_checkpoint", save_then_die)
+    monkeypatch.setattr(segment, "write_checkpoint", save_then_die)
     with pytest.raises(_Stop):
         LungUNet(**TINY).fit(*phantoms, checkpoint=ckpt)
-    monkeypatch.setattr(segment, "_write_checkpoint", real)
+    monkeypatch.setattr(segment, "write_checkpoint", real)
     log = _Log()
     resumed = LungUNet(**TINY).fit(*phantoms, log=log, checkpoint=ckpt)
     assert f"after epoch {after}/2" in log.text

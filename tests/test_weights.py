@@ -228,3 +228,22 @@ def test_learned_features_need_the_imagenet_weights_of_their_archs():
         }
     )
     assert [(e["arch"], e["features"]) for e in found] == [("resnet18", ["ens"])]
+
+
+def test_each_extractor_declares_its_weights_without_looking_for_them(caches):
+    from gantrace.features import check_spec
+    from gantrace.features.finetuned import LearnedFeature
+    from gantrace.features.pretrained import WeightsEntry
+
+    r50 = check_spec({"extractor": "torchvision", "arch": "resnet50", "weights": "imagenet"})
+    (entry,) = r50.required_weights()
+    assert isinstance(entry, WeightsEntry) and entry.source == "torchvision"
+    assert entry.path.startswith(str(caches / "torch")) and not entry.present
+    assert check_spec({"extractor": "pixels"}).required_weights() == []
+    concat = {"extractor": "concat", "parts": [{"extractor": "dinov2", "weights": "imagenet"}]}
+    assert [e.repo_id for e in check_spec(concat).required_weights()] == ["facebook/dinov2-small"]
+    spec = {"arch": "resnet18", "weights": "imagenet"}
+    with pytest.raises(WeightsError, match="fetch_weights"):
+        LearnedFeature("ft", **spec)  # built for training: its trunk's weights must be here
+    (trunk,) = LearnedFeature.bare("ft", spec).required_weights()
+    assert (trunk.source, trunk.arch, trunk.present) == ("torchvision", "resnet18", False)

@@ -29,13 +29,14 @@ def spec_name(spec):
 
 def accepted_params(cls):
     """The keyword parameters `cls` takes: a Part's `param_names`, else its signature's."""
-    if hasattr(cls, "param_names"):
-        return set(cls.param_names())
-    return {
+    keywords = {
         p.name
         for p in inspect.signature(cls).parameters.values()
         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
+    if hasattr(cls, "param_names"):  # plus the keywords that only say where it is configured
+        return set(cls.param_names()) | (set(getattr(cls, "_not_params", ())) & keywords)
+    return keywords
 
 
 class Registry:

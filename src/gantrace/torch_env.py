@@ -1,11 +1,10 @@
-"""Torch set-up shared by every stage: torchvision import on CPU builds, device choice, seeding."""
+"""Torch set-up shared by every stage: torchvision import on CPU builds, device choice,
+autocast, thread count. (Seeding and training steps: `gantrace.nn`.)"""
 
 import importlib.util
 import os
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
 _TORCHVISION_LIB = None
@@ -69,12 +68,6 @@ def pick_device(prefer="auto"):
     return torch.device("cuda:0")
 
 
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 def autocast(device):
     """bf16 autocast on CUDA (fp16 where bf16 is unsupported); a no-op on CPU."""
     if device.type == "cuda":
@@ -87,13 +80,3 @@ def set_threads(n):
     if n:
         torch.set_num_threads(int(n))
         os.environ.setdefault("OMP_NUM_THREADS", str(n))
-
-
-def optimiser_step(loss, optimiser, scaler, schedule=None):
-    """One mixed-precision training step: backward through the grad scaler, step, schedule."""
-    optimiser.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimiser)
-    scaler.update()
-    if schedule is not None:
-        schedule.step()

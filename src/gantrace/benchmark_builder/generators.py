@@ -20,6 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from gantrace.errors import ConfigError
+from gantrace.nn.checkpoint import GENERATOR, TrainingState, resume, write_checkpoint
+from gantrace.nn.optim import optimiser_step
 from gantrace.params import COUNT, DEVICE, POSITIVE, SEED, Interval, ListOf, Options, Part
 from gantrace.registry import Registry
 from gantrace.torch_env import ensure_torchvision_ops, pick_device
@@ -98,10 +100,20 @@ class ImageGenerator(Part):
         torch.manual_seed(self.seed)
         self._build(self.resolution_)
         self.gen_ = torch.Generator().manual_seed(self.seed)
+        training = TrainingState(self.nets_, self.optims_, generator=self.gen_)
         data = torch.from_numpy(images).float().div(127.5).sub(1).unsqueeze(1)
         start, history = 0, []
-        if checkpoint and Path(checkpoint).exists():
-            start, history = self._load_checkpoint(checkpoint, log)
+        if checkpoint:
+            found = resume(
+                checkpoint,
+                self._resume_key(),
+                GENERATOR,
+                training,
+                lambda line: log(f"{self.name}: {line}"),
+            )
+            if found is not None:
+                start, history = found.done, found.metadata["history"][: found.done]
+                log(f"{self.name}: resumed from {checkpoint} at step {start}")
         t0 = time.time()
         for step in range(start + 1, self.steps + 1):
             idx = torch.randint(len(data), (self.batch_size,), generator=self.gen_)
@@ -111,37 +123,9 @@ class ImageGenerator(Part):
                 shown = " ".join(f"{k}={v:.4f}" for k, v in losses.items())
                 log(f"{self.name} step {step}/{self.steps} {shown} ({time.time() - t0:.0f} s)")
             if checkpoint and (step % self.checkpoint_every == 0 or step == self.steps):
-                self._save_checkpoint(checkpoint, step, history)
+                write_checkpoint(checkpoint, self._resume_key(), step, GENERATOR, training, history)
         self.losses_ = pd.DataFrame(history)
         return self
-
-    def _training_state(self):
-        tensors = {}
-        for n, net in self.nets_.items():
-            tensors.update({f"net.{n}.{k}": v for k, v in net.state_dict().items()})
-        groups = {}
-        for n, opt in self.optims_.items():
-            sd = opt.state_dict()
-            groups[n] = sd["param_groups"]
-            for i, st in sd["state"].items():
-                for k, v in st.items():
-                    tensors[f"opt.{n}.{i}.{k}"] = torch.as_tensor(v)
-        tensors["rng"] = self.gen_.get_state()
-        return tensors, groups
-
-    def _save_checkpoint(self, path, step, history):
-        tensors, groups = self._training_state()
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        meta = {
-            "step": str(step),
-            "params": json.dumps(self._resume_key()),
-            "groups": json.dumps(groups),
-            "history": json.dumps(history),
-        }
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(f"{path}.tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
 
     def _resume_key(self):
         """Parameters a checkpoint must share to be resumed (not the step count or device)."""
@@ -149,34 +133,6 @@ class ImageGenerator(Part):
         return {k: v for k, v in self.params.items() if k not in skip} | {
             "resolution": self.resolution_
         }
-
-    def _load_checkpoint(self, path, log):
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata()
-        if json.loads(meta["params"]) != self._resume_key():
-            log(f"{self.name}: checkpoint {path} has other parameters; training from scratch")
-            return 0, []
-        tensors = load_file(str(path))
-        for n, net in self.nets_.items():
-            pre = f"net.{n}."
-            net.load_state_dict({k[len(pre) :]: v for k, v in tensors.items() if k.startswith(pre)})
-        groups = json.loads(meta["groups"])
-        for n, opt in self.optims_.items():
-            state = {}
-            for k, v in tensors.items():
-                parts = k.split(".")
-                if parts[0] == "opt" and parts[1] == n:
-                    state.setdefault(int(parts[2]), {})[parts[3]] = v.to(self.device_)
-            for st in state.values():  # Adam keeps `step` on the CPU
-                if "step" in st:
-                    st["step"] = st["step"].cpu()
-            opt.load_state_dict({"state": state, "param_groups": groups[n]})
-        self.gen_.set_state(tensors["rng"])
-        step = int(meta["step"])
-        log(f"{self.name}: resumed from {path} at step {step}")
-        return step, json.loads(meta["history"])[:step]
 
     # -- sampling ------------------------------------------------------------------------
     @torch.no_grad()
@@ -292,15 +248,11 @@ class DCGAN(ImageGenerator):
             d_loss = F.binary_cross_entropy_with_logits(
                 real_logit, torch.ones_like(real_logit)
             ) + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit))
-        self.optims_["discriminator"].zero_grad()
-        d_loss.backward()
-        self.optims_["discriminator"].step()
+        optimiser_step(d_loss, self.optims_["discriminator"])
         with _amp(self.device_):
             logit = D(fake)
             g_loss = F.binary_cross_entropy_with_logits(logit, torch.ones_like(logit))
-        self.optims_["generator"].zero_grad()
-        g_loss.backward()
-        self.optims_["generator"].step()
+        optimiser_step(g_loss, self.optims_["generator"])
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
 
 
@@ -368,14 +320,10 @@ class WGANGP(ImageGenerator):
             with _amp(self.device_):
                 wdist = C(x).mean() - C(fake).mean()
             c_loss = -wdist.float() + self.gp_weight * gp
-            self.optims_["critic"].zero_grad()
-            c_loss.backward()
-            self.optims_["critic"].step()
+            optimiser_step(c_loss, self.optims_["critic"])
         with _amp(self.device_):
             g_loss = -C(G(self._noise(len(x), self.latent_dim))).mean()
-        self.optims_["generator"].zero_grad()
-        g_loss.backward()
-        self.optims_["generator"].step()
+        optimiser_step(g_loss, self.optims_["generator"])
         return {"critic_loss": c_loss.item(), "wasserstein": wdist.item(), "g_loss": g_loss.item()}
 
 
@@ -424,9 +372,7 @@ class VAE(ImageGenerator):
         rec = F.mse_loss(recon, x, reduction="sum") / len(x)
         kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum() / len(x)
         loss = rec + self.beta * kl
-        self.optims_["vae"].zero_grad()
-        loss.backward()
-        self.optims_["vae"].step()
+        optimiser_step(loss, self.optims_["vae"])
         return {"loss": loss.item(), "reconstruction": rec.item(), "kl": kl.item()}
 
 
@@ -481,9 +427,7 @@ class Diffusion(ImageGenerator):
         with _amp(self.device_):
             pred = unet(self.noise_.add_noise(x, noise, t), t).sample.float()
         loss = F.mse_loss(pred, noise)
-        self.optims_["unet"].zero_grad()
-        loss.backward()
-        self.optims_["unet"].step()
+        optimiser_step(loss, self.optims_["unet"])
         return {"loss": loss.item()}
 
     def _generate(self, n, gen):

@@ -122,6 +122,12 @@ class FeatureExtractor(Part):
     def check_weights(self):
         """Fail fast (WeightsError) when the weights asked for are not available here."""
 
+    def required_weights(self):
+        """The pretrained weights this extractor loads, as `features.pretrained.WeightsEntry`
+        records (what to fetch, where it is cached, whether it is here), found without
+        loading or downloading anything; works on a `bare` extractor. None here."""
+        return []
+
     @property
     def batch_size(self):
         return self.params["batch_size"]

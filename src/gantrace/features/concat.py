@@ -77,6 +77,9 @@ class ConcatExtractor(FeatureExtractor):
         for part in self.parts:
             part.check_weights()
 
+    def required_weights(self):
+        return [entry for part in self.parts for entry in part.required_weights()]
+
     def weights_description(self):
         return "; ".join(f"{p.name}:{p.weights_description()}" for p in self.parts)
 

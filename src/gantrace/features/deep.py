@@ -5,7 +5,6 @@ torchvision and transformers are imported lazily, after `ensure_torchvision_ops(
 
 import os
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -14,6 +13,7 @@ from torch import nn
 
 from gantrace.errors import ConfigError, WeightsError
 from gantrace.features.base import FEATURES, FeatureExtractor, as_batch
+from gantrace.features.pretrained import WeightsEntry, hf_cache_dir, hf_cached_file, torch_hub_file
 from gantrace.params import InstanceOf, Interval, Options, suggest
 from gantrace.torch_env import autocast, ensure_torchvision_ops
 
@@ -277,8 +277,7 @@ class TorchvisionExtractor(TorchExtractor):
         w = self.params["weights"]
         member = self._weights_enum()
         if member is not None:
-            filename = os.path.basename(urlparse(member.url).path)
-            path = Path(torch.hub.get_dir()) / "checkpoints" / filename
+            path = torch_hub_file(member.url)
             if not path.is_file():
                 raise WeightsError(
                     f"torchvision {self.params['arch']} weights {type(member).__name__}."
@@ -295,6 +294,14 @@ class TorchvisionExtractor(TorchExtractor):
             )
         else:
             self._weights_file = None
+
+    def required_weights(self):
+        member = self._weights_enum()
+        if member is not None:
+            name = f"{type(member).__name__}.{member.name}"
+            return [WeightsEntry.torch_hub(member.url, self.params["arch"], name)]
+        w = self.params["weights"]
+        return [] if w == "none" else [WeightsEntry.local(w)]
 
     def weights_description(self):
         member = self._weights_enum()
@@ -353,17 +360,6 @@ DINOV2_SIZES = {
 DINOV2_OVERRIDES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size")
 
 
-def hf_cache_dir():
-    """The Hugging Face hub cache as the environment says now (HF_HUB_CACHE, HF_HOME)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.environ["HF_HUB_CACHE"]
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.environ["HF_HOME"], "hub")
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
-
-
 def weights_source(owner, weights, default_repo):
     """Where a transformers model's weights come from: ("none", None), ("hub", repo id) for
     `imagenet` (the default repo) or an `org/name` id, or ("dir", path) for a local folder."""
@@ -380,6 +376,18 @@ def weights_source(owner, weights, default_repo):
         f"{owner}: weights directory {path} does not exist (weights must be none, imagenet, "
         f"a hub id such as {default_repo}, or a local from_pretrained directory)"
     )
+
+
+def hub_or_folder_weights(weights, source):
+    """`required_weights()` of a transformers model: the hub repo that `source()` names,
+    or the local folder `weights` names (reported missing when it is not there)."""
+    if weights == "none":
+        return []
+    try:
+        kind, where = source()
+    except WeightsError:  # a folder that does not exist
+        return [WeightsEntry.local(weights)]
+    return [WeightsEntry.local(weights) if kind == "dir" else WeightsEntry.hf_repo(where)]
 
 
 @FEATURES.register
@@ -464,12 +472,11 @@ class Dinov2Extractor(TorchExtractor):
         kind, where = self._source()
         if kind == "dir" and not (where / "config.json").is_file():
             raise WeightsError(f"dinov2: {where} has no config.json (not a from_pretrained dir)")
-        if kind == "hub":
-            from huggingface_hub import try_to_load_from_cache
+        if kind == "hub" and hf_cached_file(where) is None:
+            raise self._hub_error(where)
 
-            found = try_to_load_from_cache(where, "config.json", cache_dir=hf_cache_dir())
-            if not isinstance(found, str):
-                raise self._hub_error(where)
+    def required_weights(self):
+        return hub_or_folder_weights(self.params["weights"], self._source)
 
     def weights_description(self):
         kind, where = self._source()

@@ -22,10 +22,8 @@ the same seeded initialisation, so the folds' feature spaces stay close; the pro
 workflow stage.
 """
 
-import hashlib
 import inspect
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -39,6 +37,10 @@ from gantrace import __version__, io
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.features.base import FEATURES, FeatureExtractor
 from gantrace.features.deep import IMAGENET_MEAN, IMAGENET_STD, TorchvisionExtractor
+from gantrace.nn.checkpoint import TRAINER, TrainingState, fingerprint, resume, write_checkpoint
+from gantrace.nn.epochs import EpochShuffle
+from gantrace.nn.optim import cosine_schedule, grad_scaler, optimiser_step
+from gantrace.nn.seeding import seed_everything
 from gantrace.params import (
     COUNT,
     DEVICE,
@@ -52,8 +54,7 @@ from gantrace.params import (
     validate,
 )
 from gantrace.preprocess import build_preprocessor
-from gantrace.segmentation.unet import _EpochShuffle, _read_checkpoint, _restore, _write_checkpoint
-from gantrace.torch_env import autocast, optimiser_step, pick_device, seed_everything
+from gantrace.torch_env import autocast, pick_device
 
 TARGETS = ("generator", "membership")
 OUTPUTS = ("both", "penultimate", "probabilities")
@@ -204,16 +205,9 @@ class CNNClassifier(Part):
             return _Net(trunk, dim, n_classes)
 
     def _fingerprint(self, images, y, device):
-        digest = hashlib.sha256()
-        for arr in (np.ascontiguousarray(images, np.uint8), np.ascontiguousarray(y, np.int64)):
-            digest.update(repr(arr.shape).encode())
-            digest.update(memoryview(arr).cast("B"))
-        return {
-            "params": self._stored_params(),
-            "device_type": device.type,
-            "data_sha256": digest.hexdigest(),
-            "torch": torch.__version__,
-        }
+        return fingerprint(
+            self._stored_params(), device, np.asarray(images, np.uint8), np.asarray(y, np.int64)
+        )
 
     def fit(self, images, y, n_classes=None, log=None, checkpoint=None):
         """Train on uint8 (N, H, W) images and int class labels 0..K-1; returns self."""
@@ -227,7 +221,7 @@ class CNNClassifier(Part):
         model = self._build(k).to(device)
         self.model_, self.n_classes_ = model, k
         data = torch.utils.data.TensorDataset(torch.from_numpy(images), torch.from_numpy(y))
-        sampler = _EpochShuffle(len(y), self.seed)
+        sampler = EpochShuffle(len(y), self.seed)
         loader = torch.utils.data.DataLoader(
             data,
             batch_size=self.batch_size,
@@ -236,20 +230,18 @@ class CNNClassifier(Part):
             pin_memory=device.type == "cuda",
         )
         optimiser = torch.optim.AdamW(model.parameters(), lr=self.lr)
-        scaler = torch.amp.GradScaler(
-            "cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        )
-        steps = max(self.epochs * len(loader), 1)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps))
-        )
-        losses, done, fingerprint = [], 0, None
+        scaler = grad_scaler(device)
+        schedule = cosine_schedule(optimiser, max(self.epochs * len(loader), 1))
+        training = TrainingState(model, optimiser, others={"schedule": schedule, "scaler": scaler})
+        losses, done, made_for = [], 0, None
         if checkpoint is not None:
-            fingerprint = self._fingerprint(images, y, device)
-            state = _read_checkpoint(checkpoint, fingerprint, log)
-            if state is not None:
-                done = _restore(state, model, optimiser, schedule, scaler)
-                losses = state["loss_history"]
+            made_for = self._fingerprint(images, y, device)
+            found = resume(
+                checkpoint, made_for, TRAINER, training, lambda line: _say(log, f"finetune: {line}")
+            )
+            if found is not None:
+                done = found.done
+                losses = [float(v) for v in found.metadata["history"]["loss_history"]]
                 _say(log, f"finetune: resuming {checkpoint} after epoch {done}/{self.epochs}")
         for epoch in range(done + 1, self.epochs + 1):
             sampler.epoch = epoch
@@ -270,9 +262,7 @@ class CNNClassifier(Part):
             )
             if checkpoint is not None:
                 history = {"loss_history": losses, "val_history": [], "val_dice": None}
-                _write_checkpoint(
-                    checkpoint, fingerprint, epoch, model, optimiser, schedule, scaler, history
-                )
+                write_checkpoint(checkpoint, made_for, epoch, TRAINER, training, history)
         self._recalibrate_bn(images)
         self.metrics_ = {"n_train": len(y), "n_classes": k, "loss_history": losses}
         return self
@@ -461,6 +451,10 @@ class LearnedFeature(FeatureExtractor):
     def check_weights(self):
         for part in self.parts:
             part.check_weights()
+
+    def required_weights(self):
+        """The pretrained weights its trunks start from (a `custom` trunk needs none)."""
+        return [entry for part in self.parts for entry in part.required_weights()]
 
     def classifier(self, arch, seed, device):
         p = self.params

@@ -19,9 +19,10 @@ from gantrace.features.deep import (
     IMAGENET_STD,
     PRETRAINED,
     TorchExtractor,
-    hf_cache_dir,
+    hub_or_folder_weights,
     weights_source,
 )
+from gantrace.features.pretrained import hf_cache_dir, hf_cached_file
 from gantrace.params import Interval, Options, check_value
 from gantrace.torch_env import ensure_torchvision_ops
 
@@ -149,16 +150,14 @@ class HFVisionExtractor(TorchExtractor):
         if kind == "dir":
             folder = where
         else:
-            from huggingface_hub import try_to_load_from_cache
-
-            found = try_to_load_from_cache(where, "config.json", cache_dir=hf_cache_dir())
-            if not isinstance(found, str):
+            found = hf_cached_file(where)
+            if found is None:
                 raise WeightsError(
                     f"{self.name} weights {where} are not in the Hugging Face cache "
                     f"{hf_cache_dir()}. To get them, {FETCH_HINT}, or set HF_HOME to a "
                     "cache that holds them"
                 )
-            folder = Path(found).parent
+            folder = found.parent
         if not (folder / "config.json").is_file() or not _weight_files(folder):
             raise WeightsError(
                 f"{self.name}: {folder} lacks config.json or model weights (.safetensors or "
@@ -169,6 +168,9 @@ class HFVisionExtractor(TorchExtractor):
     def check_weights(self):
         if self._source()[0] != "none":
             self._folder()
+
+    def required_weights(self):
+        return hub_or_folder_weights(self.params["weights"], self._source)
 
     def weights_description(self):
         kind, where = self._source()

@@ -16,6 +16,7 @@ from gantrace.features.deep import (
     load_state_dict_file,
     local_weights_file,
 )
+from gantrace.features.pretrained import WeightsEntry
 from gantrace.params import Interval
 from gantrace.torch_env import ensure_torchvision_ops
 
@@ -116,6 +117,14 @@ class EfficientNetLite0Extractor(TorchExtractor):
                 "efficientnet_lite0",
                 "packaged, none or a local .pth/.safetensors EfficientNet-Lite0 state_dict",
             )
+
+    def required_weights(self):
+        w = self.params["weights"]
+        if w == "none":
+            return []
+        if w == "packaged" or w.lower() in PRETRAINED:
+            return [WeightsEntry.shipped_by(LITE0_PACKAGE, packaged_lite0_file)]
+        return [WeightsEntry.local(w)]
 
     def weights_description(self):
         w = self.params["weights"]

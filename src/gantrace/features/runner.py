@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 from gantrace import io
 from gantrace.errors import ConfigError, ImageError
 from gantrace.features.base import REGIONS, apply_region, build_extractor, with_seed
+from gantrace.nn.seeding import seed_everything
 from gantrace.params import Interval, Options, check_value
-from gantrace.torch_env import pick_device, seed_everything
+from gantrace.torch_env import pick_device
 
 LOG_EVERY_S = 30.0
 

@@ -5,21 +5,15 @@ models whose timm config names a hub repo (most), the torch hub cache for URL-on
 (e.g. `legacy_xception`). `snakemake fetch_weights` fills either.
 """
 
-import os
-from pathlib import Path
-from urllib.parse import urlparse
-
-import torch
-
 from gantrace.errors import ConfigError, WeightsError
 from gantrace.features.base import FEATURES
 from gantrace.features.deep import (
     FETCH_HINT,
     PRETRAINED,
     TorchExtractor,
-    hf_cache_dir,
     local_weights_file,
 )
+from gantrace.features.pretrained import WeightsEntry, hf_cache_dir, hf_cached_file, torch_hub_file
 from gantrace.params import Interval, check_value, suggest
 from gantrace.torch_env import ensure_torchvision_ops
 
@@ -40,20 +34,8 @@ def timm_pretrained_source(model):
         files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else TIMM_HUB_FILES
         return "hf", cfg.hf_hub_id, files
     if cfg is not None and cfg.url:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg.url).path)
-        return "url", cfg.url, path
+        return "url", cfg.url, torch_hub_file(cfg.url)
     raise ConfigError(f"timm: {model} has no pretrained weights; use weights: none or a file")
-
-
-def hf_cached_file(repo, filenames):
-    """The first of `filenames` in the local HF cache for `repo`, or None (no network)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    for filename in filenames:
-        found = try_to_load_from_cache(repo, filename, cache_dir=hf_cache_dir())
-        if isinstance(found, str):
-            return Path(found)
-    return None
 
 
 @FEATURES.register
@@ -129,6 +111,17 @@ class TimmExtractor(TorchExtractor):
                 f"{place}. To get them, {FETCH_HINT}"
             )
         self._weights_file = found
+
+    def required_weights(self):
+        w, model = self.params["weights"], self.params["model"]
+        if w == "none":
+            return []
+        if not self.pretrained():
+            return [WeightsEntry.local(w)]
+        kind, where, files = timm_pretrained_source(model)
+        if kind == "hf":
+            return [WeightsEntry.hf_repo(where, files, allow_patterns=("*.json", *files))]
+        return [WeightsEntry.torch_hub(where, f"timm {model}", "ImageNet", source="url")]
 
     def weights_description(self):
         if self._weights_file is None:

@@ -53,7 +53,8 @@ class FeatureAutoencoder(Part):
         import torch
         from torch import nn
 
-        from gantrace.torch_env import pick_device  # imports torch: only when training
+        from gantrace.nn.optim import optimiser_step  # torch only once a model is fitted
+        from gantrace.torch_env import pick_device  # (reducers load in CPU-only jobs)
 
         X = np.asarray(X, dtype=np.float64)
         self.keep_ = np.ptp(X, axis=0) > 0
@@ -81,9 +82,7 @@ class FeatureAutoencoder(Part):
             for start in range(0, len(data), self.batch_size):
                 batch = data[order[start : start + self.batch_size]].to(self.device_)
                 loss = ((self.decoder_(self.encoder_(batch)) - batch) ** 2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                optimiser_step(loss, opt)
                 total += float(loss.detach()) * len(batch)
             self.loss_history_.append(total / len(data))
         return self

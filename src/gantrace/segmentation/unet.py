@@ -6,7 +6,6 @@ wraps a `segmentation_models_pytorch` U-Net behind an sklearn-like interface: pa
 the constructor, `fit` / `predict`, and a safetensors file (never pickle) for `save` / `load`.
 """
 
-import hashlib
 import json
 import math
 import time
@@ -22,18 +21,15 @@ from scipy import ndimage
 from gantrace import __version__
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.io import atomic_path, read_images, write_masks
+from gantrace.nn.checkpoint import TRAINER, TrainingState, fingerprint, resume, write_checkpoint
+from gantrace.nn.epochs import EpochShuffle
+from gantrace.nn.optim import cosine_schedule, grad_scaler, optimiser_step
+from gantrace.nn.seeding import seed_everything
 from gantrace.params import COUNT, DEVICE, POSITIVE, SEED, Interval, ListOf, Part
-from gantrace.torch_env import (
-    autocast,
-    ensure_torchvision_ops,
-    optimiser_step,
-    pick_device,
-    seed_everything,
-)
+from gantrace.torch_env import autocast, ensure_torchvision_ops, pick_device
 
 _FORMAT = "gantrace.LungUNet"
 _FORMAT_VERSION = "1"
-_CKPT_FORMAT = "gantrace.LungUNet.checkpoint/1"
 
 # ----------------------------------------------------------------------------------------------
 # Classical masks
@@ -232,117 +228,6 @@ def _check_stack(images, name="images"):
     return images
 
 
-class _EpochShuffle(torch.utils.data.Sampler):
-    """Random order of the training rows, drawn afresh from (seed, epoch) every epoch.
-
-    Unlike a loader-wide generator, the order of epoch e does not depend on how many
-    epochs this process has run, so a fit resumed from a checkpoint sees the same batches.
-    """
-
-    def __init__(self, n, seed):
-        self.n, self.seed, self.epoch = int(n), int(seed), 0
-
-    def __len__(self):
-        return self.n
-
-    def __iter__(self):
-        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
-        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(seed)).tolist())
-
-
-def _write_checkpoint(path, fingerprint, epoch, model, optimiser, schedule, scaler, history):
-    """Training state after `epoch` as one safetensors file (tensors) with JSON metadata
-    (everything else); written atomically, so a kill leaves the previous checkpoint."""
-    from safetensors.torch import save_file
-
-    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
-    opt = optimiser.state_dict()
-    opt_other = {}
-    for pid, entry in opt["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"optim/{pid}/{key}"] = value
-            else:
-                opt_other.setdefault(str(pid), {})[key] = value
-    tensors["rng/torch"] = torch.get_rng_state()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    metadata = {
-        "format": _CKPT_FORMAT,
-        "fingerprint": json.dumps(fingerprint, sort_keys=True),
-        "epoch": str(int(epoch)),
-        "history": json.dumps(history),
-        "optim_param_groups": json.dumps(opt["param_groups"]),
-        "optim_state_other": json.dumps(opt_other),
-        "schedule": json.dumps(schedule.state_dict()),
-        "scaler": json.dumps(scaler.state_dict()),
-    }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-
-
-def _read_checkpoint(path, fingerprint, log):
-    """The state stored in `path` if it was made for `fingerprint`, else None (reported)."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != _CKPT_FORMAT:
-                raise ValueError("not a gantrace LungUNet checkpoint")
-            stored = json.loads(meta["fingerprint"])
-            if stored != json.loads(json.dumps(fingerprint, sort_keys=True)):
-                changed = sorted(k for k in fingerprint if stored.get(k) != fingerprint[k])
-                _write(
-                    log,
-                    f"segment: ignoring checkpoint {path}: made for other "
-                    f"{', '.join(changed)}; training from epoch 0",
-                )
-                return None
-            state = {k: f.get_tensor(k) for k in f.keys()}
-            history = json.loads(meta["history"])
-            return {
-                "tensors": state,
-                "epoch": int(meta["epoch"]),
-                "optim_param_groups": json.loads(meta["optim_param_groups"]),
-                "optim_state_other": json.loads(meta["optim_state_other"]),
-                "schedule": json.loads(meta["schedule"]),
-                "scaler": json.loads(meta["scaler"]),
-                "loss_history": [float(v) for v in history["loss_history"]],
-                "val_history": [float(v) for v in history["val_history"]],
-                "val_dice": history["val_dice"],
-            }
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is only ignored
-        _write(
-            log, f"segment: ignoring unreadable checkpoint {path} ({exc}); training from epoch 0"
-        )
-        return None
-
-
-def _restore(state, model, optimiser, schedule, scaler):
-    """Load a checkpoint's state into freshly built training objects; returns its epoch."""
-    tensors = state["tensors"]
-    model.load_state_dict(
-        {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")},
-        strict=True,
-    )
-    opt_state = {}
-    for key, value in tensors.items():
-        if key.startswith("optim/"):
-            _, pid, name = key.split("/", 2)
-            opt_state.setdefault(int(pid), {})[name] = value
-    for pid, entry in state["optim_state_other"].items():
-        opt_state.setdefault(int(pid), {}).update(entry)
-    optimiser.load_state_dict({"state": opt_state, "param_groups": state["optim_param_groups"]})
-    schedule.load_state_dict(state["schedule"])
-    if state["scaler"]:  # empty when loss scaling is off (CPU, bf16)
-        scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(tensors["rng/torch"])
-    return state["epoch"]
-
-
 class LungUNet(Part):
     """U-Net lung segmenter with an sklearn-like interface.
 
@@ -485,7 +370,7 @@ class LungUNet(Part):
         x_all = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
         y_all = torch.from_numpy(np.ascontiguousarray(masks, dtype=bool).view(np.uint8))
         dataset = torch.utils.data.TensorDataset(x_all[train_idx], y_all[train_idx])
-        sampler = _EpochShuffle(len(train_idx), self.seed)
+        sampler = EpochShuffle(len(train_idx), self.seed)
         loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -498,33 +383,29 @@ class LungUNet(Part):
             persistent_workers=self.num_workers > 0,
         )
         optimiser = torch.optim.Adam(model.parameters(), lr=self.lr)
-        # fp16 autocast (GPUs without bf16) needs loss scaling; bf16 and CPU do not.
-        scaler = torch.amp.GradScaler(
-            "cuda", enabled=device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        )
-        steps = self.epochs * len(loader)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * s / steps))
-        )
+        scaler = grad_scaler(device)
+        schedule = cosine_schedule(optimiser, self.epochs * len(loader))
+        training = TrainingState(model, optimiser, others={"schedule": schedule, "scaler": scaler})
         val_images, val_masks = images[val_idx], np.asarray(masks[val_idx], dtype=bool)
 
         loss_history, val_history = [], []
         val_dice = None
         done = 0
-        fingerprint = None
+        made_for = None
         if checkpoint is not None:
-            fingerprint = self._fingerprint(images, masks, device)
-            state = _read_checkpoint(checkpoint, fingerprint, log)
-            if state is not None:
-                try:
-                    done = _restore(state, model, optimiser, schedule, scaler)
-                except (KeyError, ValueError, RuntimeError) as exc:
-                    raise GantraceError(
-                        f"{checkpoint}: training checkpoint does not fit this model ({exc}); "
-                        "delete it to train from epoch 0"
-                    ) from exc
-                loss_history, val_history = state["loss_history"], state["val_history"]
-                val_dice = state["val_dice"]
+            made_for = self._fingerprint(images, masks, device)
+            found = resume(
+                checkpoint,
+                made_for,
+                TRAINER,
+                training,
+                lambda line: _write(log, f"segment: {line}"),
+            )
+            if found is not None:
+                done, history = found.done, found.metadata["history"]
+                loss_history = [float(v) for v in history["loss_history"]]
+                val_history = [float(v) for v in history["val_history"]]
+                val_dice = history["val_dice"]
                 _write(
                     log,
                     f"segment: resuming from checkpoint {checkpoint} after epoch "
@@ -556,14 +437,12 @@ class LungUNet(Part):
                 f"val_dice {shown} {rate:.1f} img/s ({device.type})",
             )
             if checkpoint is not None:
-                _write_checkpoint(
+                write_checkpoint(
                     checkpoint,
-                    fingerprint,
+                    made_for,
                     epoch,
-                    model,
-                    optimiser,
-                    schedule,
-                    scaler,
+                    TRAINER,
+                    training,
                     {
                         "loss_history": loss_history,
                         "val_history": val_history,
@@ -587,17 +466,8 @@ class LungUNet(Part):
 
     def _fingerprint(self, images, masks, device):
         """What a checkpoint must have been made for: parameters, device type, data."""
-        digest = hashlib.sha256()
-        for arr in (np.ascontiguousarray(images, np.uint8), np.ascontiguousarray(masks, bool)):
-            digest.update(repr(arr.shape).encode())
-            digest.update(memoryview(arr).cast("B"))
         params = {k: v for k, v in self.get_params().items() if k not in ("device", "num_workers")}
-        return {
-            "params": params,
-            "device_type": device.type,
-            "data_sha256": digest.hexdigest(),
-            "torch": torch.__version__,
-        }
+        return fingerprint(params, device, np.asarray(images, np.uint8), np.asarray(masks, bool))
 
     # -- inference ----------------------------------------------------------------------------
 

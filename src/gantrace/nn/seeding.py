@@ -1,0 +1,12 @@
+"""Seeding: one call puts Python's, NumPy's and torch's global generators in a known state."""
+
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
