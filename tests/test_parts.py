@@ -125,7 +125,10 @@ def test_values_are_refused_under_the_config_key_or_the_part_name():
         SCORERS.create({"name": "knn", "metric": "hamming"})
     with pytest.raises(ConfigError, match=r"^membership\.methods\.m\.scorer\.metric: expected"):
         SCORERS.create({"name": "knn", "metric": "hamming"}, where="membership.methods.m.scorer")
-    with pytest.raises(ConfigError, match=r"scorer\.name: unknown scorer 'kn' \(did you mean"):
+    with pytest.raises(
+        ConfigError,
+        match=r"scorer: unknown scorer 'kn' \(did you mean 'knn'\?\); set scorer\.name to",
+    ):
         SCORERS.create({"name": "kn"})
 
 
