@@ -15,6 +15,8 @@ import pandas as pd
 from gantrace import io
 from gantrace.attribution.method import AttributionMethod
 from gantrace.attribution.openset import open_set_labels
+from gantrace.benchmark_builder.report import write_report
+from gantrace.benchmark_builder.split import split_slices
 from gantrace.errors import GantraceError
 from gantrace.fusion import build_rule, check_aligned
 from gantrace.membership.method import MembershipMethod
@@ -162,6 +164,48 @@ def gather_features(paths, out_h5):
     io.gather_features(paths, out_h5)
     ids = io.read_ids_h5(out_h5)
     _say(f"gathered {len(ids)} rows from {len(paths)} shards")
+
+
+def train_features(
+    feature,
+    spec,
+    image_paths,
+    manifest_path,
+    out_features,
+    out_models,
+    checkpoints,
+    seed,
+    device,
+    train_images=(),
+    train_manifest=None,
+):
+    """A learned feature (CNNs trained on labelled images, cross-fitted) of every image;
+    `train_images`/`train_manifest` are another dataset's when the spec has `train_from`."""
+    from gantrace.features.finetuned import train_features as train  # imports torch
+
+    train(
+        feature,
+        dict(spec),
+        list(image_paths),
+        manifest_path,
+        out_features,
+        out_models,
+        checkpoints,
+        seed=seed,
+        device=device,
+        train_shards=list(train_images),
+        train_manifest=train_manifest or None,
+        log=sys.stdout,
+    )
+
+
+def fetch_weights(features, out_json):
+    """Download the pretrained weights the configured features need; list them in out_json."""
+    from gantrace.weights import fetch, required_weights  # imports torch
+
+    fetched = fetch(required_weights(dict(features)), log=sys.stdout)
+    with io.atomic_path(out_json) as tmp:
+        Path(tmp).write_text(json.dumps(fetched, indent=2, sort_keys=True) + "\n")
 
 
 # -- methods ---------------------------------------------------------------------------------
@@ -367,3 +411,37 @@ def submission(task, result_path, out_csv, n_generators=None):
     write_run_file(list(t.image_id), list(labels), out_csv)
     validate_run_file(out_csv, list(t.image_id), allowed)
     _say(f"{out_csv}: {len(t)} lines, checked against the run-file rules")
+
+
+# -- benchmark builder -----------------------------------------------------------------------
+def benchmark_split(source, split, seed, out_csv):
+    table = split_slices(source, split, seed)
+    with io.atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    _say(table.groupby(["used", "part"]).size().to_string())
+
+
+def benchmark_train(split_csv, spec, resolution, seed, device, out_model, out_losses, checkpoint):
+    from gantrace.benchmark_builder.train import train_generator  # imports torch
+
+    train_generator(split_csv, spec, resolution, seed, device, out_model, out_losses, checkpoint)
+
+
+def benchmark_sample(model_path, n_samples, seed, device, out_npz):
+    from gantrace.benchmark_builder.train import sample_generator  # imports torch
+
+    sample_generator(model_path, n_samples, seed, device, out_npz)
+
+
+def benchmark_report(
+    generator, samples_npz, split_csv, resolution, out_grid, out_table, out_summary
+):
+    write_report(generator, samples_npz, split_csv, resolution, out_grid, out_table, out_summary)
+
+
+def benchmark_layout(split_csv, generators, sample_paths, bench, root, out_config, out_metadata):
+    """The benchmark's folders, truth and config snippet; `sample_paths` in `generators` order."""
+    from gantrace.benchmark_builder.layout import write_benchmark  # imports torch
+
+    samples = dict(zip(generators, sample_paths, strict=True))
+    write_benchmark(split_csv, samples, bench, root, out_config, out_metadata)
