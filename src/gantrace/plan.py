@@ -31,7 +31,7 @@ SEGMENTATION_PLOT = "segmentation"  # where a method of the dataset reads lung m
 
 
 def extractor_of(spec):
-    """The extractor a feature spec names."""
+    """The extractor a feature spec names (its `name`; `extractor` in older configs)."""
     return spec.get("name", spec.get("extractor"))
 
 
@@ -67,7 +67,8 @@ def image_table(config, ds, sim_dir):
 
 class Plan:
     """Decisions about a checked config (`gantrace.config.validate_config`, defaults filled)
-    and its datasets' image tables; answers are cached, the config is never changed."""
+    and its datasets' image tables. The config is only read; the image tables and the
+    answers that need them or a built extractor are cached."""
 
     def __init__(self, config, image_tables):
         self.config = config
