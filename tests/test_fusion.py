@@ -115,3 +115,68 @@ def test_rerank_labels_absorbs_a_fragment_the_vote_keeps():
     fixed = rerank_labels(np.stack([a, b, c]), n_clusters=3, linkage="average")
     np.testing.assert_array_equal(fixed, truth)
     np.testing.assert_array_equal(rerank_labels(np.stack([a, b, c]), n_clusters=4), voted)
+
+
+def test_fusion_rules_are_a_registry_per_task():
+    from pathlib import Path
+
+    import yaml
+
+    from gantrace.errors import ConfigError
+    from gantrace.fusion import RULES, build_rule
+
+    assert RULES["attribution"].names() == ["majority", "rerank"]
+    schema = yaml.safe_load((Path(__file__).parents[1] / "config" / "schema.yaml").read_text())
+    enum = schema["$defs"]["fusion"]["properties"]["rule"]["enum"]
+    assert sorted(enum) == RULES["membership"].names()
+    spec = {"methods": ["a", "b"], "rule": "rerank", "n_clusters": 3, "linkage": "average"}
+    rule = build_rule("membership", spec, n_folds=4, random_state=1)
+    assert rule.get_params() == {"n_clusters": 3, "linkage": "average"}
+    # every rule takes only its own parameters: the schema's linkage default is ignored
+    assert build_rule("membership", {"methods": ["a"], "linkage": "ward"}).name == "majority"
+    stacked = build_rule("membership", {"methods": ["a"], "rule": "stacked"}, n_folds=4)
+    assert stacked.get_params() == {"n_folds": 4, "random_state": 0}
+    with pytest.raises(ConfigError, match="unknown attribution fusion rule 'stacked'"):
+        build_rule("attribution", {"methods": ["a"], "rule": "stacked"})
+    with pytest.raises(ConfigError, match=r"membership\.fusion\.linkage: expected one of"):
+        build_rule("membership", {"methods": ["a"], "rule": "rerank", "linkage": "median"})
+
+
+def test_rules_fuse_aligned_tables():
+    import pandas as pd
+
+    from gantrace.errors import GantraceError
+    from gantrace.fusion import build_rule, check_aligned
+
+    ids = [f"i{k}" for k in range(8)]
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    tables = [
+        pd.DataFrame(
+            {
+                "image_id": ids,
+                "role": "real_used",
+                "label": labels,
+                "score": labels + 0.1 * m * np.arange(8),
+                "decision": labels if m else 1 - labels,
+                "fold": np.arange(8) % 2,
+            }
+        )
+        for m in range(3)
+    ]
+    check_aligned(tables, ["a", "b", "c"])
+    fused = build_rule("membership", {"rule": "majority"}).fuse(tables)
+    assert list(fused.columns) == ["image_id", "role", "label", "score", "decision", "fold"]
+    np.testing.assert_array_equal(fused.decision, labels)  # 2 of 3 methods are right
+    np.testing.assert_array_equal(fused.fold, np.arange(8) % 2)  # the first method's folds
+    rule = build_rule("membership", {"rule": "mean_rank"}, n_folds=2)
+    fused = rule.fuse(tables)
+    assert rule.note_.startswith("oof_f1: 2 stratified folds")
+    assert set(fused.fold) == {0, 1} and set(fused.decision) <= {0, 1}  # its own folds
+    clusters = [
+        pd.DataFrame({"image_id": ids, "cluster": labels + m, "generator": ""}) for m in range(2)
+    ]
+    fused = build_rule("attribution", {"rule": "majority"}).fuse(clusters)
+    assert list(fused.columns) == ["image_id", "generator", "cluster"]
+    np.testing.assert_array_equal(fused.cluster, labels)  # aligned to the first method's ids
+    with pytest.raises(GantraceError, match="b: its images differ from a; cannot fuse them"):
+        check_aligned([tables[0], tables[1].iloc[::-1]], ["a", "b"])

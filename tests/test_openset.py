@@ -171,3 +171,36 @@ def test_workflow_plans_unknown_k_and_open_set(workflow_dir):
     assert "results/demo_attribution/features/spectrum/full.h5" in open_job
     assert "results/demo_attribution/manifest.parquet" in open_job
     assert "results/demo_attribution" not in jobs["results/test_att/attribution/plain.parquet"]
+
+
+def test_open_set_labels_are_run_file_labels():
+    """The library call behind the stage: unnamed known rows are left out, k follows
+    n_generators (or the count found), labels are 1..k."""
+    import io as textio
+
+    from gantrace.attribution.openset import open_set_labels, run_file_labels
+
+    kx, kg, tx, ty = _data()
+    kg = kg.astype(object)
+    kg[:4] = None
+    spec = {"name": "open", "clusterer": {"name": "kmeans"}, "known_from": "dev"}
+    log = textio.StringIO()
+    method, labels = open_set_labels(spec, kx, kg, tx, 4, random_state=0, log=log)
+    assert set(labels) == {1, 2, 3, 4} and method.n_new_ == 1
+    assert "dev: 4 images without a generator left out" in log.getvalue()
+    np.testing.assert_array_equal(run_file_labels(np.array([2, 2, 5]), 3, False, "m"), [1, 1, 2])
+    np.testing.assert_array_equal(run_file_labels(np.array([3, 1]), None, True, "m"), [1, 2])
+    with pytest.raises(GantraceError, match="m: images went to 3 generators"):
+        run_file_labels(np.array([1, 2, 3]), 2, False, "m")
+
+
+def test_features_are_read_by_manifest_role(tmp_path):
+    ids = ["c", "a", "b", "z"]
+    io.write_features(tmp_path / "f.h5", ids, np.arange(8.0).reshape(4, 2))
+    man = pd.DataFrame(
+        {"image_id": ["a", "b", "c"], "role": ["generated", "real_used", "generated"]}
+    )
+    io.write_table(man, tmp_path / "m.parquet")
+    rows, x = io.read_features_by_role(tmp_path / "f.h5", tmp_path / "m.parquet", {"generated"})
+    assert list(rows.image_id) == ["c", "a"]  # the feature file's order; z is not listed
+    np.testing.assert_array_equal(x, [[0, 1], [2, 3]])

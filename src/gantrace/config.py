@@ -7,6 +7,7 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 
 from gantrace.errors import ConfigError
+from gantrace.fusion import RULES
 from gantrace.params import validate
 from gantrace.registry import KEY
 
@@ -131,10 +132,10 @@ def _cross_check(cfg):
             for m in fus["methods"]:
                 if m not in methods:
                     yield f"{task}.fusion.{fname}.methods: unknown {task} method {m!r}"
-            if task == "attribution" and fus.get("rule", "majority") not in ("majority", "rerank"):
+            if fus.get("rule", "majority") not in RULES[task]:
                 yield (
-                    f"{task}.fusion.{fname}.rule: attribution fusion supports only "
-                    "'majority' and 'rerank'"
+                    f"{task}.fusion.{fname}.rule: {task} fusion supports only "
+                    + " and ".join(f"'{r}'" for r in RULES[task])
                 )
 
 

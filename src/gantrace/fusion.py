@@ -1,8 +1,22 @@
-"""Fuse several methods' outputs: cluster labelings, 0/1 membership decisions, scores."""
+"""Fuse several methods' outputs: cluster labelings, 0/1 membership decisions, scores.
+
+The functions below work on (n_methods, n_images) arrays. A fusion rule of the config
+(`<task>.fusion.<name>.rule`) is a class in its task's registry, `RULES[task]`; `build_rule`
+makes one from a fusion spec and `rule.fuse(tables)` turns the methods' aligned result
+tables into the fused one:
+
+    rule = build_rule("membership", {"methods": [...], "rule": "mean_rank"}, n_folds=5)
+    fused = rule.fuse(tables)
+"""
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata
+
+from gantrace.errors import GantraceError
+from gantrace.membership.method import decide_thresholds, stratified_folds
+from gantrace.params import Interval, Part
+from gantrace.registry import KEY, Registry, accepted_params
 
 
 def _matrix(rows, what):
@@ -97,8 +111,6 @@ def stacked_scores(scores, labels, n_folds=5, random_state=0, folds=None):
     The logit's natural threshold is 0. `folds` (ids 0..k-1, -1 unlabelled) reuses a split."""
     from sklearn.linear_model import LogisticRegression
 
-    from gantrace.membership.method import stratified_folds
-
     X, labels = rank_normalised(scores).T, np.asarray(labels)
     n = len(X)
     known = labels >= 0
@@ -167,3 +179,159 @@ def rerank_labels(label_matrix, n_clusters=None, linkage="ward", reference_index
         values, counts = np.unique(voted[members], return_counts=True)
         out[members] = values[np.argmax(counts)]
     return out
+
+
+# -- fusion rules: one registry per task ---------------------------------------------------------
+ATTRIBUTION_RULES = Registry("attribution fusion rule")
+MEMBERSHIP_RULES = Registry("membership fusion rule")
+RULES = {"attribution": ATTRIBUTION_RULES, "membership": MEMBERSHIP_RULES}
+LINKAGES = ("ward", "average", "complete", "single")
+
+
+def build_rule(task, spec, where=None, **injected):
+    """The fusion rule a config spec (`{methods, rule, ...}`) names, default majority. The
+    spec's other keys (n_clusters, linkage: the schema fills linkage in every spec) go to
+    the rules that take them, checked; `injected` ones (n_folds, random_state) likewise."""
+    registry, name = RULES[task], spec.get("rule", "majority")
+    takes = accepted_params(registry[name]) if name in registry else set()
+    params = {k: v for k, v in spec.items() if k in takes}
+    return registry.create({KEY: name, **params}, where or f"{task}.fusion", **injected)
+
+
+def check_aligned(tables, paths):
+    """Refuse result tables that do not list the same images in the same order."""
+    for path, table in zip(paths, tables):
+        if list(table.image_id) != list(tables[0].image_id):
+            raise GantraceError(f"{path}: its images differ from {paths[0]}; cannot fuse them")
+
+
+class AttributionFusion(Part):
+    """Fuses attribution tables (image_id, cluster, generator) into one cluster per image."""
+
+    def fuse(self, tables):
+        labels = np.stack([t.cluster.to_numpy() for t in tables])
+        fused = tables[0][["image_id", "generator"]].copy()
+        fused["cluster"] = self.fuse_labels(labels)
+        return fused
+
+    def fuse_labels(self, labels):
+        raise NotImplementedError
+
+
+@ATTRIBUTION_RULES.register
+class MajorityLabels(AttributionFusion):
+    """Per-image majority of the clusterings, aligned to the first method's ids."""
+
+    name = "majority"
+
+    def fuse_labels(self, labels):
+        return majority_vote(labels, reference_index=0)
+
+
+@ATTRIBUTION_RULES.register
+class RerankLabels(AttributionFusion):
+    """Majority vote, then agglomerative regrouping of the images (`rerank_labels`)."""
+
+    name = "rerank"
+    _parameter_constraints = {"n_clusters": [Interval(int, 2), None], "linkage": [LINKAGES]}
+
+    def __init__(self, n_clusters=None, linkage="ward"):
+        self.n_clusters, self.linkage = n_clusters, linkage
+
+    def fuse_labels(self, labels):
+        return rerank_labels(labels, self.n_clusters, self.linkage)
+
+
+class MembershipFusion(Part):
+    """Fuses membership tables (image_id, role, label, score, decision, fold): a score (the
+    mean rank of the methods' scores unless the rule learns one), a 0/1 decision and the
+    fold each decision was made out of (the first method's, unless the rule draws its own)."""
+
+    note_ = None  # what the rule did, for the log
+
+    def fuse(self, tables):
+        base = tables[0]
+        scores = np.stack([t.score.to_numpy() for t in tables])
+        decisions = np.stack([t.decision.to_numpy() for t in tables])
+        fused = base[["image_id", "role", "label"]].copy()
+        score, decision, folds = self.fuse_arrays(
+            scores, decisions, base.label.to_numpy(), base.fold
+        )
+        fused["score"], fused["decision"], fused["fold"] = score, decision, folds
+        return fused
+
+    def fuse_arrays(self, scores, decisions, labels, folds):
+        """(score, decision, fold) per image from (n_methods, n_images) scores and decisions,
+        the first table's labels and folds."""
+        return mean_rank_scores(scores), self.decide(scores, decisions), folds
+
+    def decide(self, scores, decisions):
+        raise NotImplementedError
+
+
+@MEMBERSHIP_RULES.register
+class MajorityDecisions(MembershipFusion):
+    """Majority of the methods' decisions (an even split: not used)."""
+
+    name = "majority"
+
+    def decide(self, scores, decisions):
+        return vote_decisions(decisions)
+
+
+@MEMBERSHIP_RULES.register
+class PerfectAgreement(MembershipFusion):
+    """Used only where every method says used."""
+
+    name = "perfect_agreement"
+
+    def decide(self, scores, decisions):
+        return perfect_agreement(decisions)
+
+
+@MEMBERSHIP_RULES.register
+class RerankDecisions(MembershipFusion):
+    """Majority vote, then each agglomerative group of images takes its members' majority."""
+
+    name = "rerank"
+    _parameter_constraints = {"n_clusters": [Interval(int, 2), None], "linkage": [LINKAGES]}
+
+    def __init__(self, n_clusters=None, linkage="ward"):
+        self.n_clusters, self.linkage = n_clusters, linkage
+
+    def decide(self, scores, decisions):
+        return rerank_decisions(decisions, scores, self.n_clusters, self.linkage)
+
+
+@MEMBERSHIP_RULES.register
+class MeanRank(MembershipFusion):
+    """Mean rank of the scores, cut by an out-of-fold F1-best threshold on the labelled rows."""
+
+    name = "mean_rank"
+    _parameter_constraints = {"n_folds": [Interval(int, 2)], "random_state": [int]}
+
+    def __init__(self, n_folds=5, random_state=0):
+        self.n_folds, self.random_state = n_folds, random_state
+
+    def fuse_arrays(self, scores, decisions, labels, folds):
+        score = mean_rank_scores(scores)
+        thresholds, folds, self.note_ = decide_thresholds(
+            score, labels, n_folds=self.n_folds, random_state=self.random_state
+        )
+        return score, (score > thresholds).astype(int), folds
+
+
+@MEMBERSHIP_RULES.register
+class Stacked(MembershipFusion):
+    """Cross-fitted logistic regression on the rank-normalised scores, decided at logit 0."""
+
+    name = "stacked"
+    _parameter_constraints = {"n_folds": [Interval(int, 2)], "random_state": [int]}
+
+    def __init__(self, n_folds=5, random_state=0):
+        self.n_folds, self.random_state = n_folds, random_state
+
+    def fuse_arrays(self, scores, decisions, labels, folds):
+        score, folds = stacked_scores(scores, labels, self.n_folds, self.random_state)
+        self.note_ = f"stacked: logistic regression over {len(scores)} methods, cross-fitted"
+        return score, (score > 0).astype(int), folds

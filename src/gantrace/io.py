@@ -186,6 +186,16 @@ def read_features(path):
     return read_array_h5(path, "features")
 
 
+def read_features_by_role(features_path, manifest_path, roles):
+    """(manifest rows, features) of the images whose manifest `role` is one of `roles`, in
+    the feature file's order; ids the manifest does not list are left out."""
+    ids, x, _ = read_features(features_path)
+    man = read_table(manifest_path).set_index("image_id")
+    keep = [i for i, iid in enumerate(ids) if iid in man.index and man.at[iid, "role"] in roles]
+    rows = man.loc[[ids[i] for i in keep]].reset_index()
+    return rows, x[keep]
+
+
 def gather_features(paths, out_path, attrs=None):
     """Concatenate per-shard feature files into one, rows sorted by image id."""
     ids, blocks, first_attrs = [], [], {}

@@ -13,7 +13,13 @@ import numpy as np
 import pandas as pd
 
 from gantrace import io
+from gantrace.attribution.method import AttributionMethod
+from gantrace.attribution.openset import open_set_labels
+from gantrace.benchmark_builder.report import write_report
+from gantrace.benchmark_builder.split import split_slices
 from gantrace.errors import GantraceError
+from gantrace.fusion import build_rule, check_aligned
+from gantrace.membership.method import MembershipMethod
 
 
 def _say(msg):
@@ -138,7 +144,7 @@ def segment(model_path, images_h5, out_h5, device, num_workers=0):
 
 # -- features --------------------------------------------------------------------------------
 def embed(images_h5, masks_h5, region, spec, out_h5, seed, device, num_workers):
-    from gantrace.features import extract_shard
+    from gantrace.features import extract_shard  # imports torch: only in feature jobs
 
     stats = extract_shard(
         images_h5,
@@ -160,12 +166,46 @@ def gather_features(paths, out_h5):
     _say(f"gathered {len(ids)} rows from {len(paths)} shards")
 
 
-def _features_for(features_h5, manifest_path, roles):
-    ids, x, _ = io.read_features(features_h5)
-    man = io.read_table(manifest_path).set_index("image_id")
-    keep = [i for i, iid in enumerate(ids) if iid in man.index and man.at[iid, "role"] in roles]
-    rows = man.loc[[ids[i] for i in keep]].reset_index()
-    return rows, x[keep]
+def train_features(
+    feature,
+    spec,
+    image_paths,
+    manifest_path,
+    out_features,
+    out_models,
+    checkpoints,
+    seed,
+    device,
+    train_images=(),
+    train_manifest=None,
+):
+    """A learned feature (CNNs trained on labelled images, cross-fitted) of every image;
+    `train_images`/`train_manifest` are another dataset's when the spec has `train_from`."""
+    from gantrace.features.finetuned import train_features as train  # imports torch
+
+    train(
+        feature,
+        dict(spec),
+        list(image_paths),
+        manifest_path,
+        out_features,
+        out_models,
+        checkpoints,
+        seed=seed,
+        device=device,
+        train_shards=list(train_images),
+        train_manifest=train_manifest or None,
+        log=sys.stdout,
+    )
+
+
+def fetch_weights(features, out_json):
+    """Download the pretrained weights the configured features need; list them in out_json."""
+    from gantrace.weights import fetch, required_weights  # imports torch
+
+    fetched = fetch(required_weights(dict(features)), log=sys.stdout)
+    with io.atomic_path(out_json) as tmp:
+        Path(tmp).write_text(json.dumps(fetched, indent=2, sort_keys=True) + "\n")
 
 
 # -- methods ---------------------------------------------------------------------------------
@@ -194,25 +234,14 @@ def attribution(
     """Cluster a dataset's generated images. `n_generators` None (or the method's
     `n_clusters: auto`) estimates the count; a method with `known_from` is open set: the
     generators of `known_features`/`known_manifest` are known, the rest found as new."""
-    from gantrace.attribution.method import AttributionMethod, canonical_labels
-
-    rows, x = _features_for(features_h5, manifest_path, {"generated"})
-    auto = spec.get("n_clusters") == "auto" or n_generators is None
+    rows, x = io.read_features_by_role(features_h5, manifest_path, {"generated"})
     if spec.get("known_from"):
-        method, labels = _open_set(
-            spec, n_generators, auto, seed, x, known_features, known_manifest
+        known, kx = io.read_features_by_role(known_features, known_manifest, {"generated"})
+        method, labels = open_set_labels(
+            spec, kx, known.generator, x, n_generators, seed, log=sys.stdout
         )
-        found = set(labels.tolist())
-        limit = len(found) if auto else n_generators  # run-file labels: 1..limit
-        if not found <= set(range(1, limit + 1)):
-            labels = canonical_labels(labels)
-        if len(found) > limit:
-            raise GantraceError(
-                f"attribution.methods.{spec['name']}: images went to {len(found)} generators "
-                f"but the dataset has n_generators: {n_generators}; raise it or set "
-                "n_clusters: auto"
-            )
     else:
+        auto = spec.get("n_clusters") == "auto" or n_generators is None
         method = AttributionMethod(
             n_clusters=None if auto else n_generators,
             clusterer=spec["clusterer"],
@@ -234,45 +263,9 @@ def attribution(
     _say(f"{spec['name']}: {len(table)} images in {len(set(labels))} clusters")
 
 
-def _open_set(spec, n_generators, auto, seed, x, known_features, known_manifest):
-    from gantrace.attribution.openset import OpenSetAttribution
-    from gantrace.errors import ConfigError
-
-    source = spec["known_from"]
-    known, kx = _features_for(known_features, known_manifest, {"generated"})
-    named = known.generator.fillna("").astype(str).to_numpy() != ""
-    if named.sum() < len(known):
-        _say(f"{source}: {len(known) - named.sum()} images without a generator left out")
-    n_known = len(set(known.generator[named]))
-    n_new = None if auto else max(int(n_generators) - n_known, 0)
-    try:
-        method = OpenSetAttribution(
-            reducer=spec.get("reducer"),
-            clusterer=spec["clusterer"],
-            n_new=n_new,
-            n_clusters_estimator=spec.get("estimate_k"),
-            random_state=seed,
-            **spec.get("open_set", {}),
-        )
-        labels = method.fit_predict(kx[named], known.generator[named].to_numpy(), x) + 1
-    except ConfigError as err:  # its keys are the method's: name them in full
-        raise ConfigError(f"attribution.methods.{spec['name']}.{err}") from None
-    names = ", ".join(f"{i}={g}" for i, g in enumerate(method.known_names_, start=1))
-    _say(
-        f"open set from {source}: known generators {names}; {int(method.is_unknown_.sum())} of "
-        f"{len(x)} images beyond every known radius, {method.n_new_} new generator(s)"
-        + ("" if n_new is not None else " (estimated)")
-    )
-    if method.k_scores_ is not None:
-        _say(method.k_scores_.to_string(index=False))
-    return method, labels
-
-
 def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=None):
-    from gantrace.membership.method import MembershipMethod
-
-    gen, gx = _features_for(features_h5, manifest_path, {"generated"})
-    real, rx = _features_for(
+    gen, gx = io.read_features_by_role(features_h5, manifest_path, {"generated"})
+    real, rx = io.read_features_by_role(
         features_h5, manifest_path, {"real_used", "real_not_used", "real_unknown"}
     )
     method = MembershipMethod(
@@ -292,52 +285,12 @@ def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=N
 
 
 def fusion(task, paths, spec, out, n_folds, seed):
-    from gantrace import fusion as fu
-
     tables = [io.read_table(p) for p in paths]
-    base = tables[0]
-    for p, t in zip(paths, tables):
-        if list(t.image_id) != list(base.image_id):
-            raise GantraceError(f"{p}: its images differ from {paths[0]}; cannot fuse them")
-    if task == "attribution":
-        labels = np.stack([t.cluster.to_numpy() for t in tables])
-        fused = base[["image_id", "generator"]].copy()
-        if spec["rule"] == "rerank":
-            fused["cluster"] = fu.rerank_labels(
-                labels, spec.get("n_clusters"), spec.get("linkage", "ward")
-            )
-        else:
-            fused["cluster"] = fu.majority_vote(labels, reference_index=0)
-    else:
-        fused = base[["image_id", "role", "label"]].copy()
-        decisions = np.stack([t.decision.to_numpy() for t in tables])
-        scores = np.stack([t.score.to_numpy() for t in tables])
-        fused["score"] = fu.mean_rank_scores(scores)
-        rule = spec["rule"]
-        if rule == "stacked":
-            fused["score"], folds = fu.stacked_scores(scores, base.label.to_numpy(), n_folds, seed)
-            fused["decision"] = (fused.score.to_numpy() > 0).astype(int)
-            _say(f"stacked: logistic regression over {len(paths)} methods, cross-fitted")
-        elif rule == "majority":
-            fused["decision"] = fu.vote_decisions(decisions)
-        elif rule == "perfect_agreement":
-            fused["decision"] = fu.perfect_agreement(decisions)
-        elif rule == "rerank":
-            fused["decision"] = fu.rerank_decisions(
-                decisions, scores, spec.get("n_clusters"), spec.get("linkage", "ward")
-            )
-        else:
-            from gantrace.membership.method import decide_thresholds
-
-            thresholds, folds, note = decide_thresholds(
-                fused.score.to_numpy(),
-                base.label.to_numpy(),
-                n_folds=n_folds,
-                random_state=seed,
-            )
-            fused["decision"] = (fused.score.to_numpy() > thresholds).astype(int)
-            _say(note)
-        fused["fold"] = folds if rule in ("mean_rank", "stacked") else base.fold
+    check_aligned(tables, paths)
+    rule = build_rule(task, spec, n_folds=n_folds, random_state=seed)
+    fused = rule.fuse(tables)
+    if getattr(rule, "note_", None):
+        _say(rule.note_)
     io.write_table(fused, out)
     _say(f"fused {len(paths)} {task} methods by {spec['rule']}")
 
@@ -458,3 +411,37 @@ def submission(task, result_path, out_csv, n_generators=None):
     write_run_file(list(t.image_id), list(labels), out_csv)
     validate_run_file(out_csv, list(t.image_id), allowed)
     _say(f"{out_csv}: {len(t)} lines, checked against the run-file rules")
+
+
+# -- benchmark builder -----------------------------------------------------------------------
+def benchmark_split(source, split, seed, out_csv):
+    table = split_slices(source, split, seed)
+    with io.atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    _say(table.groupby(["used", "part"]).size().to_string())
+
+
+def benchmark_train(split_csv, spec, resolution, seed, device, out_model, out_losses, checkpoint):
+    from gantrace.benchmark_builder.train import train_generator  # imports torch
+
+    train_generator(split_csv, spec, resolution, seed, device, out_model, out_losses, checkpoint)
+
+
+def benchmark_sample(model_path, n_samples, seed, device, out_npz):
+    from gantrace.benchmark_builder.train import sample_generator  # imports torch
+
+    sample_generator(model_path, n_samples, seed, device, out_npz)
+
+
+def benchmark_report(
+    generator, samples_npz, split_csv, resolution, out_grid, out_table, out_summary
+):
+    write_report(generator, samples_npz, split_csv, resolution, out_grid, out_table, out_summary)
+
+
+def benchmark_layout(split_csv, generators, sample_paths, bench, root, out_config, out_metadata):
+    """The benchmark's folders, truth and config snippet; `sample_paths` in `generators` order."""
+    from gantrace.benchmark_builder.layout import write_benchmark  # imports torch
+
+    samples = dict(zip(generators, sample_paths, strict=True))
+    write_benchmark(split_csv, samples, bench, root, out_config, out_metadata)

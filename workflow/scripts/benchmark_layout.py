@@ -1,10 +1,11 @@
-from gantrace.benchmark_builder.layout import write_benchmark
+from gantrace import stages
 from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):
-    write_benchmark(
+    stages.benchmark_layout(
         snakemake.input.split,
-        dict(zip(snakemake.params.generators, snakemake.input.samples, strict=True)),
+        snakemake.params.generators,
+        list(snakemake.input.samples),
         snakemake.params.bench,
         snakemake.params.root,
         snakemake.output.config,

@@ -1,8 +1,8 @@
-from gantrace.benchmark_builder.report import write_report
+from gantrace import stages
 from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):
-    write_report(
+    stages.benchmark_report(
         snakemake.wildcards.generator,
         snakemake.input.samples,
         snakemake.input.split,

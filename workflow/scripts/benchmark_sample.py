@@ -1,10 +1,10 @@
-from gantrace.benchmark_builder.train import sample_generator
+from gantrace import stages
 from gantrace.runlog import logged
 from gantrace.torch_env import set_threads
 
 with logged(snakemake.log[0]):
     set_threads(snakemake.threads)
-    sample_generator(
+    stages.benchmark_sample(
         snakemake.input.model,
         snakemake.params.n_samples,
         snakemake.params.seed,

@@ -1,10 +1,10 @@
-from gantrace.benchmark_builder.train import train_generator
+from gantrace import stages
 from gantrace.runlog import logged
 from gantrace.torch_env import set_threads
 
 with logged(snakemake.log[0]):
     set_threads(snakemake.threads)
-    train_generator(
+    stages.benchmark_train(
         snakemake.input.split,
         snakemake.params.spec,
         snakemake.params.resolution,

@@ -5,12 +5,13 @@ generator's rejection radius; the rejected images are clustered into new generat
 """
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import pairwise_distances
 from sklearn.model_selection import StratifiedKFold
 
-from gantrace.attribution.method import CLUSTERERS
+from gantrace.attribution.method import CLUSTERERS, canonical_labels
 from gantrace.attribution.nclusters import build_estimator
-from gantrace.errors import ConfigError
+from gantrace.errors import ConfigError, GantraceError
 from gantrace.matrix import METRICS, as_matrix
 from gantrace.params import COUNT, SEED, Interval, Options, Part, trained_parts
 from gantrace.reduce import build_reducer
@@ -161,3 +162,68 @@ class OpenSetAttribution(Part):
     def trained_parts(self):
         """{role: fitted part} for the parts that trained a network (to save)."""
         return trained_parts({"reducer": self.reducer_})
+
+
+def _say(log, line):
+    if log is not None:
+        print(line, file=log, flush=True)
+
+
+def open_set_labels(spec, known_X, known_generator, X, n_generators, random_state=0, log=None):
+    """(method, run-file labels 1..k) of the open-set method `spec` (a config mapping with
+    `name`, `known_from`, `clusterer`, ...) for the generated images `X`.
+
+    The known generators are those of `known_X` (`known_generator`: each row's generator;
+    rows without one are left out). k is `n_generators`, so n_generators minus the known
+    ones are new; where n_generators is None or the method sets `n_clusters: auto`, the new
+    ones are estimated and k is the count found.
+    """
+    where = f"attribution.methods.{spec['name']}"
+    auto = spec.get("n_clusters") == "auto" or n_generators is None
+    known_generator = pd.Series(known_generator)
+    named = known_generator.fillna("").astype(str).to_numpy() != ""
+    if named.sum() < len(named):
+        _say(
+            log,
+            f"{spec['known_from']}: {len(named) - named.sum()} images without a generator left out",
+        )
+    n_known = len(set(known_generator[named]))
+    n_new = None if auto else max(int(n_generators) - n_known, 0)
+    try:
+        method = OpenSetAttribution(
+            reducer=spec.get("reducer"),
+            clusterer=spec["clusterer"],
+            n_new=n_new,
+            n_clusters_estimator=spec.get("estimate_k"),
+            random_state=random_state,
+            **spec.get("open_set", {}),
+        )
+        labels = method.fit_predict(known_X[named], known_generator[named].to_numpy(), X) + 1
+    except ConfigError as err:  # its keys are the method's: name them in full
+        raise ConfigError(f"{where}.{err}") from None
+    names = ", ".join(f"{i}={g}" for i, g in enumerate(method.known_names_, start=1))
+    _say(
+        log,
+        f"open set from {spec['known_from']}: known generators {names}; "
+        f"{int(method.is_unknown_.sum())} of {len(X)} images beyond every known radius, "
+        f"{method.n_new_} new generator(s)" + ("" if n_new is not None else " (estimated)"),
+    )
+    if method.k_scores_ is not None:
+        _say(log, method.k_scores_.to_string(index=False))
+    return method, run_file_labels(labels, n_generators, auto, where)
+
+
+def run_file_labels(labels, n_generators, auto, where):
+    """`labels` as a run file takes them: 1..n_generators, or 1..k found when `auto`;
+    renumbered 1..k in order of appearance when they are not. More generators than
+    n_generators cannot be written: a GantraceError naming the method (`where`)."""
+    found = set(labels.tolist())
+    limit = len(found) if auto else n_generators
+    if not found <= set(range(1, limit + 1)):
+        labels = canonical_labels(labels)
+    if len(found) > limit:
+        raise GantraceError(
+            f"{where}: images went to {len(found)} generators but the dataset has "
+            f"n_generators: {n_generators}; raise it or set n_clusters: auto"
+        )
+    return labels

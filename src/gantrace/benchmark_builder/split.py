@@ -105,3 +105,11 @@ class GroupSplit:
                 "part": np.where(unknown, "unknown", "dev"),
             }
         )
+
+
+def split_slices(source, split, seed=0):
+    """The slices of `source` split as a config's `benchmark.split` asks (`GroupSplit`)."""
+    files = list_slices(source)
+    groups = assign_groups(files, split.get("groups"))
+    splitter = GroupSplit(split["used_fraction"], split["unknown_fraction"], seed=seed)
+    return splitter.fit_transform(files, groups)

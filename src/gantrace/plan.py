@@ -1,0 +1,271 @@
+"""What the workflow runs: which methods and fusions on which dataset, which jobs need labels,
+a GPU or a trained network, and which files a dataset gets.
+
+`workflow/rules/common.smk` holds paths and targets and asks a `Plan` everything else, so
+these decisions are unit-tested without Snakemake or files:
+
+    plan = Plan(config, {"test": image_table})   # config checked and defaults filled
+    plan.methods_for("membership", "test")       # unlabelled: no supervised scorer
+
+`image_tables` maps a dataset to its images (columns image_id, path, role, label,
+generator, shard; see `image_table`), or is a function of the dataset name, called once
+per dataset when the plan first needs it.
+"""
+
+from collections.abc import Mapping
+
+from gantrace.benchmark_builder.split import list_slices
+from gantrace.data import simulate
+from gantrace.data.ingest import image_table as folder_table
+from gantrace.data.ingest import simulated_table
+from gantrace.errors import ConfigError
+from gantrace.membership.method import expand_grid
+from gantrace.membership.scorers import SCORERS
+from gantrace.reduce import REDUCERS
+from gantrace.registry import spec_name
+
+TASKS = ("attribution", "membership")
+PLOTS = {
+    "attribution": ["attribution_tsne", "attribution_confusion", "attribution_montage"],
+    "membership": ["membership_scores", "membership_roc_pr"],
+}
+SEGMENTATION_PLOT = "segmentation"  # where a method of the dataset reads lung masks
+
+
+def is_learned(spec):
+    """A feature trained on a dataset's labelled images by a dataset-level rule (finetune.smk)
+    instead of extracted shard by shard: its extractor class says so (`learned = True`)."""
+    # imports torch: only once a feature is asked about
+    from gantrace.features import FEATURES
+
+    return bool(getattr(FEATURES.get(spec_name(spec)), "learned", False))
+
+
+def simulate_params(config, ds):
+    """The simulator's parameters of a simulated dataset (the run's seed included)."""
+    return {
+        "task": config["datasets"][ds]["task"],
+        "seed": config["seed"],
+        **config["datasets"][ds]["simulate"],
+    }
+
+
+def image_table(config, ds, sim_dir):
+    """Every image of a dataset: id, path, role, label, generator, shard. A simulated dataset's
+    images are those the simulator will write under `sim_dir`."""
+    spec, n_shards = config["datasets"][ds], config["ingest"]["n_shards"]
+    if "simulate" in spec:
+        planned = simulate.plan(simulate_params(config, ds))
+        return simulated_table(ds, planned, sim_dir, n_shards)
+    return folder_table(ds, spec, n_shards, root=config.get("data_root"))
+
+
+class Plan:
+    """Decisions about a checked config (`gantrace.config.validate_config`, defaults filled)
+    and its datasets' image tables. The config is only read; the image tables and the
+    answers that need them or a built extractor are cached."""
+
+    def __init__(self, config, image_tables):
+        self.config = config
+        self.datasets = config.get("datasets", {})  # a benchmark-only config has none
+        self.features = config["features"]
+        self.methods = {t: config[t]["methods"] for t in TASKS}
+        self.fusions = {t: config[t]["fusion"] for t in TASKS}
+        if isinstance(image_tables, Mapping):
+            image_tables = image_tables.__getitem__
+        self._load = image_tables
+        self._tables, self._labelled, self._gpu = {}, {}, {}
+        self._check_learned_regions()
+
+    # -- images ---------------------------------------------------------------------------
+    def images(self, ds):
+        """The dataset's image table (loaded once)."""
+        if ds not in self._tables:
+            self._tables[ds] = self._load(ds)
+        return self._tables[ds]
+
+    def shards(self, ds):
+        return sorted(set(self.images(ds).shard))
+
+    def shard_paths(self, ds, shard):
+        table = self.images(ds)
+        return list(table.path[table.shard == int(shard)])
+
+    def task(self, ds):
+        return self.datasets[ds]["task"]
+
+    def simulate_params(self, ds):
+        return simulate_params(self.config, ds)
+
+    # -- which methods run where ------------------------------------------------------------
+    def labelled(self, ds):
+        """At least two labelled images per class: used / not used, or two generators."""
+        if ds not in self._labelled:
+            table = self.images(ds)
+            if self.task(ds) == "membership":
+                ok = min((table.label == 1).sum(), (table.label == 0).sum()) >= 2
+            else:
+                counts = table.generator.dropna().astype(str).value_counts()
+                ok = (counts.drop("", errors="ignore") >= 2).sum() >= 2
+            self._labelled[ds] = bool(ok)
+        return self._labelled[ds]
+
+    def needs_labels(self, task, method):
+        """The method learns from the labelled images of the dataset it scores: a learned
+        feature without `train_from`, a supervised scorer, or a scorer with tuned (listed)
+        parameters."""
+        spec = self.methods[task][method]
+        feature = self.features[spec["feature"]]
+        if is_learned(feature) and not feature.get("train_from"):
+            return True
+        if task != "membership":
+            return False
+        # An instance, not the class: whether a scorer learns can hang on its parameters.
+        scorer = SCORERS.create(expand_grid(spec["scorer"])[0])
+        tuned = isinstance(spec["scorer"], dict) and any(
+            isinstance(v, list) for v in spec["scorer"].values()
+        )
+        return getattr(scorer, "supervised", False) or tuned
+
+    def methods_for(self, task, ds):
+        """Methods run on a dataset: those listing it (or listing none), except methods that
+        learn from labels on a dataset without enough labelled images (a test set), and
+        open-set methods on their own `known_from` dataset."""
+        named = [
+            m
+            for m, s in self.methods[task].items()
+            if ds in s.get("datasets", [ds]) and s.get("known_from") != ds
+        ]
+        return [m for m in named if self.labelled(ds) or not self.needs_labels(task, m)]
+
+    def fusions_for(self, task, ds):
+        """Fusions whose methods all run on `ds`; a stacked fusion also needs its labels."""
+        ms = set(self.methods_for(task, ds))
+        return [
+            f
+            for f, s in self.fusions[task].items()
+            if set(s["methods"]) <= ms and (s.get("rule") != "stacked" or self.labelled(ds))
+        ]
+
+    def results_of(self, ds):
+        """Names of the dataset's result tables: its methods, then `fused_<fusion>`."""
+        task = self.task(ds)
+        return self.methods_for(task, ds) + [f"fused_{f}" for f in self.fusions_for(task, ds)]
+
+    def method_spec(self, task, method):
+        return {"task": task, "name": method, **self.methods[task][method]}
+
+    def region(self, task, method):
+        return self.methods[task][method].get("region", "full")
+
+    def known_from(self, method):
+        """The dataset whose generators an open-set attribution method knows, or None."""
+        return self.methods["attribution"][method].get("known_from")
+
+    def label_count(self, ds, name):
+        """k of a run file's labels 1..k: the dataset's n_generators, or None (1..k found)
+        where it has none or the method (or a fused one) estimates k (`n_clusters: auto`)."""
+        task = self.task(ds)
+        if task != "attribution":
+            return None
+        fused = name.removeprefix("fused_")
+        parts = self.fusions[task][fused]["methods"] if name != fused else [name]
+        if any(self.methods[task][m].get("n_clusters") == "auto" for m in parts):
+            return None
+        return self.datasets[ds].get("n_generators")
+
+    # -- features and jobs ------------------------------------------------------------------
+    def learned_features(self):
+        """Features trained on labelled images by `train_features`, not extracted per shard."""
+        return sorted(f for f, s in self.features.items() if is_learned(s))
+
+    def shard_features(self):
+        """Features extracted shard by shard (`embed` + `gather_features`)."""
+        learned = self.learned_features()
+        return sorted(f for f in self.features if f not in learned)
+
+    def train_from(self, feature, ds):
+        """The dataset a learned feature trains on: its `train_from`, else `ds` itself."""
+        source = self.features[feature].get("train_from")
+        if source is None:
+            return ds
+        if source not in self.datasets:
+            raise ConfigError(
+                f"features.{feature}.train_from: unknown dataset {source!r} "
+                f"(defined: {', '.join(self.datasets)})"
+            )
+        return source
+
+    def uses_gpu(self, feature):
+        """1 for features computed by a network (learned ones included), else 0."""
+        if feature not in self._gpu:
+            spec = self.features[feature]
+            if is_learned(spec):
+                self._gpu[feature] = 1
+            else:
+                # imports torch: only when a feature job is planned
+                from gantrace.features import check_spec
+
+                extractor = check_spec(spec, key=f"features.{feature}")
+                self._gpu[feature] = int(extractor.uses_torch)
+        return self._gpu[feature]
+
+    def trains_network(self, task, method):
+        """1 when a part of the method (its reducer or membership scorer) trains a network."""
+        spec = self.methods[task][method]
+        parts = [REDUCERS.get(spec_name(spec.get("reducer")))]
+        if task == "membership":
+            # A tuned scorer may list values; its name is never a list.
+            parts.append(SCORERS.get(spec_name(spec.get("scorer"))))
+        return int(any(getattr(p, "trains", False) for p in parts))
+
+    def _check_learned_regions(self):
+        learned = self.learned_features()
+        for task, methods in self.methods.items():
+            for name, m in methods.items():
+                if m["feature"] in learned and m.get("region", "full") != "full":
+                    raise ConfigError(
+                        f"{task}.methods.{name}.region: learned feature {m['feature']!r} "
+                        "covers whole images only; remove region (or set it to full)"
+                    )
+
+    # -- lung masks and plots ---------------------------------------------------------------
+    def uses_masks(self, ds):
+        """A method of the dataset reads lung masks (region lung or outer)."""
+        task = self.task(ds)
+        return any(self.region(task, m) != "full" for m in self.methods_for(task, ds))
+
+    def plots(self, ds):
+        """The dataset's figures (PLOTS). The segmentation montage only where lung masks are
+        computed anyway (a method uses region lung/outer), so plots never add U-Net work."""
+        task = self.task(ds)
+        names = list(PLOTS[task]) if self.methods_for(task, ds) else []
+        return names + ([SEGMENTATION_PLOT] if self.uses_masks(ds) else [])
+
+    def segmentation_datasets(self):
+        return self.config["segmentation"].get("train_datasets") or list(self.datasets)
+
+    def unet_training_shards(self):
+        """(dataset, shard) pairs the lung U-Net trains on."""
+        train = self.config["segmentation"]["train_shards"]
+        return [
+            (ds, s) for ds in self.segmentation_datasets() for s in self.shards(ds) if s in train
+        ]
+
+    # -- benchmark builder ------------------------------------------------------------------
+    def benchmark(self):
+        """The config's `benchmark:` section (`snakemake benchmark` needs one)."""
+        bench = self.config.get("benchmark")
+        if not bench:
+            raise ConfigError(
+                "`snakemake benchmark` needs a `benchmark:` section in the config "
+                "(copy config/benchmark.yaml and set `source` to your folder of slices)"
+            )
+        return bench
+
+    def benchmark_generators(self):
+        return list(self.benchmark()["generators"])
+
+    def benchmark_slices(self):
+        """The real slices the benchmark builder splits (paths, as strings)."""
+        return [str(p) for p in list_slices(self.benchmark()["source"])]
