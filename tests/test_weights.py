@@ -235,12 +235,12 @@ def test_each_extractor_declares_its_weights_without_looking_for_them(caches):
     from gantrace.features.finetuned import LearnedFeature
     from gantrace.features.pretrained import WeightsEntry
 
-    r50 = check_spec({"extractor": "torchvision", "arch": "resnet50", "weights": "imagenet"})
+    r50 = check_spec({"name": "torchvision", "arch": "resnet50", "weights": "imagenet"})
     (entry,) = r50.required_weights()
     assert isinstance(entry, WeightsEntry) and entry.source == "torchvision"
     assert entry.path.startswith(str(caches / "torch")) and not entry.present
-    assert check_spec({"extractor": "pixels"}).required_weights() == []
-    concat = {"extractor": "concat", "parts": [{"extractor": "dinov2", "weights": "imagenet"}]}
+    assert check_spec({"name": "pixels"}).required_weights() == []
+    concat = {"name": "concat", "parts": [{"name": "dinov2", "weights": "imagenet"}]}
     assert [e.repo_id for e in check_spec(concat).required_weights()] == ["facebook/dinov2-small"]
     spec = {"arch": "resnet18", "weights": "imagenet"}
     with pytest.raises(WeightsError, match="fetch_weights"):
