@@ -231,8 +231,7 @@ def test_learned_features_need_the_imagenet_weights_of_their_archs():
 
 
 def test_each_extractor_declares_its_weights_without_looking_for_them(caches):
-    from gantrace.features import check_spec
-    from gantrace.features.finetuned import LearnedFeature
+    from gantrace.features import build_extractor, check_spec
     from gantrace.features.pretrained import WeightsEntry
 
     r50 = check_spec({"name": "torchvision", "arch": "resnet50", "weights": "imagenet"})
@@ -242,8 +241,8 @@ def test_each_extractor_declares_its_weights_without_looking_for_them(caches):
     assert check_spec({"name": "pixels"}).required_weights() == []
     concat = {"name": "concat", "parts": [{"name": "dinov2", "weights": "imagenet"}]}
     assert [e.repo_id for e in check_spec(concat).required_weights()] == ["facebook/dinov2-small"]
-    spec = {"arch": "resnet18", "weights": "imagenet"}
+    spec = {"name": "finetuned", "arch": "resnet18", "weights": "imagenet"}
     with pytest.raises(WeightsError, match="fetch_weights"):
-        LearnedFeature("ft", **spec)  # built for training: its trunk's weights must be here
-    (trunk,) = LearnedFeature.bare("ft", spec).required_weights()
+        build_extractor(spec, "features.ft")  # built for training: its trunk's weights must be here
+    (trunk,) = check_spec(spec, "features.ft").required_weights()
     assert (trunk.source, trunk.arch, trunk.present) == ("torchvision", "resnet18", False)
