@@ -7,7 +7,7 @@ from pathlib import Path
 # the conda env, which installs this checkout too).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from gantrace import catalogue
+from gantrace import catalogue, cluster
 from gantrace.data import simulate
 from gantrace.config import validate_config
 from gantrace.errors import GantraceError
@@ -17,6 +17,7 @@ try:
     # Catalogue entries (config/methods/<id>.yaml) join the config before it is checked.
     CATALOGUE = catalogue.expand(config, Path(workflow.basedir) / "config" / "methods")
     validate_config(config, workflow.source_path("../../config/schema.yaml"))
+    cluster.check_slurm_resources(workflow.resource_settings)
 except GantraceError as err:
     raise WorkflowError(str(err)) from None
 
