@@ -119,22 +119,22 @@ def slurm_cluster(tmp_path_factory):
     folder = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "SLURM_TEST_DIR": str(folder), "SLURM_TEST_PORT": str(_free_port_pair())}
     t0 = time.perf_counter()
-    start = subprocess.run(
-        ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=600
-    )
-    if start.returncode == 3:  # the script's "cannot run here": not root, no packages
-        pytest.skip(start.stderr.strip().splitlines()[-1])
-    assert start.returncode == 0, start.stdout + start.stderr
-    source = 'source "$1" && printf "%s\\n%s" "$SLURM_CONF" "$PATH"'
-    conf, path = subprocess.run(
-        ["bash", "-c", source, "_", str(folder / "env.sh")], env=env, capture_output=True, text=True
-    ).stdout.split("\n")
-    try:
+    try:  # stopped whatever happens, a failed or timed-out start included
+        start = subprocess.run(
+            ["bash", str(SCRIPT), "start"], env=env, capture_output=True, text=True, timeout=600
+        )
+        if start.returncode == 3:  # the script's "cannot run here": not root, no packages
+            pytest.skip(start.stderr.strip().splitlines()[-1])
+        assert start.returncode == 0, start.stdout + start.stderr
+        source = 'source "$1" && printf "%s\\n%s" "$SLURM_CONF" "$PATH"'
+        conf, path = subprocess.run(
+            ["bash", "-c", source, "_", str(folder / "env.sh")],
+            env=env, capture_output=True, text=True, check=True,
+        ).stdout.split("\n")  # fmt: skip
         yield {
             "env": {**env, "SLURM_CONF": conf, "PATH": path},
             "folder": folder,
             "start_s": time.perf_counter() - t0,
-            "log": start.stderr,
         }
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=120)

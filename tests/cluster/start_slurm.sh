@@ -38,11 +38,11 @@ cannot() {
     exit 3
 }
 
-pid_of() { # pid from a daemon's pid file, if that process is alive
+pid_of() { # pid from a daemon's pid file, if that process is alive and is that daemon
     local f="$DIR/run/$1.pid" pid
     [[ -s $f ]] || return 1
     pid="$(tr -dc 0-9 <"$f")"
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && echo "$pid"
+    [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]] && echo "$pid"
 }
 
 install_packages() {
