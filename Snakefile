@@ -4,7 +4,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo config, unless --configfile names another: that one replaces it (not merged).
+# The profiles say so with `replace-workflow-config`, but Snakemake does not pass that flag
+# on to the jobs it submits to a cluster, which would merge the demo config back in.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -9,6 +9,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Lines a test module asks to show at the end of the run: (title, [line, ...]) pairs.
+SUMMARY = pytest.StashKey[list]()
+
 # A small simulated membership dataset (written to folders by the workflow tests).
 TINY_MEMBERSHIP = {
     "task": "membership",
@@ -47,3 +50,10 @@ def snakemake(workdir, *args, check=True, timeout=900):
 @pytest.fixture
 def workflow_dir(tmp_path):
     return copy_workflow(tmp_path)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    for title, lines in config.stash.get(SUMMARY, []):
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(line)

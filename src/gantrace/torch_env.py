@@ -49,13 +49,29 @@ def _has_schema(name):
         return False
 
 
+# The GPUs a scheduler granted: SLURM sets CUDA_VISIBLE_DEVICES with SLURM_JOB_GPUS in a
+# `--gpus` batch job, with SLURM_STEP_GPUS in its `srun` steps (where Snakemake's jobs run).
+GRANTED_GPU_VARIABLES = ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS")
+
+
 def pick_device(prefer="auto"):
-    """Choose the torch device for this job.
+    """Choose the torch device for this job, and say which (one line, to the job's log).
 
     Snakemake sets no CUDA_VISIBLE_DEVICES, so a `gpu=1` job on a workstation sees every
     GPU; SLURM sets CUDA_VISIBLE_DEVICES / SLURM_JOB_GPUS for the GPUs it granted.
     `prefer` is "auto", "cpu", "cuda" or "cuda:N".
     """
+    device = _choose_device(prefer)
+    granted = [f"{v}={os.environ[v]}" for v in GRANTED_GPU_VARIABLES if v in os.environ]
+    print(
+        f"device: {device} (asked: {prefer}; CUDA available: {torch.cuda.is_available()}; "
+        f"granted: {' '.join(granted) or 'no GPU variables set'})",
+        flush=True,
+    )
+    return device
+
+
+def _choose_device(prefer):
     if prefer == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():

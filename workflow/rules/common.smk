@@ -7,7 +7,7 @@ from pathlib import Path
 # the conda env, which installs this checkout too).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from gantrace import catalogue, plan
+from gantrace import catalogue, cluster, plan
 from gantrace.config import validate_config
 from gantrace.errors import GantraceError
 from gantrace.data.ingest import under_root
@@ -33,6 +33,8 @@ CATALOGUE = checked(catalogue.expand)(
     config, Path(workflow.basedir) / "config" / "methods"
 )
 checked(validate_config)(config, workflow.source_path("../../config/schema.yaml"))
+# SLURM partitions and account: refused while the profile's placeholders are unset.
+checked(cluster.check_slurm_resources)(workflow.resource_settings)
 
 R = "results"
 INGEST = config["ingest"]
