@@ -15,7 +15,7 @@ import pandas as pd
 from gantrace import io
 from gantrace.attribution.method import AttributionMethod
 from gantrace.attribution.openset import open_set_labels
-from gantrace.benchmark_builder.report import write_report
+from gantrace.benchmark_builder.memorisation import write_report
 from gantrace.benchmark_builder.split import split_slices
 from gantrace.errors import GantraceError
 from gantrace.fusion import build_rule, check_aligned

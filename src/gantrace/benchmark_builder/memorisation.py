@@ -79,7 +79,7 @@ def memorisation_summary(name, table, used, not_used):
 
 def write_report(name, samples_npz, split_csv, resolution, out_grid, out_table, out_summary):
     """Grid PNG, per-sample nearest-slice table and the one-line summary of one generator."""
-    from gantrace.benchmark_builder.train import load_slices
+    from gantrace.benchmark_builder.train import load_slices  # train loads torch (generators)
 
     samples = np.load(samples_npz)["images"]
     split = pd.read_csv(split_csv, dtype={"image_id": str})
