@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gantrace import io
+from gantrace.data import shards
 from gantrace.data.simulate import thorax_slice
 from gantrace.features import build_extractor, extract_shard
 from gantrace.torch_env import pick_device
@@ -45,7 +45,7 @@ def simulate_shard(path, n, seed=0):
     rng = np.random.default_rng(seed)
     images = np.stack([thorax_slice(rng)[0] for _ in range(n)])
     ids = [f"img_{i:06d}" for i in range(n)]
-    io.write_images(path, ids, images, {"dataset": "bench", "shard": 0})
+    shards.write_images(path, ids, images, {"dataset": "bench", "shard": 0})
     return images
 
 

@@ -8,7 +8,7 @@ Per size N:
                 are made from it by a random flip, a random shift of up to 8 px and fresh
                 Gaussian noise (sigma 3) - cheap, and every PNG differs (no duplicates).
   ingest        decode PNG -> HDF5 image shards of `--shard-size` (gantrace.data.ingest.ingest_shard +
-                gantrace.io.write_images), one after another (the workflow runs shards in
+                gantrace.data.shards.write_images), one after another (the workflow runs shards in
                 parallel).
   pixels        extract_shard with pixels 32x32 per shard, then io.gather_features (N x 1024).
   kmeans        attribution k-means, 4 clusters, on the N x 1024 features.
@@ -67,7 +67,7 @@ def stage_simulate(work, n, pool=256, seed=0):
 def stage_ingest(work, n, shard_size):
     import pandas as pd
 
-    from gantrace import io
+    from gantrace.data import shards
     from gantrace.data.ingest import ingest_shard
 
     paths = sorted((work / "png").glob("*.png"))
@@ -87,7 +87,7 @@ def stage_ingest(work, n, shard_size):
         )
         ids, images, status = ingest_shard(table, 256)
         assert status.ok.all()
-        io.write_images(work / "images" / f"{s}.h5", ids, images, {"shard": s})
+        shards.write_images(work / "images" / f"{s}.h5", ids, images, {"shard": s})
     return {"n_shards": math.ceil(n / shard_size)}
 
 

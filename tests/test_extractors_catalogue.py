@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from gantrace import io
+from gantrace.data import shards
 from gantrace.errors import ConfigError, WeightsError
 from gantrace.features import FEATURES, build_extractor, extract_shard
 from gantrace.weights import fetch, required_weights
@@ -161,7 +162,7 @@ def test_concat_dims_normalisation_and_provenance():
 def test_concat_in_the_shard_runner(tmp_path):
     images = _images(5, 32, seed=3)
     ids = [f"g{i}" for i in range(5)]
-    io.write_images(tmp_path / "im.h5", ids, images)
+    shards.write_images(tmp_path / "im.h5", ids, images)
     spec = {
         "name": "concat",
         "parts": [{"name": "pixels", "size": 4}, TINY["blip"][0]],

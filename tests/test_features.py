@@ -11,6 +11,9 @@ import pytest
 import torch
 
 from gantrace import io
+from gantrace.data import shards
+from gantrace.data.loader import ShardDataset
+from gantrace.data.shards import chunk_cache_bytes
 from gantrace.errors import ConfigError, ImageError, WeightsError
 from gantrace.features import (
     FEATURES,
@@ -20,7 +23,6 @@ from gantrace.features import (
     extract_shard,
     noise_residual,
 )
-from gantrace.features.runner import ShardDataset, chunk_cache_bytes
 
 TINY_DINO = {
     "name": "dinov2",
@@ -312,8 +314,8 @@ def shard(tmp_path):
     masks = np.zeros((n, size, size), bool)
     masks[:, 16:48, 8:40] = True
     ids = [f"img_{(7 * i) % n:03d}" for i in range(n)]  # deliberately not sorted
-    io.write_images(tmp_path / "shard.h5", ids, images)
-    io.write_masks(tmp_path / "masks.h5", ids, masks)
+    shards.write_images(tmp_path / "shard.h5", ids, images)
+    shards.write_masks(tmp_path / "masks.h5", ids, masks)
     return tmp_path, ids, images, masks
 
 
@@ -371,7 +373,7 @@ def test_extract_shard_regions_and_errors(shard):
         extract_shard(tmp / "shard.h5", None, "lung", spec, tmp / "x.h5")
     with pytest.raises(ConfigError, match="nosuch"):
         extract_shard(tmp / "shard.h5", None, "full", {"name": "nosuch"}, tmp / "x.h5")
-    io.write_masks(tmp / "other.h5", ids[::-1], masks)
+    shards.write_masks(tmp / "other.h5", ids[::-1], masks)
     with pytest.raises(ImageError, match="other.h5"):
         extract_shard(tmp / "shard.h5", tmp / "other.h5", "lung", spec, tmp / "x.h5")
     assert not (tmp / "x.h5").exists()
@@ -442,17 +444,17 @@ def test_mapped_rows_are_read_only_views(shard):
     released rows read the same again."""
     tmp, _, images, _ = shard
     with h5py.File(tmp / "shard.h5", "r") as h5:
-        mapped = io.map_rows(h5["images"])
+        mapped = shards.map_rows(h5["images"])
     np.testing.assert_array_equal(mapped.rows, images)  # still valid after the file is closed
     with pytest.raises(ValueError, match="read-only"):
         mapped.rows[0, 0, 0] = 1
     mapped.release(0, len(images))
     np.testing.assert_array_equal(mapped.rows, images)
     with h5py.File(tmp / "masks.h5", "r") as h5:
-        assert io.map_rows(h5["masks"]) is None  # gzip
-    io.write_images(tmp / "empty.h5", [], np.zeros((0, 8, 8), np.uint8))
+        assert shards.map_rows(h5["masks"]) is None  # gzip
+    shards.write_images(tmp / "empty.h5", [], np.zeros((0, 8, 8), np.uint8))
     with h5py.File(tmp / "empty.h5", "r") as h5:
-        assert io.map_rows(h5["images"]) is None
+        assert shards.map_rows(h5["images"]) is None
 
 
 def _file_rss_kb():
@@ -464,9 +466,9 @@ def _file_rss_kb():
 def test_mapped_shard_is_not_held_in_memory(tmp_path, monkeypatch):
     """Streaming a mapped 64 MB shard keeps about one batch of it resident, not the whole."""
     images = np.random.default_rng(0).integers(0, 256, (1024, 256, 256), dtype=np.uint8)
-    io.write_images(tmp_path / "big.h5", [f"i{i:04d}" for i in range(len(images))], images)
+    shards.write_images(tmp_path / "big.h5", [f"i{i:04d}" for i in range(len(images))], images)
     spec = {"name": "pixels", "size": 8, "batch_size": 32}
-    io.write_images(tmp_path / "warm.h5", ["a"], images[:1])
+    shards.write_images(tmp_path / "warm.h5", ["a"], images[:1])
     extract_shard(tmp_path / "warm.h5", None, "full", spec, tmp_path / "w.h5")  # loads code
     del images
     resident = []
@@ -484,7 +486,7 @@ def test_mapped_shard_is_not_held_in_memory(tmp_path, monkeypatch):
 
 
 def test_extract_shard_empty(tmp_path):
-    io.write_images(tmp_path / "empty.h5", [], np.zeros((0, 32, 32), np.uint8))
+    shards.write_images(tmp_path / "empty.h5", [], np.zeros((0, 32, 32), np.uint8))
     stats = extract_shard(
         tmp_path / "empty.h5", None, "full", {"name": "pixels", "size": 4}, tmp_path / "f.h5"
     )

@@ -11,8 +11,8 @@ from gantrace.data.ingest import (
     decode_image,
     image_table,
     ingest_shard,
-    shard_of,
 )
+from gantrace.data.shards import shard_of
 from gantrace.errors import ConfigError, ImageError
 
 

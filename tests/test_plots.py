@@ -8,6 +8,8 @@ from conftest import TINY_MEMBERSHIP, copy_workflow, snakemake
 from PIL import Image
 
 from gantrace.data import simulate
+from gantrace.evaluation.leaderboard import best_result
+from gantrace.evaluation.metrics import dice
 from gantrace.report import plots
 
 MIN_BYTES = 5_000
@@ -118,16 +120,14 @@ def test_membership_plots(tmp_path):
 
 
 def test_segmentation_plot_puts_worst_dice_first(tmp_path):
-    from gantrace.segmentation.unet import dice
-
     imgs = simulate_images()
     true = imgs > 60
     pred = true.copy()
     pred[3, :20] = ~pred[3, :20]  # the worst
     pred[7, :5] = ~pred[7, :5]
-    d = np.array([plots.mask_dice(p, t) for p, t in zip(pred, true)])
+    d = np.array([dice(p, t) for p, t in zip(pred, true)])
     assert np.allclose(d, dice(pred, true))
-    assert plots.mask_dice(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
+    assert dice(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
     ids = [f"s{i:02d}" for i in range(10)]
     pick = plots.select_slices(ids, d, n=4)
     assert list(pick[:2]) == [3, 7]
@@ -141,9 +141,9 @@ def test_segmentation_plot_puts_worst_dice_first(tmp_path):
 
 def test_best_result_and_leaderboard_table(tmp_path):
     scores = pd.DataFrame({"method": ["a", "b", "fused_v"], "ari": [0.2, 0.9, 0.95]})
-    assert plots.best_result(scores, ["a", "b"]) == ("b", 0.9)
-    assert plots.best_result(scores, ["a", "b", "fused_v"])[0] == "fused_v"
-    name, value = plots.best_result(scores.iloc[:0], ["a", "b"])
+    assert best_result(scores, ["a", "b"]) == ("b", 0.9)
+    assert best_result(scores, ["a", "b", "fused_v"])[0] == "fused_v"
+    name, value = best_result(scores.iloc[:0], ["a", "b"])
     assert name == "a" and np.isnan(value)
     board = pd.DataFrame(
         {

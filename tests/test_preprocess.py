@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from gantrace import io
+from gantrace.data import shards
 from gantrace.errors import ConfigError
 from gantrace.features import apply_region, build_extractor, extract_shard
-from gantrace.preprocess import PREPROCESSORS, build_preprocessor, otsu_threshold
+from gantrace.imaging import otsu_threshold
+from gantrace.preprocess import PREPROCESSORS, build_preprocessor
 
 
 def _ct_like(n=2, size=64, seed=0):
@@ -160,8 +162,8 @@ def test_shard_runner_preprocesses_before_region_once(tmp_path, extractor):
     masks = np.zeros(images.shape, bool)
     masks[:, 8:24, 4:20] = True
     ids = [f"im{i}" for i in range(5)]
-    io.write_images(tmp_path / "im.h5", ids, images)
-    io.write_masks(tmp_path / "m.h5", ids, masks)
+    shards.write_images(tmp_path / "im.h5", ids, images)
+    shards.write_masks(tmp_path / "m.h5", ids, masks)
     spec = {**extractor, "preprocess": ["histeq", {"name": "opening", "size": 3}], "batch_size": 2}
     workers = 1 if extractor["name"] == "pixels" else 0  # preprocessing in a worker too
     extract_shard(

@@ -8,11 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from gantrace.data.loader import ShardDataset
+from gantrace.data.shards import read_masks, write_images
 from gantrace.errors import ConfigError, GantraceError
-from gantrace.features.runner import ShardDataset
-from gantrace.io import read_masks, write_images
-from gantrace.segmentation import unet as segment
-from gantrace.segmentation.unet import LungUNet, dice, pseudo_masks, training_pairs
+from gantrace.evaluation.metrics import dice
+from gantrace.imaging import otsu_threshold
+from gantrace.segmentation.pseudo import pseudo_masks
+from gantrace.segmentation.unet import LungUNet, training_pairs
 
 # Small enough to fit in seconds on two CPU cores, big enough to learn the phantoms.
 TINY = dict(
@@ -91,11 +93,11 @@ def test_batched_otsu_matches_skimage():
 
     images, _ = phantoms(5, size=64, seed=8)
     np.testing.assert_array_equal(
-        segment._otsu(images, chunk=2), [threshold_otsu(i) for i in images]
+        otsu_threshold(images, chunk=2), [threshold_otsu(i) for i in images]
     )
     body = images > 60
     np.testing.assert_array_equal(
-        segment._otsu(images, within=body, chunk=3),
+        otsu_threshold(images, within=body, chunk=3),
         [threshold_otsu(i[b]) for i, b in zip(images, body, strict=True)],
     )
 

@@ -1,12 +1,12 @@
 """Arrays to HDF5, tables to Parquet, always written atomically.
 
+The image and mask shards built on these arrays are `gantrace.data.shards`.
+
 Every writer goes to a temporary name beside the target and renames it into place, so a
 killed job never leaves a file that looks complete.
 """
 
 import json
-import math
-import mmap
 import os
 import tempfile
 from contextlib import contextmanager
@@ -54,16 +54,6 @@ def _attr(value):
     return value
 
 
-# Image shards are stored uncompressed. The cheap extractors (pixels: ~0.3 ms per 256x256
-# image on one core) cost less than inflating the image: gzip reads ~90 MB/s (0.7 ms per
-# image), lzf ~125 MB/s, uncompressed ~4 GB/s, so compressed shards capped those stages at
-# 0.2-0.8 of the extractor's own speed (benchmarks/feature_throughput.py), for a size
-# saving of only 1.2-1.6x on CT slices. Masks (mostly runs of 0/1) and features stay gzip.
-# Uncompressed arrays are stored contiguously, so a reader can map them with no copy at all
-# (`map_rows`). Reading is layout-agnostic: chunked or gzip shards of older versions still work.
-IMAGE_COMPRESSION = None
-
-
 def write_array_h5(path, name, ids, array, attrs=None, chunk_rows=64, compression="gzip"):
     """Write `array` (first axis = images) with its `ids` and provenance attributes.
 
@@ -95,86 +85,20 @@ def write_array_h5(path, name, ids, array, attrs=None, chunk_rows=64, compressio
         h5.attrs["compression"] = "gzip" if gzip else "none"
 
 
+def ids_of(h5):
+    """The ids of an open file written by `write_array_h5`, as str (older h5py: bytes)."""
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in h5["ids"][()]]
+
+
 def read_ids_h5(path):
     with h5py.File(path, "r") as h5:
-        return [s.decode() if isinstance(s, bytes) else str(s) for s in h5["ids"][()]]
+        return ids_of(h5)
 
 
 def read_array_h5(path, name):
     """Return (ids, array, attrs) of a file written by `write_array_h5`."""
     with h5py.File(path, "r") as h5:
-        ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["ids"][()]]
-        return ids, h5[name][()], dict(h5.attrs)
-
-
-class MappedRows:
-    """Rows of an open HDF5 dataset read straight from its file's pages, with no copy.
-
-    `rows` is a read-only (N, ...) array over a memory map of the file. Touched pages would
-    stay in the process's resident set; `release(lo, hi)` drops those of rows lo:hi (the
-    page cache keeps them, and a later read faults them back in), so a streaming reader holds
-    one batch, not the whole shard. Build with `map_rows`.
-    """
-
-    def __init__(self, mapping, offset, dtype, shape):
-        self._mapping = mapping
-        self._offset = offset
-        self.rows = np.frombuffer(mapping, dtype, count=math.prod(shape), offset=offset)
-        self.rows = self.rows.reshape(shape)
-
-    def release(self, lo, hi):
-        row_bytes = self.rows.strides[0]
-        start = self._offset + lo * row_bytes
-        start -= start % mmap.PAGESIZE
-        end = self._offset + hi * row_bytes
-        if end > start:
-            self._mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
-
-
-def map_rows(dataset):
-    """`MappedRows` of an open HDF5 `dataset`, or None where a map cannot serve it.
-
-    Only an uncompressed, contiguous, allocated dataset in native byte order, in a plain
-    (sec2) file, maps; the map outlives the file handle.
-    """
-    plist = dataset.id.get_create_plist()
-    if (
-        plist.get_layout() != h5py.h5d.CONTIGUOUS
-        or plist.get_nfilters()
-        or plist.get_external_count()
-        or not dataset.dtype.isnative
-        or dataset.file.driver != "sec2"
-        or not hasattr(mmap, "MADV_DONTNEED")
-    ):
-        return None
-    offset = dataset.id.get_offset()
-    if offset is None or dataset.size == 0:  # storage never allocated
-        return None
-    try:
-        with open(dataset.file.filename, "rb") as f:
-            mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):  # a file system that cannot map: the caller reads instead
-        return None
-    return MappedRows(mapping, offset, dataset.dtype, dataset.shape)
-
-
-def write_images(path, ids, images, attrs=None):
-    images = np.asarray(images, dtype=np.uint8)
-    write_array_h5(path, "images", ids, images, attrs, compression=IMAGE_COMPRESSION)
-
-
-def read_images(path):
-    ids, images, _ = read_array_h5(path, "images")
-    return ids, images
-
-
-def write_masks(path, ids, masks, attrs=None):
-    write_array_h5(path, "masks", ids, np.asarray(masks, dtype=np.uint8), attrs)
-
-
-def read_masks(path):
-    ids, masks, _ = read_array_h5(path, "masks")
-    return ids, masks.astype(bool)
+        return ids_of(h5), h5[name][()], dict(h5.attrs)
 
 
 def write_features(path, ids, features, attrs=None):

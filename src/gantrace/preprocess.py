@@ -12,6 +12,7 @@ Laplacian and contrast-adjusted images (Inoue Koki 2024). A spec is a name, a ma
 import numpy as np
 
 from gantrace.errors import ConfigError
+from gantrace.imaging import otsu_threshold
 from gantrace.params import Interval, Options, Part
 from gantrace.registry import Registry
 
@@ -68,19 +69,6 @@ class Opening(Preprocessor):
         yy, xx = np.mgrid[:size, :size] - r
         disk = (yy**2 + xx**2 <= r**2 + 1e-9)[None]
         return ndimage.grey_opening(images, footprint=disk)
-
-
-def otsu_threshold(image):
-    """Otsu's threshold of one uint8 image: pixels > t are foreground."""
-    hist = np.bincount(image.ravel(), minlength=256).astype(np.float64)
-    levels = np.arange(256, dtype=np.float64)
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * levels)
-    mu0 = m0 / np.maximum(w0, 1)
-    mu1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mu0 - mu1) ** 2
-    return int(np.argmax(between))
 
 
 @PREPROCESSORS.register

@@ -1,8 +1,24 @@
-"""Send a stage's output and any traceback to its log file (Snakemake's `log:`)."""
+"""Progress lines and the job log: `say` writes a line, `logged` sends a stage's output and
+any traceback to its log file (Snakemake's `log:`)."""
 
 import contextlib
 import traceback
 from pathlib import Path
+
+from gantrace.errors import GantraceError
+
+
+def say(msg, log=None):
+    """Write `msg` as one line to the open text file `log` and flush it; no `log`, no output.
+
+    Library calls take `log=None` and stay quiet unless given one; stages pass `sys.stdout`,
+    which `logged` sends to the job's log.
+    """
+    if log is None:
+        return
+    log.write(f"{msg}\n")
+    if hasattr(log, "flush"):
+        log.flush()
 
 
 @contextlib.contextmanager
@@ -12,7 +28,6 @@ def logged(log_path):
     The project's own errors (GantraceError) are written as their message alone: they
     already name the file or key and the fix.
     """
-    from gantrace.errors import GantraceError
 
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a", buffering=1) as fh:

@@ -1,7 +1,10 @@
 """One function per workflow stage: paths and parameters in, files out.
 
 The Snakemake scripts only adapt `snakemake.input/params/output` to these calls, so every
-stage can also be run and tested without Snakemake.
+stage can also be run and tested without Snakemake. A stage reads, calls the library and
+writes; what it computes lives in the packages (data, segmentation, features, membership,
+attribution, evaluation, report). Heavy packages (torch, matplotlib) are imported inside
+the stages that need them, so the other jobs start without them.
 """
 
 import json
@@ -17,18 +20,24 @@ from gantrace.attribution.method import AttributionMethod
 from gantrace.attribution.openset import open_set_labels
 from gantrace.benchmark_builder.memorisation import write_report
 from gantrace.benchmark_builder.split import split_slices
+from gantrace.data import shards
 from gantrace.errors import GantraceError
+from gantrace.evaluation import leaderboard as board
+from gantrace.evaluation import runfiles, scores
+from gantrace.evaluation.metrics import dice
+from gantrace.evaluation.truth import attribution_truth, membership_truth, read_truth, true_mask
 from gantrace.fusion import build_rule, check_aligned
 from gantrace.membership.method import MembershipMethod
+from gantrace.runlog import say
 
 
 def _say(msg):
-    print(msg, flush=True)
+    say(msg, sys.stdout)  # a stage talks to stdout, which `logged` sends to the job's log
 
 
 # -- data ------------------------------------------------------------------------------------
 def simulate(params, out_dir):
-    from gantrace.data import simulate as sim
+    from gantrace.data import simulate as sim  # scipy.ndimage: only the data jobs need it
 
     t0 = time.perf_counter()
     plan = sim.write_dataset(params, out_dir)
@@ -40,7 +49,7 @@ PROGRESS_EVERY_S = 10.0
 
 
 def ingest(table, out_images, out_status, cfg, dataset, shard):
-    from gantrace.data.ingest import ingest_shard
+    from gantrace.data.ingest import ingest_shard  # image decoders: only the data jobs
 
     t0 = last = time.perf_counter()
     n = len(table)
@@ -63,7 +72,7 @@ def ingest(table, out_images, out_status, cfg, dataset, shard):
     images = np.concatenate(blocks)
     status = pd.concat(tables, ignore_index=True)
     attrs = {"dataset": dataset, "shard": int(shard), "n_shards": cfg["n_shards"]}
-    io.write_images(out_images, ids, images, attrs)
+    shards.write_images(out_images, ids, images, attrs)
     io.write_table(status, out_status)
     dt = time.perf_counter() - t0
     _say(
@@ -73,7 +82,7 @@ def ingest(table, out_images, out_status, cfg, dataset, shard):
 
 
 def manifest(status_paths, out_manifest, out_rejected, invalid_images, dataset):
-    from gantrace.data.ingest import build_manifest
+    from gantrace.data.ingest import build_manifest  # image decoders: only the data jobs
 
     tables = [io.read_table(p) for p in status_paths]
     accepted, rejected, notes = build_manifest(tables, invalid_images, dataset)
@@ -98,7 +107,7 @@ def train_unet(image_paths, seg, mask_dirs, seed, device, out_model, out_metrics
     """Train and save the lung U-Net. Every epoch's state goes to `checkpoint` (default
     `checkpoint_path(out_model)`), so a killed job resumes after its last finished epoch
     with the same result; the checkpoint is deleted once the model is saved."""
-    from gantrace.segmentation.unet import LungUNet, training_pairs
+    from gantrace.segmentation.unet import LungUNet, training_pairs  # torch
 
     checkpoint = Path(checkpoint) if checkpoint else checkpoint_path(out_model)
 
@@ -134,7 +143,7 @@ def train_unet(image_paths, seg, mask_dirs, seed, device, out_model, out_metrics
 
 
 def segment(model_path, images_h5, out_h5, device, num_workers=0):
-    from gantrace.segmentation.unet import LungUNet
+    from gantrace.segmentation.unet import LungUNet  # torch
 
     model = LungUNet.load(model_path, device=device)
     attrs = {"model": Path(model_path).name}
@@ -296,121 +305,179 @@ def fusion(task, paths, spec, out, n_folds, seed):
 
 
 # -- scores and run files --------------------------------------------------------------------
-def read_truth(path):
-    """A truth CSV: `image_id,label` (or with role/generator columns); header optional."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "image_id" not in df.columns:
-        df = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
-        df = df.iloc[:, :2]
-        df.columns = ["image_id", "label"]
-    return df.set_index("image_id")
-
-
-def _membership_truth(table, truth):
-    y = table.label.to_numpy().astype(int).copy()
-    if truth is not None and "label" in truth.columns:
-        known = table.image_id.isin(truth.index) & (y < 0)
-        y[known.to_numpy()] = truth.loc[table.image_id[known], "label"].astype(int).to_numpy()
-    split = np.where(table.role == "real_unknown", "test", "dev")
-    return y, split
-
-
-def _attribution_truth(table, truth):
-    gen = table.generator.fillna("").astype(str).to_numpy().copy()
-    if truth is not None:
-        col = "generator" if "generator" in truth.columns else "label"
-        missing = (gen == "") & table.image_id.isin(truth.index).to_numpy()
-        gen[missing] = truth.loc[table.image_id[missing], col].astype(str).to_numpy()
-    return gen
-
-
 def score(task, dataset, names, fusions, paths, truth_path, out):
-    from gantrace.evaluation.metrics import attribution_metrics, membership_metrics
-
-    truth = read_truth(truth_path) if truth_path else None
-    rows = []
-    for name, path in zip(names, paths):
-        t = io.read_table(path)
-        kind = "fusion" if name.removeprefix("fused_") in fusions else "method"
-        if task == "membership":
-            y, split = _membership_truth(t, truth)
-            for s in ("dev", "test"):
-                sel = (split == s) & (y >= 0)
-                if sel.sum() and len(set(y[sel])) == 2:
-                    m = membership_metrics(
-                        y[sel], t.decision.to_numpy()[sel], t.score.to_numpy()[sel]
-                    )
-                    rows.append(
-                        {"method": name, "kind": kind, "split": s, "n": int(sel.sum()), **m}
-                    )
-        else:
-            gen = _attribution_truth(t, truth)
-            sel = gen != ""
-            if sel.sum():
-                m = attribution_metrics(gen[sel], t.cluster.to_numpy()[sel])
-                rows.append(
-                    {"method": name, "kind": kind, "split": "all", "n": int(sel.sum()), **m}
-                )
-    table = pd.DataFrame(rows)
-    if len(table):
-        table.insert(0, "task", task)
-        table.insert(0, "dataset", dataset)
-    else:
+    results = {name: io.read_table(path) for name, path in zip(names, paths)}
+    table = scores.score_results(task, dataset, results, fusions, read_truth(truth_path))
+    if not len(table):
         _say(f"{dataset}: no ground truth, so no scores (run files are still written)")
-        table = pd.DataFrame(columns=["dataset", "task", "method", "kind", "split", "n"])
     io.write_table(table, out)
     _say(table.to_string(index=False))
-
-
-PRIMARY = {"membership": "f1", "attribution": "ari"}
-COLUMNS = ["f1", "kappa", "auc", "accuracy", "precision", "recall", "specificity", "ari", "nmi"]
-COLUMNS += ["k_found", "k_true"]  # attribution: clusters predicted vs. true generators
 
 
 def leaderboard(score_paths, out_csv, metrics=None, catalogue=None):
     """Rank methods per dataset and split by the primary metric: `metrics` maps a dataset to
     its metric (config `datasets.<ds>.metric`), else f1 (membership) / ari (attribution).
     `catalogue` maps a method or fusion name to the catalogue id it came from."""
-    metrics = {d: m for d, m in (metrics or {}).items() if m}
-    catalogue = catalogue or {}
-    tables = [io.read_table(p) for p in score_paths]
-    board = pd.concat([t for t in tables if len(t)], ignore_index=True) if tables else None
-    if board is None or not len(board):
-        board = pd.DataFrame(columns=["dataset", "task", "split", "rank", "method", "kind", "n"])
-    else:
-        board["metric"] = [metrics.get(d) or PRIMARY[t] for d, t in zip(board.dataset, board.task)]
-        board["score"] = [r[r["metric"]] for _, r in board.iterrows()]
-        board = board.sort_values(
-            ["dataset", "split", "score", "method"], ascending=[True, True, False, True]
-        )
-        board["rank"] = board.groupby(["dataset", "split"]).cumcount() + 1
-        board["catalogue"] = [catalogue.get(m.removeprefix("fused_"), "") for m in board.method]
-        cols = ["dataset", "task", "split", "rank", "method", "kind", "catalogue", "metric"]
-        cols += ["score", "n"]
-        board = board[cols + [c for c in COLUMNS if c in board.columns]]
-        for c in ("k_found", "k_true"):
-            if c in board.columns:  # counts, blank on membership rows
-                board[c] = board[c].astype("Int64")
+    ranked = board.rank([io.read_table(p) for p in score_paths], metrics, catalogue)
     with io.atomic_path(out_csv) as tmp:
-        board.to_csv(tmp, index=False, float_format="%.4f")
-    _say(board.to_string(index=False))
+        ranked.to_csv(tmp, index=False, float_format="%.4f")
+    _say(ranked.to_string(index=False))
 
 
 def submission(task, result_path, out_csv, n_generators=None):
-    from gantrace.evaluation.runfiles import validate_run_file, write_run_file
+    ids, labels, allowed = runfiles.run_file(task, io.read_table(result_path), n_generators)
+    runfiles.write_run_file(ids, labels, out_csv)
+    runfiles.validate_run_file(out_csv, ids, allowed)
+    _say(f"{out_csv}: {len(ids)} lines, checked against the run-file rules")
 
-    t = io.read_table(result_path)
-    if task == "membership":
-        if (t.role == "real_unknown").any():
-            t = t[t.role == "real_unknown"]
-        labels, allowed = t.decision.astype(int), {0, 1}
-    else:
-        labels = t.cluster.astype(int)
-        k = int(n_generators) if n_generators else labels.nunique()  # unknown k: 1..k found
-        allowed = set(range(1, k + 1))
-    write_run_file(list(t.image_id), list(labels), out_csv)
-    validate_run_file(out_csv, list(t.image_id), allowed)
-    _say(f"{out_csv}: {len(t)} lines, checked against the run-file rules")
+
+def check_submissions(run_files, manifest_path, task, label_counts, out):
+    """Re-check a dataset's run files against the ids its manifest says they hold (not their
+    own result tables); write one "<path>\tOK" line each under a summary line."""
+    lines, summary = runfiles.check_run_files(
+        run_files, io.read_table(manifest_path), task, label_counts
+    )
+    _say("\n".join(lines))
+    with io.atomic_path(out) as tmp:
+        Path(tmp).write_text(
+            f"# {summary}\n" + "".join(f"{line}\n" for line in lines), encoding="utf-8"
+        )
+
+
+# -- plots (matplotlib: imported by these stages only) ---------------------------------------
+def _attribution_table(path, truth):
+    t = io.read_table(path)
+    t["true_generator"] = attribution_truth(t, truth)
+    return t
+
+
+def plot_attribution_tsne(
+    scores_path, methods, result_paths, feature_paths, truth_path, out, seed=0
+):
+    """t-SNE of the best attribution method's features (highest ARI among the methods, not
+    fusions, as a fusion has no features of its own), coloured by its clusters and by the
+    true generator where known."""
+    from gantrace.report import plots  # matplotlib
+
+    t0 = time.perf_counter()
+    best, ari = board.best_result(io.read_table(scores_path), methods)
+    k = list(methods).index(best)
+    table = _attribution_table(result_paths[k], read_truth(truth_path))
+    ids, x, _ = io.read_features(feature_paths[k])
+    row = {iid: i for i, iid in enumerate(ids)}
+    x = x[[row[i] for i in table.image_id]]
+    xy = plots.tsne_embedding(x, seed=seed)
+    note = f"ARI {ari:.3f}" if np.isfinite(ari) else "no ground truth"
+    plots.plot_embedding(
+        xy,
+        table.cluster.to_numpy(),
+        table.true_generator.to_numpy(),
+        out,
+        title=f"t-SNE of {best} features ({x.shape[1]}-D, {len(x)} images; {note})",
+    )
+    _say(f"t-SNE of {best} ({len(x)} x {x.shape[1]}) in {time.perf_counter() - t0:.1f} s -> {out}")
+
+
+def plot_attribution_confusion(scores_path, names, result_paths, truth_path, out):
+    """Confusion matrices of every method and fusion, best ARI first."""
+    from gantrace.report import plots  # matplotlib
+
+    scored = io.read_table(scores_path)
+    truth = read_truth(truth_path)
+    ari = dict(zip(scored.method, scored.ari)) if len(scored) and "ari" in scored else {}
+    order = sorted(range(len(names)), key=lambda k: (-ari.get(names[k], -np.inf), k))
+    results = {}
+    for k in order:
+        t = _attribution_table(result_paths[k], truth)
+        results[names[k]] = (t.cluster.to_numpy(), t.true_generator.to_numpy())
+    plots.plot_confusion(results, out)
+    _say(f"confusion matrices of {', '.join(results)} -> {out}")
+
+
+def plot_attribution_montage(
+    scores_path,
+    names,
+    result_paths,
+    image_paths,
+    truth_path,
+    out,
+    seed=0,
+    n_samples=4,
+    n_spectrum=128,
+):
+    """Sample images and mean residual spectrum per true generator; images whose generator
+    is unknown are grouped by the best result's predicted cluster. The spectrum averages up
+    to `n_spectrum` seeded-random images of the group."""
+    from gantrace.report import plots  # matplotlib
+
+    best, _ = board.best_result(io.read_table(scores_path), names)
+    table = _attribution_table(result_paths[list(names).index(best)], read_truth(truth_path))
+    chosen = plots.montage_samples(table, best, n_spectrum, seed)
+    arrays = shards.read_rows(image_paths, [i for v in chosen.values() for i in v])
+    groups = {g: np.stack([arrays[i] for i in v]) for g, v in chosen.items() if v}
+    plots.plot_generator_montage(groups, out, n_samples=n_samples)
+    _say(f"montage of {len(groups)} groups ({sum(map(len, groups.values()))} images) -> {out}")
+
+
+def plot_membership(names, result_paths, truth_path, out_hist, out_curves):
+    """Score histograms and ROC / PR curves of every membership method and fusion."""
+    from gantrace.report import plots  # matplotlib
+
+    truth = read_truth(truth_path)
+    tables = {}
+    for name, path in zip(names, result_paths):
+        t = io.read_table(path)
+        t["y"], _ = membership_truth(t, truth)
+        tables[name] = t
+    plots.plot_score_histograms(tables, out_hist)
+    plots.plot_roc_pr(tables, out_curves)
+    _say(f"membership plots of {len(tables)} methods -> {out_hist}, {out_curves}")
+
+
+def plot_segmentation(image_paths, mask_paths, true_mask_dir, out, n=16, title=""):
+    """Montage of `n` slices with predicted lung masks; where true masks exist
+    (`true_mask_dir/<image_id>.png`), the worst Dice first."""
+    from gantrace.report import plots  # matplotlib
+
+    ids, scored = [], []
+    for p in mask_paths:
+        for iid, m in zip(*shards.read_masks(p)):
+            ids.append(iid)
+            true = true_mask(true_mask_dir, iid)
+            ok = true is not None and true.shape == m.shape
+            scored.append(dice(m, true) if ok else np.nan)
+    scored = np.array(scored, dtype=float)
+    known = np.isfinite(scored)
+    pick = plots.select_slices(ids, scored if known.any() else None, n)
+    picked = [ids[i] for i in pick]
+    imgs = shards.read_rows(image_paths, picked)
+    masks = shards.read_rows(mask_paths, picked, dataset="masks")
+    true_masks = [true_mask(true_mask_dir, iid) for iid in picked] if known.any() else None
+    summary = (
+        f"Dice over {int(known.sum())} slices: mean {np.nanmean(scored):.3f}, "
+        f"min {np.nanmin(scored):.3f}; worst first"
+        if known.any()
+        else f"{len(picked)} of {len(ids)} slices (no true masks)"
+    )
+    plots.plot_segmentation_montage(
+        np.stack([imgs[i] for i in picked]) if picked else np.zeros((0, 1, 1), np.uint8),
+        [masks[i].astype(bool) for i in picked],
+        out,
+        true_masks=true_masks,
+        ids=picked,
+        dice=scored[pick] if known.any() else None,
+        title=f"{title}: {summary}" if title else summary,
+    )
+    _say(f"segmentation montage: {summary} -> {out}")
+
+
+def plot_leaderboard(csv_path, out):
+    """The leaderboard CSV as a sortable HTML table."""
+    from gantrace.report import plots  # matplotlib
+
+    ranked = pd.read_csv(csv_path)
+    plots.leaderboard_html(ranked, out)
+    _say(f"leaderboard table ({len(ranked)} rows) -> {out}")
 
 
 # -- benchmark builder -----------------------------------------------------------------------

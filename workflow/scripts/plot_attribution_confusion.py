@@ -1,8 +1,8 @@
-from gantrace.report import plots
+from gantrace import stages
 from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):
-    plots.attribution_confusion_plot(
+    stages.plot_attribution_confusion(
         snakemake.input.scores,
         snakemake.params.names,
         list(snakemake.input.results),

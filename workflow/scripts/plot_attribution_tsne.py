@@ -1,8 +1,8 @@
-from gantrace.report import plots
+from gantrace import stages
 from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):
-    plots.attribution_tsne_plot(
+    stages.plot_attribution_tsne(
         snakemake.input.scores,
         snakemake.params.methods,
         list(snakemake.input.results),

@@ -1,5 +1,5 @@
-from gantrace.report import plots
+from gantrace import stages
 from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):
-    plots.leaderboard_table(snakemake.input[0], snakemake.output[0])
+    stages.plot_leaderboard(snakemake.input[0], snakemake.output[0])

@@ -1,8 +1,8 @@
-from gantrace.report import plots
+from gantrace import stages
 from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):
-    plots.membership_plots(
+    stages.plot_membership(
         snakemake.params.names,
         list(snakemake.input.results),
         snakemake.input.truth or None,

@@ -1,8 +1,8 @@
-from gantrace.report import plots
+from gantrace import stages
 from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):
-    plots.segmentation_plot(
+    stages.plot_segmentation(
         list(snakemake.input.images),
         list(snakemake.input.masks),
         snakemake.params.true_mask_dir,

@@ -8,8 +8,9 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-from gantrace.benchmark_builder.train import load_slices, resize_images
+from gantrace.benchmark_builder.train import load_slices
 from gantrace.evaluation.runfiles import write_run_file
+from gantrace.imaging import resize_images
 from gantrace.registry import KEY
 
 

@@ -9,13 +9,7 @@ from PIL import Image
 
 from gantrace.benchmark_builder.generators import build_generator, load_generator
 from gantrace.errors import ConfigError
-
-RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+from gantrace.imaging import RESAMPLE
 
 
 def load_slices(paths, size):
@@ -31,15 +25,6 @@ def load_slices(paths, size):
         except OSError as err:
             raise ConfigError(f"benchmark.source: cannot decode {path}: {err}") from err
     return out
-
-
-def resize_images(images, size, mode="bicubic"):
-    """Resize uint8 N x H x W to size x size (the optional upsampling of generated images)."""
-    if images.shape[1] == size:
-        return images
-    return np.stack(
-        [np.asarray(Image.fromarray(a).resize((size, size), RESAMPLE[mode])) for a in images]
-    )
 
 
 def used_paths(split_csv):

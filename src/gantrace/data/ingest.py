@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from gantrace.data.shards import shard_of
 from gantrace.errors import ConfigError, ImageError
 
 MEMBERSHIP_ROLES = ("generated", "real_used", "real_not_used", "real_unknown")
@@ -29,12 +30,6 @@ _FORMAT_EXTENSIONS = {
     "BMP": (".bmp",),
 }
 TABLE_COLUMNS = ["image_id", "path", "role", "label", "generator", "shard"]
-
-
-def shard_of(image_id, n_shards):
-    """Stable shard of an image: a hash of its id, so adding images moves no other."""
-    digest = hashlib.sha256(str(image_id).encode("utf-8")).hexdigest()
-    return int(digest[:8], 16) % int(n_shards)
 
 
 def list_images(spec, key):

@@ -1,7 +1,17 @@
-"""Task scores: F1 and Cohen's kappa for membership, ARI and NMI for attribution."""
+"""Scores: F1 and Cohen's kappa for membership, ARI and NMI for attribution, Dice for masks.
+
+`METRICS` names what each task's scores hold (the leaderboard's columns, the choices of
+`datasets.<ds>.metric` in config/schema.yaml); `PRIMARY` is the default ranking metric.
+"""
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, roc_auc_score
+
+METRICS = {
+    "membership": ("f1", "kappa", "auc", "accuracy", "precision", "recall", "specificity"),
+    "attribution": ("ari", "nmi"),
+}
+COUNTS = ("k_found", "k_true")  # attribution: clusters predicted vs. true generators
+PRIMARY = {"membership": "f1", "attribution": "ari"}
 
 
 def _ratio(num, den):
@@ -29,6 +39,9 @@ def membership_metrics(y_true, y_pred, scores=None):
     chance = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / n**2
     auc = float("nan")
     if scores is not None and 0 < y_true.sum() < n:
+        # sklearn.metrics takes ~1 s to import: only the jobs that score pay for it
+        from sklearn.metrics import roc_auc_score
+
         auc = float(roc_auc_score(y_true, np.asarray(scores)))
     return {
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
@@ -44,9 +57,29 @@ def membership_metrics(y_true, y_pred, scores=None):
 def attribution_metrics(y_true, y_pred):
     """Adjusted Rand index, normalised mutual information (arithmetic mean), and the number
     of distinct predicted clusters (k_found) and true generators (k_true)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score  # ~1 s: see above
+
     return {
         "ari": float(adjusted_rand_score(y_true, y_pred)),
         "nmi": float(normalized_mutual_info_score(y_true, y_pred)),
         "k_found": len(np.unique(np.asarray(y_pred))),
         "k_true": len(np.unique(np.asarray(y_true))),
     }
+
+
+def dice(pred, true):
+    """Dice overlap of two bool masks (H, W), a float, or per image of two (N, H, W) stacks,
+    an (N,) array. Two empty masks score 1.0."""
+    pred = np.asarray(pred, dtype=bool)
+    true = np.asarray(true, dtype=bool)
+    if pred.shape != true.shape:
+        raise ValueError(f"dice: shapes differ, {pred.shape} vs {true.shape}")
+    if pred.ndim == 2:
+        return float(dice(pred[None], true[None])[0])
+    p = pred.reshape(len(pred), -1)
+    t = true.reshape(len(true), -1)
+    inter = np.count_nonzero(p & t, axis=1).astype(np.float64)
+    size = np.count_nonzero(p, axis=1) + np.count_nonzero(t, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(size > 0, 2.0 * inter / np.maximum(size, 1), 1.0)
+    return score

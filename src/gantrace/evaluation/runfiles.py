@@ -1,4 +1,9 @@
-"""ImageCLEF run files: `<image_id>,<label>` per line, no header."""
+"""ImageCLEF run files: `<image_id>,<label>` per line, no header.
+
+Which images a run file holds and which labels it may use is decided here once
+(`run_file_rows`, `allowed_labels`): `run_file` applies it to a result table for the
+writer, `check_run_files` to the manifest for the re-check of written files.
+"""
 
 import re
 from collections import Counter
@@ -11,6 +16,41 @@ from gantrace.io import atomic_path
 
 _INT = re.compile(r"-?[0-9]+")
 _SHOW = 5  # offending items quoted per kind
+
+
+# -- what a run file holds -------------------------------------------------------------------
+def run_file_rows(task, table):
+    """Bool mask of the rows of `table` whose images a run file of `task` holds.
+
+    `table` is a result table or the manifest. Membership: the `real_unknown` images where
+    there are any, else every real image. Attribution: every generated image (a result
+    table, which has no `role` column, holds nothing else).
+    """
+    if task == "membership":
+        real = table.role.str.startswith("real_").to_numpy()
+        unknown = real & (table.role == "real_unknown").to_numpy()
+        return unknown if unknown.any() else real
+    if "role" not in table.columns:
+        return np.ones(len(table), dtype=bool)
+    return (table.role == "generated").to_numpy()
+
+
+def allowed_labels(task, labels, n_generators=None):
+    """Labels a run file of `task` may use: 0/1 for membership; 1..n_generators for
+    attribution, or 1..k with k the number of distinct `labels` where n_generators is None
+    (the method estimated k itself)."""
+    if task == "membership":
+        return {0, 1}
+    k = int(n_generators) if n_generators else max(len(set(labels)), 1)
+    return set(range(1, k + 1))
+
+
+def run_file(task, table, n_generators=None):
+    """(ids, labels, allowed labels) of the run file of a result table of `task`: its
+    `decision` (membership) or `cluster` (attribution) per image the run file holds."""
+    rows = table[run_file_rows(task, table)]
+    labels = (rows.decision if task == "membership" else rows.cluster).astype(int)
+    return list(rows.image_id), list(labels), allowed_labels(task, labels, n_generators)
 
 
 def write_run_file(ids, labels, path):
@@ -76,3 +116,39 @@ def validate_run_file(path, expected_ids, allowed_labels):
         err = RunFileError("\n".join(lines + [_kind(t, items) for t, items in problems.items()]))
         err.problems = problems  # kind -> offending items, for callers that want them
         raise err
+
+
+def _labels_of(path):
+    """The label field of every line of a run file, as written (for counting k found)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [line.rsplit(",", 1)[-1] for line in lines if line]
+
+
+def check_run_files(paths, manifest, task, label_counts):
+    """Re-check written run files against the `manifest`: the ids it says they hold
+    (`run_file_rows`) and labels in range (`allowed_labels`; `label_counts` gives each
+    file's n_generators, None for 1..k found in the file).
+
+    Returns one "<path>\tOK" line per file and a summary line; raises RunFileError listing
+    every file ("<path>\tOK" or "<path>\tFAILED") and each broken file's problems.
+    """
+    ids = list(manifest.image_id[run_file_rows(task, manifest)])
+    lines, problems, shown = [], [], set()
+    for path, k in zip(paths, label_counts, strict=True):
+        found = _labels_of(path) if task == "attribution" and k is None else ()
+        allowed = allowed_labels(task, found, k)
+        shown.add(f"{min(allowed)}..{max(allowed)}")
+        try:
+            validate_run_file(path, ids, allowed)
+        except RunFileError as err:
+            problems.append(str(err))
+            lines.append(f"{path}\tFAILED")
+        else:
+            lines.append(f"{path}\tOK")
+    if problems:
+        raise RunFileError(
+            f"{len(problems)} of {len(paths)} run file(s) break the rules:\n"
+            + "\n".join(lines + problems)
+        )
+    summary = f"{len(paths)} run file(s), {len(ids)} ids each, labels {', '.join(sorted(shown))}"
+    return lines, summary

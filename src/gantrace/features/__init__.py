@@ -37,7 +37,7 @@ from gantrace.features.finetuned import LearnedFeature
 from gantrace.features.hf_vision import Blip2Extractor, BlipExtractor, VitMaeExtractor
 from gantrace.features.lite0 import EfficientNetLite0Extractor
 from gantrace.features.residual import DCTExtractor, ResidualExtractor
-from gantrace.features.runner import ShardDataset, extract_shard
+from gantrace.features.runner import extract_shard
 from gantrace.features.timm_models import TimmExtractor
 
 __all__ = [
@@ -54,7 +54,6 @@ __all__ = [
     "LearnedFeature",
     "PixelsExtractor",
     "ResidualExtractor",
-    "ShardDataset",
     "SpectrumExtractor",
     "TorchExtractor",
     "TimmExtractor",

@@ -34,9 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gantrace import __version__, io
+from gantrace.data.shards import read_images
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.features.base import FEATURES, FeatureExtractor
 from gantrace.features.deep import IMAGENET_MEAN, IMAGENET_STD, TorchvisionExtractor
+from gantrace.imaging import TORCH_BILINEAR, resize_images
 from gantrace.nn.checkpoint import TRAINER, TrainingState, fingerprint, resume, write_checkpoint
 from gantrace.nn.epochs import EpochShuffle
 from gantrace.nn.optim import cosine_schedule, grad_scaler, optimiser_step
@@ -54,17 +56,13 @@ from gantrace.params import (
     validate,
 )
 from gantrace.preprocess import build_preprocessor
+from gantrace.runlog import say
 from gantrace.torch_env import autocast, pick_device
 
 TARGETS = ("generator", "membership")
 OUTPUTS = ("both", "penultimate", "probabilities")
 CUSTOM = "custom"
 _FORMAT = "gantrace.CNNClassifier"
-
-
-def _say(log, line):
-    if log is not None:
-        print(line, file=log, flush=True)
 
 
 # -- networks ----------------------------------------------------------------------------------
@@ -134,19 +132,6 @@ def _to_input(batch_u8, size, channels, device):
     mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
     return (x / 255.0 - mean) / std
-
-
-def resize_images(images, size):
-    """uint8 (N, H, W) -> uint8 (N, size, size), antialiased (kept small in memory)."""
-    images = np.asarray(images, dtype=np.uint8)
-    if images.shape[1:] == (size, size):
-        return images
-    out = np.empty((len(images), size, size), np.uint8)
-    for i in range(0, len(images), 256):
-        x = torch.from_numpy(images[i : i + 256]).unsqueeze(1).float()
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        out[i : i + 256] = x.round().clamp_(0, 255).to(torch.uint8)[:, 0].numpy()
-    return out
 
 
 # -- the estimator -----------------------------------------------------------------------------
@@ -237,12 +222,12 @@ class CNNClassifier(Part):
         if checkpoint is not None:
             made_for = self._fingerprint(images, y, device)
             found = resume(
-                checkpoint, made_for, TRAINER, training, lambda line: _say(log, f"finetune: {line}")
+                checkpoint, made_for, TRAINER, training, lambda line: say(f"finetune: {line}", log)
             )
             if found is not None:
                 done = found.done
                 losses = [float(v) for v in found.metadata["history"]["loss_history"]]
-                _say(log, f"finetune: resuming {checkpoint} after epoch {done}/{self.epochs}")
+                say(f"finetune: resuming {checkpoint} after epoch {done}/{self.epochs}", log)
         for epoch in range(done + 1, self.epochs + 1):
             sampler.epoch = epoch
             model.train()
@@ -255,10 +240,10 @@ class CNNClassifier(Part):
                 optimiser_step(loss, optimiser, scaler, schedule)
                 total += float(loss.detach()) * len(xb)
             losses.append(total / len(y))
-            _say(
-                log,
+            say(
                 f"finetune {self.arch} epoch {epoch}/{self.epochs} loss {losses[-1]:.4f} "
                 f"{len(y) / max(time.perf_counter() - t0, 1e-9):.1f} img/s ({device.type})",
+                log,
             )
             if checkpoint is not None:
                 history = {"loss_history": losses, "val_history": [], "val_dice": None}
@@ -474,7 +459,7 @@ class LearnedFeature(FeatureExtractor):
         """Preprocess (if asked) at full size, then shrink to input_size (uint8)."""
         if self.preprocessor is not None:
             images = self.preprocessor.transform(np.asarray(images, dtype=np.uint8))
-        return resize_images(images, self.params["input_size"])
+        return resize_images(images, self.params["input_size"], TORCH_BILINEAR)
 
     # -- training plan -----------------------------------------------------------------------
     def fit_transform(
@@ -543,9 +528,9 @@ class LearnedFeature(FeatureExtractor):
         if folds is not None:
             lab = np.flatnonzero(y >= 0)
             info["oof_accuracy"] = float((probs[lab, :k].argmax(1) == y[lab]).mean())
-            _say(
-                log,
+            say(
                 f"{self.config_key}: out-of-fold accuracy {info['oof_accuracy']:.4f} ({k} classes)",
+                log,
             )
         pen = np.concatenate([pens[a] for a in self.archs], axis=1)
         if self.params["target"] == "membership":
@@ -573,7 +558,7 @@ class LearnedFeature(FeatureExtractor):
         n = min(n, len(pool) // 2 or 1)  # never call the whole pool unseen
         conf = net.predict_proba(pool).max(axis=1)
         pick = np.argsort(conf, kind="stable")[:n]
-        _say(log, f"open set: {n} least confident of {len(pool)} images -> class {k}")
+        say(f"open set: {n} least confident of {len(pool)} images -> class {k}", log)
         net = self.classifier(arch, seed, device)
         path = None if ckpt is None else Path(f"{ckpt}.stage1.safetensors")
         x2 = np.concatenate([tx, pool[pick]])
@@ -651,7 +636,7 @@ def load_images(shards, manifest, feature):
     known = set(manifest.image_id)
     ids, blocks = [], []
     for path in shards:
-        i, x = io.read_images(path)
+        i, x = read_images(path)
         keep = [j for j, iid in enumerate(i) if iid in known]
         ids += [i[j] for j in keep]
         blocks.append(feature.prepare(x[keep]))
@@ -693,7 +678,7 @@ def train_features(
         y = np.full(len(ids), -1, np.int64)
     else:
         y, classes = labels_from_manifest(manifest, ids, target)
-    _say(log, f"{name}: {len(ids)} images, {int((y >= 0).sum())} labelled, classes {classes}")
+    say(f"{name}: {len(ids)} images, {int((y >= 0).sum())} labelled, classes {classes}", log)
     model_dir = Path(model_dir)
     if model_dir.exists():
         shutil.rmtree(model_dir)
@@ -723,5 +708,5 @@ def train_features(
     }
     io.write_features(out_h5, ids, x, attrs)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    _say(log, f"{name}: features {x.shape} in {time.perf_counter() - t0:.1f} s -> {out_h5}")
+    say(f"{name}: features {x.shape} in {time.perf_counter() - t0:.1f} s -> {out_h5}", log)
     return info

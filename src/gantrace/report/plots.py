@@ -5,16 +5,13 @@ global backend switch), so every function runs headless and leaves the caller's 
 state alone. Random steps (t-SNE, sample choice) are seeded: the same inputs give the same
 picture.
 
-The `*_plot` / `*_plots` / `leaderboard_table` functions at the end read the workflow's
-files (Parquet tables, HDF5 shards) and call the plot functions; the Snakemake scripts in
-workflow/scripts/plot_*.py only pass paths to them.
+Figures only: the plot stages (`gantrace.stages.plot_*`) read the workflow's files, the
+truth (`gantrace.evaluation.truth`) and the scores, and pass tables and arrays here.
 """
 
 import html
-import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 from matplotlib import colormaps
@@ -24,6 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from gantrace import io
+from gantrace.evaluation.metrics import attribution_metrics
+from gantrace.fusion import align_labels
 
 DPI = 100
 UNKNOWN = ""  # generator of an image whose generator is not known
@@ -71,8 +70,6 @@ def _short(image_id, width=18):
 def match_clusters(clusters, generators):
     """Match each predicted cluster to a true generator (Hungarian, on the images whose
     generator is known). Returns ({cluster: generator or None}, generator names sorted)."""
-    from gantrace.fusion import align_labels
-
     clusters = np.asarray(clusters)
     generators = np.asarray(generators, dtype=object).astype(str)
     known = generators != UNKNOWN
@@ -123,8 +120,6 @@ def plot_confusion(results, out, title=""):
     per result in the order given. `results`: {name: (clusters, generators)}; images whose
     generator is unknown ("") are left out. Colour: share of the generator's images
     (row-normalised); text: counts; panel title: ARI and NMI."""
-    from gantrace.evaluation.metrics import attribution_metrics
-
     panels = []
     for name, (clusters, generators) in results.items():
         generators = np.asarray(generators, dtype=object).astype(str)
@@ -233,7 +228,7 @@ def plot_embedding(xy, clusters, generators, out, title=""):
 
 def residual_spectrum(images, sigma=1.0):
     """Mean noise-residual power spectrum of a stack (log10, zero frequency in the centre)."""
-    from gantrace.features.classic import noise_residual
+    from gantrace.features.classic import noise_residual  # gantrace.features loads torch
 
     power = None
     for start in range(0, len(images), 64):
@@ -282,6 +277,24 @@ def plot_generator_montage(groups, out, n_samples=4, title=""):
     if title:
         fig.suptitle(title)
     return _save(fig, out)
+
+
+def montage_samples(table, label, n=128, seed=0):
+    """{group: up to `n` seeded-random image ids} for `plot_generator_montage`.
+
+    `table` holds image_id, cluster and true_generator ("" unknown): images are grouped by
+    their true generator, those without one by the cluster that `label` (a method) gave
+    them; generators first, then clusters, each in name order.
+    """
+    table = table.sort_values("image_id", kind="stable")
+    known = table.true_generator != UNKNOWN
+    group = np.where(known, table.true_generator, [f"cluster {c} ({label})" for c in table.cluster])
+    rng = np.random.default_rng(seed)
+    chosen = {}
+    for g in sorted(set(group[known.to_numpy()])) + sorted(set(group[~known.to_numpy()])):
+        ids = table.image_id[group == g].to_numpy()
+        chosen[g] = list(rng.permutation(ids)[:n])
+    return chosen
 
 
 # -- membership ------------------------------------------------------------------------------
@@ -424,14 +437,6 @@ def plot_roc_pr(tables, out, title=""):
 
 
 # -- segmentation ----------------------------------------------------------------------------
-def mask_dice(pred, true):
-    """Dice of two bool masks; two empty masks score 1.0 (as `gantrace.segmentation.unet.dice`, which
-    would import torch into a plotting job)."""
-    pred, true = np.asarray(pred, dtype=bool), np.asarray(true, dtype=bool)
-    size = int(pred.sum()) + int(true.sum())
-    return 2.0 * int((pred & true).sum()) / size if size else 1.0
-
-
 def select_slices(ids, dice=None, n=16):
     """Indices of the slices to show: the `n` worst Dice first where Dice is known (ties by
     id), else `n` spread evenly over the ids in sorted order."""
@@ -562,193 +567,3 @@ def leaderboard_html(board, out, title="gantrace leaderboard"):
     with io.atomic_path(out) as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
     return Path(out)
-
-
-# -- from the workflow's files ---------------------------------------------------------------
-def _say(msg):
-    print(msg, flush=True)
-
-
-def best_result(scores, candidates, metric="ari"):
-    """The candidate with the highest `metric` in a scores table (ties: the earlier
-    candidate); the first candidate where none is scored (no ground truth)."""
-    candidates = list(candidates)
-    if scores is not None and len(scores) and metric in scores:
-        s = scores[scores.method.isin(candidates) & scores[metric].notna()]
-        if len(s):
-            rank = {m: k for k, m in enumerate(candidates)}
-            best = max(s.itertuples(), key=lambda r: (getattr(r, metric), -rank[r.method]))
-            return best.method, float(getattr(best, metric))
-    return candidates[0], float("nan")
-
-
-def _truth(truth_path):
-    from gantrace.stages import read_truth
-
-    return read_truth(truth_path) if truth_path else None
-
-
-def _attribution_table(path, truth):
-    from gantrace.stages import _attribution_truth
-
-    t = io.read_table(path)
-    t["true_generator"] = _attribution_truth(t, truth)
-    return t
-
-
-def _read_images(paths, wanted, dataset="images"):
-    """{id: array} of the `wanted` ids, read shard by shard (HDF5 rows in file order)."""
-    wanted = set(map(str, wanted))
-    found = {}
-    for p in paths:
-        with h5py.File(p, "r") as h5:
-            ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["ids"][()]]
-            rows = [i for i, iid in enumerate(ids) if iid in wanted]
-            if rows:
-                block = h5[dataset][rows]
-                for i, a in zip(rows, block):
-                    found[ids[i]] = a
-    return found
-
-
-def attribution_tsne_plot(
-    scores_path, methods, result_paths, feature_paths, truth_path, out, seed=0
-):
-    """t-SNE of the best attribution method's features (highest ARI among the methods, not
-    fusions, as a fusion has no features of its own), coloured by its clusters and by the
-    true generator where known."""
-    t0 = time.perf_counter()
-    scores = io.read_table(scores_path)
-    best, ari = best_result(scores, methods)
-    k = list(methods).index(best)
-    table = _attribution_table(result_paths[k], _truth(truth_path))
-    ids, x, _ = io.read_features(feature_paths[k])
-    row = {iid: i for i, iid in enumerate(ids)}
-    x = x[[row[i] for i in table.image_id]]
-    xy = tsne_embedding(x, seed=seed)
-    note = f"ARI {ari:.3f}" if np.isfinite(ari) else "no ground truth"
-    plot_embedding(
-        xy,
-        table.cluster.to_numpy(),
-        table.true_generator.to_numpy(),
-        out,
-        title=f"t-SNE of {best} features ({x.shape[1]}-D, {len(x)} images; {note})",
-    )
-    _say(f"t-SNE of {best} ({len(x)} x {x.shape[1]}) in {time.perf_counter() - t0:.1f} s -> {out}")
-
-
-def attribution_confusion_plot(scores_path, names, result_paths, truth_path, out):
-    """Confusion matrices of every method and fusion, best ARI first."""
-    scores = io.read_table(scores_path)
-    truth = _truth(truth_path)
-    ari = {}
-    if len(scores) and "ari" in scores:
-        ari = dict(zip(scores.method, scores.ari))
-    order = sorted(range(len(names)), key=lambda k: (-ari.get(names[k], -np.inf), k))
-    results = {}
-    for k in order:
-        t = _attribution_table(result_paths[k], truth)
-        results[names[k]] = (t.cluster.to_numpy(), t.true_generator.to_numpy())
-    plot_confusion(results, out)
-    _say(f"confusion matrices of {', '.join(results)} -> {out}")
-
-
-def attribution_montage_plot(
-    scores_path,
-    names,
-    result_paths,
-    image_paths,
-    truth_path,
-    out,
-    seed=0,
-    n_samples=4,
-    n_spectrum=128,
-):
-    """Sample images and mean residual spectrum per true generator; images whose generator
-    is unknown are grouped by the best result's predicted cluster. The spectrum averages up
-    to `n_spectrum` seeded-random images of the group."""
-    best, _ = best_result(io.read_table(scores_path), names)
-    table = _attribution_table(result_paths[list(names).index(best)], _truth(truth_path))
-    table = table.sort_values("image_id", kind="stable")
-    known = table.true_generator != UNKNOWN
-    group = np.where(known, table.true_generator, [f"cluster {c} ({best})" for c in table.cluster])
-    table["group"] = group
-    rng = np.random.default_rng(seed)
-    chosen = {}
-    for g in sorted(set(group[known.to_numpy()])) + sorted(set(group[~known.to_numpy()])):
-        ids = table.image_id[table.group == g].to_numpy()
-        chosen[g] = list(rng.permutation(ids)[:n_spectrum])
-    arrays = _read_images(image_paths, [i for v in chosen.values() for i in v])
-    groups = {g: np.stack([arrays[i] for i in v]) for g, v in chosen.items() if v}
-    plot_generator_montage(groups, out, n_samples=n_samples)
-    _say(f"montage of {len(groups)} groups ({sum(map(len, groups.values()))} images) -> {out}")
-
-
-def membership_plots(names, result_paths, truth_path, out_hist, out_curves):
-    """Score histograms and ROC / PR curves of every membership method and fusion."""
-    from gantrace.stages import _membership_truth
-
-    truth = _truth(truth_path)
-    tables = {}
-    for name, path in zip(names, result_paths):
-        t = io.read_table(path)
-        t["y"], _ = _membership_truth(t, truth)
-        tables[name] = t
-    plot_score_histograms(tables, out_hist)
-    plot_roc_pr(tables, out_curves)
-    _say(f"membership plots of {len(tables)} methods -> {out_hist}, {out_curves}")
-
-
-def segmentation_plot(image_paths, mask_paths, true_mask_dir, out, n=16, title=""):
-    """Montage of `n` slices with predicted lung masks; where true masks exist
-    (`true_mask_dir/<image_id>.png`), the worst Dice first."""
-    from PIL import Image
-
-    ids, dice = [], []
-    mask_dir = Path(true_mask_dir) if true_mask_dir else None
-    for p in mask_paths:
-        shard_ids, masks = io.read_masks(p)
-        for iid, m in zip(shard_ids, masks):
-            ids.append(iid)
-            png = mask_dir / f"{iid}.png" if mask_dir else None
-            if png is not None and png.is_file():
-                with Image.open(png) as im:
-                    true = np.asarray(im.convert("L")) > 0
-                dice.append(mask_dice(m, true) if true.shape == m.shape else np.nan)
-            else:
-                dice.append(np.nan)
-    dice = np.array(dice, dtype=float)
-    scored = np.isfinite(dice)
-    pick = select_slices(ids, dice if scored.any() else None, n)
-    picked = [ids[i] for i in pick]
-    imgs = _read_images(image_paths, picked)
-    masks = _read_images(mask_paths, picked, dataset="masks")
-    true_masks = None
-    if scored.any():
-        true_masks = []
-        for iid in picked:
-            png = mask_dir / f"{iid}.png"
-            with Image.open(png) as im:
-                true_masks.append(np.asarray(im.convert("L")) > 0)
-    summary = (
-        f"Dice over {int(scored.sum())} slices: mean {np.nanmean(dice):.3f}, "
-        f"min {np.nanmin(dice):.3f}; worst first"
-        if scored.any()
-        else f"{len(picked)} of {len(ids)} slices (no true masks)"
-    )
-    plot_segmentation_montage(
-        np.stack([imgs[i] for i in picked]) if picked else np.zeros((0, 1, 1), np.uint8),
-        [masks[i].astype(bool) for i in picked],
-        out,
-        true_masks=true_masks,
-        ids=picked,
-        dice=dice[pick] if scored.any() else None,
-        title=f"{title}: {summary}" if title else summary,
-    )
-    _say(f"segmentation montage: {summary} -> {out}")
-
-
-def leaderboard_table(csv_path, out):
-    board = pd.read_csv(csv_path)
-    leaderboard_html(board, out)
-    _say(f"leaderboard table ({len(board)} rows) -> {out}")

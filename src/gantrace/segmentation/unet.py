@@ -1,9 +1,8 @@
-"""Lung segmentation: a classical pseudo-mask and a small U-Net trained by the pipeline.
+"""Lung segmentation: the small U-Net trained by the pipeline, and its training data.
 
-`pseudo_masks` thresholds each slice (body above the air level, lungs as dark pixels enclosed
-by the body) and needs no training; it supplies masks where a data set has none. `LungUNet`
-wraps a `segmentation_models_pytorch` U-Net behind an sklearn-like interface: parameters in
-the constructor, `fit` / `predict`, and a safetensors file (never pickle) for `save` / `load`.
+`LungUNet` wraps a `segmentation_models_pytorch` U-Net behind an sklearn-like interface:
+parameters in the constructor, `fit` / `predict`, and a safetensors file (never pickle) for
+`save` / `load`. Masks to train it on come from a folder or from `segmentation.pseudo`.
 """
 
 import json
@@ -12,149 +11,27 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from gantrace import __version__
+from gantrace.data.loader import ShardDataset, shard_loader
+from gantrace.data.shards import open_shard, read_images, write_masks
 from gantrace.errors import ConfigError, GantraceError
-from gantrace.io import atomic_path, read_images, write_masks
+from gantrace.evaluation.metrics import dice
+from gantrace.io import atomic_path
 from gantrace.nn.checkpoint import TRAINER, TrainingState, fingerprint, resume, write_checkpoint
 from gantrace.nn.epochs import EpochShuffle
 from gantrace.nn.optim import cosine_schedule, grad_scaler, optimiser_step
 from gantrace.nn.seeding import seed_everything
 from gantrace.params import COUNT, DEVICE, POSITIVE, SEED, Interval, ListOf, Part
+from gantrace.runlog import say
+from gantrace.segmentation.pseudo import pseudo_masks
 from gantrace.torch_env import autocast, ensure_torchvision_ops, pick_device
 
 _FORMAT = "gantrace.LungUNet"
 _FORMAT_VERSION = "1"
-
-# ----------------------------------------------------------------------------------------------
-# Classical masks
-
-
-def _otsu(images, within=None, chunk=256):
-    """Otsu threshold of every uint8 image at once; `within` restricts the pixels counted.
-
-    Returns an (N,) int array t: class 1 is `image > t`. Images with no counted pixels or
-    a single grey level get t = 0. Histograms are built `chunk` images at a time.
-    """
-    images = np.asarray(images, dtype=np.uint8)
-    n = len(images)
-    hist = np.zeros((n, 256), dtype=np.float64)
-    for s in range(0, n, chunk):
-        block = images[s : s + chunk].reshape(-1, images[0].size if n else 0)
-        m = len(block)
-        codes = block.astype(np.int64) + (np.arange(m, dtype=np.int64) * 256)[:, None]
-        if within is not None:
-            codes = codes[np.asarray(within[s : s + chunk], dtype=bool).reshape(m, -1)]
-        hist[s : s + m] = np.bincount(codes.ravel(), minlength=m * 256).reshape(m, 256)
-    levels = np.arange(256, dtype=np.float64)
-    w0 = np.cumsum(hist, axis=1)  # pixels <= t
-    m0 = np.cumsum(hist * levels, axis=1)
-    total, mtotal = w0[:, -1:], m0[:, -1:]
-    w1 = total - w0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = w0 * w1 * (m0 / w0 - (mtotal - m0) / w1) ** 2
-    between = np.nan_to_num(between, nan=-1.0, posinf=-1.0, neginf=-1.0)
-    return between.argmax(axis=1)
-
-
-def _disk(radius):
-    r = int(radius)
-    y, x = np.ogrid[-r : r + 1, -r : r + 1]
-    return x * x + y * y <= r * r
-
-
-def _largest(labels, count, k):
-    """Labels of the k largest components (label ids, areas), largest first."""
-    if count == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    order = np.argsort(-areas, kind="stable")[:k]
-    return order + 1, areas[order]
-
-
-def pseudo_masks(images, body_threshold=None, lung_threshold=None, min_area=None):
-    """Classical lung masks for uint8 (N, H, W) slices; returns bool (N, H, W).
-
-    Body: pixels above `body_threshold` (default: per-image Otsu, kept within [20, 120]),
-    largest component, closed and hole-filled. Lungs: pixels at or below `lung_threshold`
-    (default: Otsu of the body's pixels) that lie inside the body and are not connected to
-    the air around it, opened and closed, then the two largest components of at least
-    `min_area` pixels (default 0.2 % of the slice), hole-filled.
-    """
-    images = np.asarray(images)
-    if images.ndim != 3:
-        raise ValueError(f"pseudo_masks expects (N, H, W) images, got shape {images.shape}")
-    images = images.astype(np.uint8, copy=False)
-    n, h, w = images.shape
-    out = np.zeros((n, h, w), dtype=bool)
-    if n == 0:
-        return out
-    scale = max(h, w) / 256.0
-    radius = max(1, round(2 * scale))
-    disk = _disk(radius)
-    min_area = int(min_area if min_area is not None else max(16, 0.002 * h * w))
-    eight = np.ones((3, 3), dtype=bool)
-
-    if body_threshold is None:
-        t_body = np.clip(_otsu(images), 20, 120)
-    else:
-        t_body = np.full(n, int(body_threshold))
-    bodies = np.zeros((n, h, w), dtype=bool)
-    for i in range(n):
-        above = images[i] > t_body[i]
-        labels, count = ndimage.label(above)
-        ids, _ = _largest(labels, count, 1)
-        if not len(ids):
-            continue
-        body = labels == ids[0]
-        body = ndimage.binary_closing(body, structure=disk, border_value=0)
-        bodies[i] = ndimage.binary_fill_holes(body)
-
-    if lung_threshold is None:
-        t_lung = _otsu(images, within=bodies)
-    else:
-        t_lung = np.full(n, int(lung_threshold))
-    dark = images <= t_lung[:, None, None]
-    for i in range(n):
-        if not bodies[i].any():
-            continue
-        # Dark pixels reachable from the image border are the air outside the patient.
-        labels, _ = ndimage.label(dark[i], structure=eight)
-        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        outside = np.isin(labels, border[border > 0])
-        inner = ndimage.binary_erosion(bodies[i], structure=disk, border_value=0)
-        lungs = dark[i] & inner & ~outside
-        lungs = ndimage.binary_opening(lungs, structure=disk)
-        lungs = ndimage.binary_closing(lungs, structure=disk, border_value=0)
-        labels, count = ndimage.label(lungs)
-        ids, areas = _largest(labels, count, 2)
-        keep = ids[areas >= min_area]
-        if len(keep):
-            out[i] = ndimage.binary_fill_holes(np.isin(labels, keep))
-    return out
-
-
-def dice(pred, true):
-    """Dice overlap per image of two bool (N, H, W) stacks; two empty masks score 1.0."""
-    pred = np.asarray(pred, dtype=bool)
-    true = np.asarray(true, dtype=bool)
-    if pred.shape != true.shape:
-        raise ValueError(f"dice: shapes differ, {pred.shape} vs {true.shape}")
-    if pred.ndim == 2:
-        pred, true = pred[None], true[None]
-    p = pred.reshape(len(pred), -1)
-    t = true.reshape(len(true), -1)
-    inter = np.count_nonzero(p & t, axis=1).astype(np.float64)
-    size = np.count_nonzero(p, axis=1) + np.count_nonzero(t, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        score = np.where(size > 0, 2.0 * inter / np.maximum(size, 1), 1.0)
-    return score
-
 
 # ----------------------------------------------------------------------------------------------
 # U-Net
@@ -212,13 +89,6 @@ def _loss(logits, target):
     inter = (prob * t).sum(1)
     soft_dice = (2 * inter + 1.0) / (prob.sum(1) + t.sum(1) + 1.0)
     return bce + (1.0 - soft_dice).mean()
-
-
-def _write(log, line):
-    if log is not None:
-        log.write(line + "\n")
-        if hasattr(log, "flush"):
-            log.flush()
 
 
 def _check_stack(images, name="images"):
@@ -399,17 +269,17 @@ class LungUNet(Part):
                 made_for,
                 TRAINER,
                 training,
-                lambda line: _write(log, f"segment: {line}"),
+                lambda line: say(f"segment: {line}", log),
             )
             if found is not None:
                 done, history = found.done, found.metadata["history"]
                 loss_history = [float(v) for v in history["loss_history"]]
                 val_history = [float(v) for v in history["val_history"]]
                 val_dice = history["val_dice"]
-                _write(
-                    log,
+                say(
                     f"segment: resuming from checkpoint {checkpoint} after epoch "
                     f"{done}/{self.epochs}",
+                    log,
                 )
         for epoch in range(done + 1, self.epochs + 1):
             sampler.epoch = epoch
@@ -431,10 +301,10 @@ class LungUNet(Part):
                 val_dice = float(dice(self.predict(val_images), val_masks).mean())
                 val_history.append(val_dice)
             shown = "n/a" if val_dice is None else f"{val_dice:.4f}"
-            _write(
-                log,
+            say(
                 f"segment epoch {epoch}/{self.epochs} loss {loss_history[-1]:.4f} "
                 f"val_dice {shown} {rate:.1f} img/s ({device.type})",
+                log,
             )
             if checkpoint is not None:
                 write_checkpoint(
@@ -511,26 +381,13 @@ class LungUNet(Part):
         The shard streams through a DataLoader a batch at a time (`num_workers` reader
         processes, pinned batches on CUDA), as the feature stage does.
         """
-        from gantrace.features.runner import ShardDataset, chunk_cache_bytes, shard_loader
-
         self._require_fitted()
         images_h5 = Path(images_h5)
         start = time.perf_counter()
-        try:
-            h5 = h5py.File(images_h5, "r")
-        except (OSError, FileNotFoundError) as exc:
-            raise GantraceError(f"{images_h5}: cannot open image shard ({exc})") from exc
-        with h5:
-            if "images" not in h5 or "ids" not in h5:
-                raise GantraceError(f"{images_h5}: no 'images'/'ids' datasets; not an image shard")
-            ds = h5["images"]
-            ids = [s.decode() if isinstance(s, bytes) else str(s) for s in h5["ids"][()]]
-            if ds.ndim != 3 or len(ids) != ds.shape[0]:
-                raise GantraceError(f"{images_h5}: images {ds.shape} do not match {len(ids)} ids")
-            shape, cache = ds.shape, chunk_cache_bytes(ds, self.batch_size)
+        ids, shape, cache_bytes = open_shard(images_h5, batch_size=self.batch_size)
         n = shape[0]
         masks = np.zeros(shape, dtype=bool)
-        dataset = ShardDataset(images_h5, None, "full", n, cache_bytes=(cache,))
+        dataset = ShardDataset(images_h5, n, cache_bytes=cache_bytes)
         loader = shard_loader(dataset, self.batch_size, num_workers, self.device_)
         try:
             with self._inference():
@@ -557,11 +414,11 @@ class LungUNet(Part):
         }
         meta.update(attrs or {})
         write_masks(out_h5, ids, masks, meta)
-        _write(
-            log,
+        say(
             f"segment {images_h5.name}: {n} images, {stats['n_empty']} empty masks, "
             f"mean lung fraction {stats['mean_lung_fraction']:.3f}, "
             f"{stats['images_per_s']} img/s",
+            log,
         )
         return stats
 
@@ -694,9 +551,9 @@ def training_pairs(image_h5_paths, mask_source, mask_dir=None, log=None):
             f"{mask_dir}: none of the {len(ids)} images has a mask <image_id>.png here"
         )
     if len(keep) < len(ids):
-        _write(
-            log,
+        say(
             f"training_pairs: {len(ids) - len(keep)} of {len(ids)} images have no "
             f"mask in {mask_dir}; skipped",
+            log,
         )
     return [ids[j] for j in keep], images[keep], np.stack(masks)
