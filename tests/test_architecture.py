@@ -143,3 +143,18 @@ def test_function_level_imports_say_why():
                 missing.append(f"{module}:{line}: {here.strip()}")
     if missing:
         pytest.fail("function-level imports without a reason:\n" + "\n".join(sorted(missing)))
+
+
+# File names that several modules share because each plays the same part in its package.
+SAME_PART = {"method": {"gantrace.membership.method", "gantrace.attribution.method"}}
+
+
+def test_no_two_modules_share_a_name_with_different_meanings():
+    """A file name (a module's or a package's) means one thing across the library, e.g. not
+    a `report` package beside a `benchmark_builder/report.py` about something else."""
+    by_name = {}
+    for module in MODULES:
+        if module != "gantrace":
+            by_name.setdefault(module.rsplit(".", 1)[-1], set()).add(module)
+    shared = {n: sorted(m) for n, m in by_name.items() if len(m) > 1 and m != SAME_PART.get(n)}
+    assert shared == {}

@@ -1,7 +1,9 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from sklearn.metrics import (
     accuracy_score,
     adjusted_rand_score,
@@ -13,7 +15,14 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from gantrace.evaluation.metrics import attribution_metrics, membership_metrics
+from gantrace.evaluation.metrics import (
+    COUNTS,
+    METRICS,
+    PRIMARY,
+    attribution_metrics,
+    dice,
+    membership_metrics,
+)
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -71,3 +80,25 @@ def test_attribution_metrics_match_sklearn(seed):
     perfect = attribution_metrics(a, 10 - a)
     k = len(set(a))
     assert perfect == {"ari": 1.0, "nmi": pytest.approx(1.0), "k_found": k, "k_true": k}
+
+
+def test_metric_names_are_the_scores_and_the_config_choices():
+    """`METRICS` names what the metric functions return and what `datasets.<ds>.metric`
+    may choose (config/schema.yaml), task by task; `PRIMARY` is one of them."""
+    got = membership_metrics([0, 1, 1], [0, 1, 0], [0.1, 0.9, 0.4])
+    assert set(got) == set(METRICS["membership"])
+    assert set(attribution_metrics([1, 2], [1, 2])) == {*METRICS["attribution"], *COUNTS}
+    schema = yaml.safe_load((Path(__file__).parents[1] / "config" / "schema.yaml").read_text())
+    metric = schema["properties"]["datasets"]["additionalProperties"]
+    branch = metric["allOf"][0]
+    assert branch["then"]["properties"]["metric"]["enum"] == list(METRICS["attribution"])
+    assert branch["else"]["properties"]["metric"]["enum"] == list(METRICS["membership"])
+    assert all(PRIMARY[task] in METRICS[task] for task in METRICS)
+
+
+def test_dice_of_a_pair_and_of_stacks():
+    a = np.zeros((2, 4, 4), bool)
+    b = np.zeros((2, 4, 4), bool)
+    a[0, :2], b[0, 1:3] = True, True  # 8 and 8 pixels, 4 shared
+    assert dice(a[0], b[0]) == 0.5 and isinstance(dice(a[0], b[0]), float)
+    np.testing.assert_array_equal(dice(a, b), [0.5, 1.0])  # two empty masks: 1.0

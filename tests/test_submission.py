@@ -1,8 +1,16 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from gantrace.errors import RunFileError
-from gantrace.evaluation.runfiles import validate_run_file, write_run_file
+from gantrace.evaluation.runfiles import (
+    allowed_labels,
+    check_run_files,
+    run_file,
+    run_file_rows,
+    validate_run_file,
+    write_run_file,
+)
 
 IDS = [f"img_{i:03d}" for i in range(12)]
 
@@ -77,3 +85,47 @@ def test_single_kinds(tmp_path):
 def test_unreadable_file(tmp_path):
     with pytest.raises(RunFileError, match="cannot read"):
         validate_run_file(tmp_path / "absent.txt", IDS, (0, 1))
+
+
+# -- what a run file holds: decided once, for the writer and the checker -------------------------
+def _membership_table(roles):
+    return pd.DataFrame(
+        {
+            "image_id": [f"r{i}" for i in range(len(roles))],
+            "role": roles,
+            "decision": [i % 2 for i in range(len(roles))],
+        }
+    )
+
+
+def test_run_file_rows_and_labels():
+    known = ["real_used", "real_not_used", "real_used"]
+    t = _membership_table(known + ["real_unknown", "real_unknown"])
+    ids, labels, allowed = run_file("membership", t)
+    assert ids == ["r3", "r4"] and labels == [1, 0] and allowed == {0, 1}  # the unknown set
+    ids, _, _ = run_file("membership", _membership_table(known))
+    assert ids == ["r0", "r1", "r2"]  # no unknown set: every real image
+    manifest = pd.DataFrame(
+        {"image_id": ["g0", "r0", "g1"], "role": ["generated", "real_used", "generated"]}
+    )
+    assert run_file_rows("attribution", manifest).tolist() == [True, False, True]
+    assert run_file_rows("membership", manifest).tolist() == [False, True, False]
+    clusters = pd.DataFrame({"image_id": ["g0", "g1", "g2"], "cluster": [1, 3, 3]})
+    assert run_file("attribution", clusters, 4)[2] == {1, 2, 3, 4}
+    assert run_file("attribution", clusters)[2] == {1, 2}  # k unknown: 1..k found
+    assert allowed_labels("attribution", ["1", "2", "2", "5"]) == {1, 2, 3}
+
+
+def test_check_run_files_uses_the_manifest(tmp_path):
+    manifest = pd.DataFrame(
+        {"image_id": ["g0", "g1", "g2", "r0"], "role": ["generated"] * 3 + ["real_used"]}
+    )
+    good, short = tmp_path / "good.csv", tmp_path / "short.csv"
+    write_run_file(["g0", "g1", "g2"], [1, 2, 2], good)
+    write_run_file(["g0", "g1"], [1, 2], short)
+    lines, summary = check_run_files([good, good], manifest, "attribution", [3, None])
+    assert lines == [f"{good}\tOK"] * 2
+    assert summary == "2 run file(s), 3 ids each, labels 1..2, 1..3"
+    with pytest.raises(RunFileError, match="1 of 2 run file") as err:
+        check_run_files([good, short], manifest, "attribution", [3, 3])
+    assert f"{short}\tFAILED" in str(err.value) and "missing ids (1): g2" in str(err.value)
