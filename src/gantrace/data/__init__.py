@@ -1,1 +1,3 @@
-"""Images in: folder listing and ingest, the simulated demo data, the HDF5 shard format."""
+"""Images in: folder listing and ingest, the simulated demo data, the HDF5 shard format
+(`shards`: which shard, read/write, the check before streaming) and its streaming reader
+(`loader`, torch)."""

@@ -1,1 +1,2 @@
-"""Scoring: metrics, truth files, the leaderboard and the ImageCLEF run-file rules."""
+"""Scoring: metrics (and their names), truth files, a dataset's scores, the leaderboard and
+the ImageCLEF run-file rules."""
