@@ -88,19 +88,19 @@ def chunk_cache_bytes(dataset, batch_size):
     return max(chunk_bytes * (2 + math.ceil(batch_size / rows)), 1 << 20)
 
 
-_KIND = {"images": "an image shard", "masks": "a mask shard"}
+_KIND = {"images": ("image", "an image shard"), "masks": ("mask", "a mask shard")}
 
 
 def _read_layout(path, name, batch_size):
     """(ids, shape, chunk-cache bytes) of the `name` array of shard `path`, checked."""
-    kind = _KIND[name]
+    kind, a_shard = _KIND[name]
     try:
         h5 = h5py.File(path, "r")
     except OSError as exc:  # missing, unreadable or not HDF5
-        raise GantraceError(f"{path}: cannot open {kind.split()[1]} shard ({exc})") from exc
+        raise GantraceError(f"{path}: cannot open {kind} shard ({exc})") from exc
     with h5:
         if name not in h5 or "ids" not in h5:
-            raise GantraceError(f"{path}: no '{name}'/'ids' datasets; not {kind}")
+            raise GantraceError(f"{path}: no '{name}'/'ids' datasets; not {a_shard}")
         ds = h5[name]
         ids = ids_of(h5)
         if ds.ndim != 3:
