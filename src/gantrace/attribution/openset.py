@@ -16,6 +16,7 @@ from gantrace.matrix import METRICS, as_matrix
 from gantrace.params import COUNT, SEED, Interval, Options, Part, trained_parts
 from gantrace.reduce import build_reducer
 from gantrace.registry import KEY, SPEC
+from gantrace.runlog import say
 
 N_FOLDS = 5
 
@@ -164,11 +165,6 @@ class OpenSetAttribution(Part):
         return trained_parts({"reducer": self.reducer_})
 
 
-def _say(log, line):
-    if log is not None:
-        print(line, file=log, flush=True)
-
-
 def open_set_labels(spec, known_X, known_generator, X, n_generators, random_state=0, log=None):
     """(method, run-file labels 1..k) of the open-set method `spec` (a config mapping with
     `name`, `known_from`, `clusterer`, ...) for the generated images `X`.
@@ -183,9 +179,9 @@ def open_set_labels(spec, known_X, known_generator, X, n_generators, random_stat
     known_generator = pd.Series(known_generator)
     named = known_generator.fillna("").astype(str).to_numpy() != ""
     if named.sum() < len(named):
-        _say(
-            log,
+        say(
             f"{spec['known_from']}: {len(named) - named.sum()} images without a generator left out",
+            log,
         )
     n_known = len(set(known_generator[named]))
     n_new = None if auto else max(int(n_generators) - n_known, 0)
@@ -202,14 +198,14 @@ def open_set_labels(spec, known_X, known_generator, X, n_generators, random_stat
     except ConfigError as err:  # its keys are the method's: name them in full
         raise ConfigError(f"{where}.{err}") from None
     names = ", ".join(f"{i}={g}" for i, g in enumerate(method.known_names_, start=1))
-    _say(
-        log,
+    say(
         f"open set from {spec['known_from']}: known generators {names}; "
         f"{int(method.is_unknown_.sum())} of {len(X)} images beyond every known radius, "
         f"{method.n_new_} new generator(s)" + ("" if n_new is not None else " (estimated)"),
+        log,
     )
     if method.k_scores_ is not None:
-        _say(log, method.k_scores_.to_string(index=False))
+        say(method.k_scores_.to_string(index=False), log)
     return method, run_file_labels(labels, n_generators, auto, where)
 
 
