@@ -1,6 +1,6 @@
 """The method catalogue: published methods as config files, merged into a run by id.
 
-Each `config/methods/<id>.yaml` holds one method of the literature (DESIGN.md §4): who
+Each `config/methods/<id>.yaml` holds one method of the literature (the ImageCLEFmedical GANs working notes): who
 made it, where it is published, what they reported, and the features, methods and
 fusions that reproduce it. A config selects entries with
 

@@ -1,6 +1,6 @@
 """Supervised CNNs trained on the labelled images of a data set, used as learned features.
 
-The 2024 seed methods that fine-tune CNNs (DESIGN.md §4) become one feature extractor,
+The 2024 ImageCLEFmedical GANs methods that fine-tune CNNs (working notes, CEUR-WS Vol-3740) become one feature extractor,
 `finetuned`, that a dataset-level rule trains and applies:
 
 - GAN-Amis: a small plain CNN (`arch: custom`) or a fine-tuned torchvision CNN trained on
