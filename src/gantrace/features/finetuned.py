@@ -1,7 +1,8 @@
 """Supervised CNNs trained on the labelled images of a data set, used as learned features.
 
-The 2024 ImageCLEFmedical GANs methods that fine-tune CNNs (working notes, CEUR-WS Vol-3740) become one feature extractor,
-`finetuned`, that a dataset-level rule trains and applies:
+The 2024 ImageCLEFmedical GANs methods that fine-tune CNNs (working notes, CEUR-WS
+Vol-3740) become one feature extractor, `finetuned`, that a dataset-level rule trains and
+applies:
 
 - GAN-Amis: a small plain CNN (`arch: custom`) or a fine-tuned torchvision CNN trained on
   the dev generator labels; penultimate features feed k-means.
