@@ -50,8 +50,8 @@ datasets:
     truth: data/m/truth.csv
 segmentation: {mask_source: threshold}
 features:
-  pixels: {extractor: pixels, size: 16}
-  resnet18: {extractor: torchvision, arch: resnet18, weights: none, input_size: 32}
+  pixels: {name: pixels, size: 16}
+  resnet18: {name: torchvision, arch: resnet18, weights: none, input_size: 32}
 membership:
   n_folds: 2
   methods:
