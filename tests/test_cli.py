@@ -155,3 +155,17 @@ def test_written_configs_dry_run(membership_folders, tmp_path, workflow_dir):
     for config in ("mine.yaml", "theirs.yaml"):
         proc = snakemake(workflow_dir, "all", "-n", "--configfile", config)
         assert "Traceback" not in proc.stderr
+
+
+def test_workflow_catalog_files():
+    """The files the Snakemake workflow catalog reads for its standardized-usage page."""
+    settings = yaml.safe_load((ROOT / ".snakemake-workflow-catalog.yml").read_text())
+    usage = settings["usage"]
+    assert usage["mandatory-flags"]["desc"] and "flags" in usage["mandatory-flags"]
+    assert set(usage["software-stack-deployment"]) == {"conda", "apptainer", "apptainer+conda"}
+    assert isinstance(usage["report"], bool)
+    readme = (ROOT / "config" / "README.md").read_text()
+    assert "gantrace init membership" in readme
+    schema = yaml.safe_load(SCHEMA.read_text())
+    missing = [k for k in schema["properties"] if f"`{k}`" not in readme]
+    assert not missing, f"config/README.md does not describe {missing}"
