@@ -340,7 +340,7 @@ def render(task, run, ds, counts, image_size, conversions, notes, command):
         f"# gantrace config written by `gantrace init {task}` on {today}.",
         "# Run it:",
         f"#   {command}",
-        f"# Results: results/{run}/ (leaderboard.csv, run files, logs); see README.md.",
+        f"# Leaderboard: {leaderboard_path(run)} (run files and logs beside it).",
         "# Every method below is weight-free (nothing to download) and uses whole images, so",
         "# no `segmentation:` block is needed; a method with `region: lung` would need one",
         "# (see config/config.yaml and docs/).",
@@ -437,7 +437,12 @@ def _print_summary(out, run, task, counts, notes):
     print(f"wrote {out}")
     print("next:")
     print(f"  {_command(out)}")
-    print(f"the leaderboard will be results/{run}/leaderboard.csv")
+    print(f"the leaderboard will be {leaderboard_path(run)}")
+
+
+def leaderboard_path(run):
+    """Where the run's leaderboard is written: results/<run>/ where the workflow knows runs."""
+    return f"results/{run}/leaderboard.csv" if _schema_knows("run") else "results/leaderboard.csv"
 
 
 def _command(out):
