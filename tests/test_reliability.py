@@ -325,7 +325,7 @@ def _interrupt(work, guard, kills, timeout=600):
         )
         pending.remove(fired)
         if fired.sig == signal.SIGKILL:
-            # A killed Snakemake cannot release its lock; the user's step too (see README).
+            # A killed Snakemake cannot release its lock; the user's step too (see docs/reliability.md).
             _run(work, guard, "--unlock")
     _run(work, guard, "all", "--resources", "gpu=1")
     return events

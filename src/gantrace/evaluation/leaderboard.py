@@ -17,10 +17,10 @@ def rank(scores, metrics=None, catalogue=None):
     """
     metrics = {d: m for d, m in (metrics or {}).items() if m}
     catalogue = catalogue or {}
-    scores = list(scores)
-    board = pd.concat([t for t in scores if len(t)], ignore_index=True) if scores else None
-    if board is None or not len(board):
+    tables = [t for t in scores if len(t)]  # an unlabelled dataset scores nothing
+    if not tables:
         return pd.DataFrame(columns=EMPTY_COLUMNS)
+    board = pd.concat(tables, ignore_index=True)
     board["metric"] = [metrics.get(d) or PRIMARY[t] for d, t in zip(board.dataset, board.task)]
     board["score"] = [r[r["metric"]] for _, r in board.iterrows()]
     board = board.sort_values(
