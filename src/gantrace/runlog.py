@@ -2,6 +2,7 @@
 any traceback to its log file (Snakemake's `log:`)."""
 
 import contextlib
+import sys
 import traceback
 from pathlib import Path
 
@@ -19,6 +20,12 @@ def say(msg, log=None):
     log.write(f"{msg}\n")
     if hasattr(log, "flush"):
         log.flush()
+
+
+def to_console(msg):
+    """Write `msg` as one line to the job's own stderr, past `logged`'s redirection: what
+    the person at the console must see (Snakemake shows a job's stderr), besides the log."""
+    print(msg, file=sys.__stderr__, flush=True)
 
 
 @contextlib.contextmanager
