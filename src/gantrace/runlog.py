@@ -33,7 +33,8 @@ def logged(log_path):
     """Redirect stdout/stderr to `log_path` (appended); record a traceback before re-raising.
 
     The project's own errors (GantraceError) are written as their message alone: they
-    already name the file or key and the fix.
+    already name the file or key and the fix; the job then exits with status 1, without a
+    traceback.
     """
 
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -42,8 +43,10 @@ def logged(log_path):
             try:
                 yield fh
             except GantraceError as err:
+                # a config or data problem: its message, in the log (which the profiles'
+                # show-failed-logs prints), and no traceback on the console
                 print(f"ERROR: {err}", file=fh)
-                raise
+                raise SystemExit(1) from None
             except BaseException:
                 traceback.print_exc(file=fh)
                 raise
