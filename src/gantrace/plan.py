@@ -365,17 +365,14 @@ class Plan:
                     problems.append(f"{key}.{err}")
 
     def _check_attribution_parts(self, problems, key, m, seed):
-        where = f"{key}.clusterer"
-        # as the method builds it: the count injected (2 until a dataset's is known)
-        _collect(
-            problems,
-            where,
-            CLUSTERERS.create,
-            m["clusterer"],
-            where,
-            n_clusters=2,
-            random_state=seed,
-        )
+        # as the method builds it: the count injected (2 until a dataset's is known); a
+        # re-ranker's base first, under its own key
+        spec, injected = m["clusterer"], dict(n_clusters=2, random_state=seed)
+        base = spec.get("base") if isinstance(spec, dict) else None
+        where = f"{key}.clusterer.base"
+        if base is None or _collect(problems, where, CLUSTERERS.create, base, where, **injected):
+            where = f"{key}.clusterer"
+            _collect(problems, where, CLUSTERERS.create, spec, where, **injected)
         est = m.get("estimate_k")
         if m.get("known_from"):  # k_min 1 unless set, as the open-set method asks
             est = {"name": est} if isinstance(est, str) else (est or {"name": "silhouette"})

@@ -186,9 +186,7 @@ class DensityRerank(Part):
         self._validate_params()
         if spec_name(base) in ("dbscan_rerank", "hdbscan_rerank"):
             raise ConfigError(f"clusterer.base: a re-ranker cannot be its own base; got {base!r}")
-        self.base_ = CLUSTERERS.create(
-            base, where="clusterer.base", n_clusters=n_clusters, random_state=random_state
-        )
+        self.base_ = CLUSTERERS.create(base, n_clusters=n_clusters, random_state=random_state)
 
     def fit_predict(self, X):
         X = np.asarray(X, dtype=np.float64)
