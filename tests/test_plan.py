@@ -197,7 +197,7 @@ def test_learned_features_cover_whole_images_only():
     cfg = _config()
     cfg["attribution"]["methods"]["ft_own_kmeans"]["region"] = "lung"
     with pytest.raises(ConfigError, match=r"ft_own_kmeans\.region: learned feature 'ft_own'"):
-        _plan(cfg)
+        _plan(cfg).check()
 
 
 def test_label_count_of_run_files(plan):

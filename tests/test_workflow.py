@@ -10,6 +10,7 @@ from conftest import ROOT, TINY_MEMBERSHIP, copy_workflow, snakemake
 from PIL import Image
 
 from gantrace.data import simulate
+from gantrace.data.ingest import count_rejected
 from gantrace.evaluation.runfiles import validate_run_file
 
 pytestmark = pytest.mark.workflow
@@ -149,6 +150,7 @@ def test_bad_images_stop_before_embedding(workflow_dir):
     (workflow_dir / "bad.yaml").write_text(cfg)
     proc = snakemake(workflow_dir, "all", "--configfile", "bad.yaml", check=False)
     assert proc.returncode != 0
+    assert "Traceback" not in proc.stdout + proc.stderr  # a data problem: its message only
     log = (workflow_dir / "results" / "logs" / "manifest" / "bad.log").read_text()
     assert "3 input image(s) cannot be used" in log
     assert used[0].name in log and "truncated" in log
@@ -157,6 +159,28 @@ def test_bad_images_stop_before_embedding(workflow_dir):
     assert not (workflow_dir / "results" / "bad" / "features").exists()
     # shards already decoded are kept
     assert list((workflow_dir / "results" / "bad" / "images").glob("*.h5"))
+
+
+def test_skipped_images_reach_the_console(workflow_dir):
+    """invalid_images: skip: the manifest job says on the console how many were left out
+    and where they are listed."""
+    data = workflow_dir / "data" / "skip"
+    simulate.write_dataset(MEMBERSHIP, data)
+    (data / "real_used" / "notes.png").write_text("this is not an image\n")
+    cfg = (
+        "ingest: {n_shards: 1, invalid_images: skip}\n"
+        "datasets:\n  skip:\n    task: membership\n"
+        "    generated: data/skip/generated\n    real_used: data/skip/real_used\n"
+        "    real_not_used: data/skip/real_not_used\n"
+        "features: {pixels: {name: pixels, size: 16}}\n"
+        "membership:\n  methods:\n    pixels_knn: {feature: pixels, scorer: {name: knn}}\n"
+    )
+    (workflow_dir / "skip.yaml").write_text(cfg)
+    proc = snakemake(workflow_dir, "results/skip/manifest.parquet", "--configfile", "skip.yaml")
+    rejected = "results/skip/rejected.parquet"
+    assert "skip: 1 unusable image(s) skipped" in proc.stdout + proc.stderr
+    assert rejected in proc.stdout + proc.stderr
+    assert count_rejected(workflow_dir / rejected) == 1
 
 
 def test_misspelt_config_key_is_named(workflow_dir):

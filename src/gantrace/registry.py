@@ -109,18 +109,21 @@ class Registry:
     def check_params(self, cls, params, where, injected=()):
         """Refuse parameters `cls` does not take, and those the enclosing method sets."""
         accepted = accepted_params(cls)
+        valid = sorted(accepted - set(injected))
+        problems = []  # every bad key, one line each
         for key in params:
             if key in injected:
-                raise ConfigError(
+                problems.append(
                     f"{where}.{key}: set by the enclosing method; remove it from the "
                     f"{cls.name!r} spec"
                 )
-            if key not in accepted:
-                valid = sorted(accepted - set(injected))
-                raise ConfigError(
+            elif key not in accepted:
+                problems.append(
                     f"{where}.{key}: unknown parameter of {cls.name!r}{suggest(key, valid)}; "
                     f"valid: {', '.join(valid) or 'none'}"
                 )
+        if problems:
+            raise ConfigError("\n".join(problems))
         return accepted
 
     def create(self, spec, where=None, **injected):

@@ -2,6 +2,7 @@
 any traceback to its log file (Snakemake's `log:`)."""
 
 import contextlib
+import sys
 import traceback
 from pathlib import Path
 
@@ -21,12 +22,19 @@ def say(msg, log=None):
         log.flush()
 
 
+def to_console(msg):
+    """Write `msg` as one line to the job's own stderr, past `logged`'s redirection: what
+    the person at the console must see (Snakemake shows a job's stderr), besides the log."""
+    print(msg, file=sys.__stderr__, flush=True)
+
+
 @contextlib.contextmanager
 def logged(log_path):
     """Redirect stdout/stderr to `log_path` (appended); record a traceback before re-raising.
 
     The project's own errors (GantraceError) are written as their message alone: they
-    already name the file or key and the fix.
+    already name the file or key and the fix; the job then exits with status 1, without a
+    traceback.
     """
 
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -35,8 +43,10 @@ def logged(log_path):
             try:
                 yield fh
             except GantraceError as err:
+                # a config or data problem: its message, in the log (which the profiles'
+                # show-failed-logs prints), and no traceback on the console
                 print(f"ERROR: {err}", file=fh)
-                raise
+                raise SystemExit(1) from None
             except BaseException:
                 traceback.print_exc(file=fh)
                 raise

@@ -28,7 +28,7 @@ from gantrace.evaluation.metrics import dice
 from gantrace.evaluation.truth import attribution_truth, membership_truth, read_truth, true_mask
 from gantrace.fusion import build_rule, check_aligned
 from gantrace.membership.method import MembershipMethod
-from gantrace.runlog import say
+from gantrace.runlog import say, to_console
 
 
 def _say(msg):
@@ -93,6 +93,11 @@ def manifest(status_paths, out_manifest, out_rejected, invalid_images, dataset):
     io.write_table(rejected, out_rejected)
     io.write_table(accepted, out_manifest)
     _say(f"{dataset}: {len(accepted)} images accepted, {len(rejected)} rejected")
+    if len(rejected):  # skipped (invalid_images: skip): the console hears of it too
+        to_console(
+            f"gantrace: {dataset}: {len(rejected)} unusable image(s) skipped "
+            f"(ingest.invalid_images: skip); listed with reasons in {out_rejected}"
+        )
 
 
 # -- segmentation ----------------------------------------------------------------------------

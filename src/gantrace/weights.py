@@ -100,8 +100,8 @@ def _fetch_one(item, log):
                 "(without HF_HUB_OFFLINE), or set HF_HOME to a cache that holds it"
             )
         else:
-            status = "downloaded"
-        print(f"[weights] {repo} -> {cache} ({status})", file=log, flush=True)
+            status = "downloaded"  # once it is: `fetch` lists it after every attempt
+            print(f"[weights] downloading {repo} -> {cache}", file=log, flush=True)
         from huggingface_hub import snapshot_download
 
         patterns = item.get("allow_patterns")
@@ -148,8 +148,8 @@ def fetch(required, log=None):
         except WeightsError as err:
             print(f"[weights] ERROR: {err}", file=log, flush=True)
             errors.append(str(err))
+    for item in done:  # only what is here now: a failed download is listed as an ERROR only
+        print(f"[weights] {item['status']:>10}: {item['key']} ({item['path']})", file=log)
     if errors:
         raise WeightsError("; ".join(errors))
-    for item in done:
-        print(f"[weights] {item['status']:>10}: {item['key']} ({item['path']})", file=log)
     return done

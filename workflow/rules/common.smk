@@ -58,6 +58,14 @@ def sim_dir(ds):
 
 
 PLAN = checked(plan.Plan)(config, lambda ds: plan.image_table(config, ds, sim_dir(ds)))
+# Every part built, every folder listed, every mask source and weight looked for, now: all
+# problems in one message, before any job. Jobs a cluster runs parse again: checked once.
+# `snakemake fetch_weights` is how missing weights are fetched: it checks all but them.
+if workflow.is_main_process:
+    _FETCHING = any(
+        a == "fetch_weights" or a.endswith("weights_fetched.json") for a in sys.argv[1:]
+    )
+    checked(PLAN.check)(not _FETCHING, workflow.overwrite_configfiles)
 # What runs where (gantrace.plan), under the names the rules use.
 images = checked(PLAN.images)
 shards = checked(PLAN.shards)

@@ -326,3 +326,13 @@ def build_manifest(status_tables, invalid_images="error", dataset=""):
     if len(accepted) == 0:
         raise ImageError(list(zip(rejected.path, rejected.reason)), hint="no usable image left")
     return accepted, rejected, notes
+
+
+def count_rejected(rejected_path):
+    """How many images the `manifest` stage left out of a dataset (`ingest.invalid_images:
+    skip`), as its `rejected.parquet` lists them (path, reason per image); 0 when the file
+    is not there (yet). For the end-of-run summary: "3 images skipped, listed in ..."."""
+    path = Path(rejected_path)
+    if not path.is_file():
+        return 0
+    return len(pd.read_parquet(path, columns=["path"]))
