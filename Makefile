@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CORES  ?= all
 STAMP  := $(VENV)/.installed
+# CONFIG=my.yaml: run / report that config (default: the demo, config/config.yaml).
+CONFIG ?=
+CONFIG_ARGS = $(if $(CONFIG),--configfile $(CONFIG))
 
 export HF_HUB_OFFLINE = 1
 
@@ -15,17 +18,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## the built-in demo, end to end
-	$(BIN)/snakemake all --cores $(CORES) --resources gpu=1
+run: $(STAMP)  ## the built-in demo (or CONFIG=my.yaml), end to end
+	$(BIN)/snakemake all --cores $(CORES) --resources gpu=1 $(CONFIG_ARGS)
 
 test: $(STAMP)  ## unit + workflow tests, offline
 	$(BIN)/python -m pytest -q
 
 dry-run: $(STAMP)
-	$(BIN)/snakemake -n all
+	$(BIN)/snakemake -n all $(CONFIG_ARGS)
 
-report: $(STAMP)
-	$(BIN)/snakemake all --report results/report.html
+# The run's folder is results/<run>/ (gantrace.runs: its `run:` or the config file's name).
+report: $(STAMP)  ## results/<run>/report.html of the demo (or CONFIG=my.yaml)
+	dir=$$($(BIN)/python -m gantrace.runs $(or $(CONFIG),config/config.yaml)) && \
+	$(BIN)/snakemake all --report $$dir/report.html $(CONFIG_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint

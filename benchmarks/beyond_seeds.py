@@ -5,14 +5,15 @@
 
 1. Builds the benchmark of `--benchmark-config` with `snakemake benchmark` (generators
    trained on real slices; the default reads ../shared/data/chest-ct-256), or reuses
-   DIR/results/benchmark/<name>/ when it exists. No source slices and no benchmark: it
+   DIR/results/<run>/benchmark/<name>/ when it exists (<run>: the benchmark config's). No source slices and no benchmark: it
    prints why and exits 0.
 2. Adds an open-set setting (with three generators or more): `<dev>_known`, the dev
    attribution set without its last generator, open-set methods (`known_from`) that must
    find that generator in the test set as an unseen one, and SDVAHCS's pseudo-labelling.
 3. Runs `snakemake all` with the benchmark's gantrace.yaml + `--methods` + the open-set
-   config, in DIR (default: the project root; results under DIR/results).
-4. Prints, from DIR/results/leaderboard.csv: membership F1 / AUC / kappa per generator on the
+   config, in DIR (default: the project root) as the run `<methods run>-<benchmark name>`
+   (e.g. results/beyond-seeds-chest64/), so two benchmarks' runs never mix.
+4. Prints, from DIR/results/<run>/leaderboard.csv: membership F1 / AUC / kappa per generator on the
    held-out real_unknown images (and the mean over generators), attribution ARI with the
    number of clusters found (known k, estimated k, open set), and the best seed method
    (a catalogue entry) against the best new method.
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+
+from gantrace.runs import run_dir, run_of_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +48,8 @@ def benchmark_dir(benchmark_config, directory):
     source = Path(cfg["source"])
     if not source.is_absolute():
         source = ROOT / source
-    return directory / "results" / "benchmark" / cfg["name"], source
+    bench = directory / run_dir(run_of_files([benchmark_config])) / "benchmark" / cfg["name"]
+    return bench, source
 
 
 def open_set_config(gantrace_yaml, out):
@@ -139,12 +143,14 @@ def main(argv=None):
     ap.add_argument(
         "--target",
         default="all",
-        help="snakemake target; results/leaderboard.csv skips run files and plots (faster)",
+        help="snakemake target; results/<run>/leaderboard.csv skips run files and plots (faster)",
     )
     args = ap.parse_args(argv)
     directory = args.directory.resolve()
     bench, source = benchmark_dir(args.benchmark_config, directory)
     gantrace_yaml = bench / "gantrace.yaml"
+    run = f"{run_of_files([args.methods])}-{bench.name}"
+    results = directory / run_dir(run)
     times = {}
     if not args.report_only:
         if not gantrace_yaml.exists():
@@ -154,7 +160,7 @@ def main(argv=None):
             times["build benchmark"] = snakemake(
                 directory, args.cores, "benchmark", [args.benchmark_config.resolve()]
             )
-        open_set = directory / "results" / "beyond_seeds" / "open_set.yaml"
+        open_set = results / "open_set.yaml"
         unseen, known, test = open_set_config(gantrace_yaml, open_set)
         configs = [gantrace_yaml, args.methods.resolve()]
         if known:
@@ -162,8 +168,10 @@ def main(argv=None):
             configs.append(open_set)
         else:
             print("open set: skipped, the benchmark has fewer than three generators")
-        times["run methods"] = snakemake(directory, args.cores, args.target, configs)
-    board_path = directory / "results" / "leaderboard.csv"
+        times["run methods"] = snakemake(
+            directory, args.cores, args.target, configs, ["--config", f"run={run}"]
+        )
+    board_path = results / "leaderboard.csv"
     if not board_path.exists():
         print(f"skipped: no leaderboard at {board_path}")
         return 0

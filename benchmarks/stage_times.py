@@ -1,7 +1,7 @@
 """Wall time, CPU time and peak memory per workflow stage, from Snakemake's `benchmark:` timing files
-(results/timings/).
+(results/<run>/timings/).
 
-Run after a workflow run:  python benchmarks/stage_times.py [results]
+Run after a workflow run:  python benchmarks/stage_times.py [results/<run>]  (default: the demo)
 """
 
 import sys
@@ -28,7 +28,7 @@ def stage_table(results):
     return pd.DataFrame(rows)
 
 
-def main(results="results"):
+def main(results="results/demo"):
     jobs = stage_table(results)
     if jobs.empty:
         print(f"no benchmark files under {results}/benchmarks: run the workflow first")

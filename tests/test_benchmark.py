@@ -164,24 +164,25 @@ def test_benchmark_workflow_then_scores(tmp_path):
         shutil.copy(ROOT / "tests" / "data" / name, work / name)
     one_thread = ["--set-threads", "benchmark_train=1", "benchmark_sample=1"]
     snakemake(work, "benchmark", "--configfile", "benchmark_tiny.yaml", *one_thread)
-    bench = work / "results" / "benchmark" / "tiny"
+    built = work / "results" / "benchmark_tiny"  # the run: the config file's name
+    bench = built / "benchmark" / "tiny"
     for g in ("dcgan", "vae"):
-        assert (work / "results" / "models" / "benchmark" / "tiny" / f"{g}.safetensors").exists()
+        assert (built / "models" / "benchmark" / "tiny" / f"{g}.safetensors").exists()
         assert not (
-            work / "results" / "models" / "benchmark" / "tiny" / f"{g}.checkpoint.safetensors"
+            built / "models" / "benchmark" / "tiny" / f"{g}.checkpoint.safetensors"
         ).exists()
         assert Image.open(bench / "report" / f"{g}_grid.png").size[0] > 16
         assert "near copies" in (bench / "report" / f"{g}_memorisation.txt").read_text()
-        assert (work / "results" / "timings" / "benchmark" / "tiny" / f"train_{g}.tsv").exists()
+        assert (built / "timings" / "benchmark" / "tiny" / f"train_{g}.tsv").exists()
     # the written snippet + a methods file run the main workflow (profile replaces the demo)
     snakemake(
         work,
-        "results/leaderboard.csv",
+        "results/benchmark_methods/leaderboard.csv",  # the run: the last file's name
         "--configfile",
         str(bench.relative_to(work) / "gantrace.yaml"),
         "benchmark_methods.yaml",
     )
-    board = pd.read_csv(work / "results" / "leaderboard.csv")
+    board = pd.read_csv(work / "results" / "benchmark_methods" / "leaderboard.csv")
     assert set(board.dataset) == {
         "tiny_membership_dcgan",
         "tiny_membership_vae",

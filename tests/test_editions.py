@@ -113,10 +113,10 @@ def test_2024_layout_runs_end_to_end(workflow_dir, tmp_path):
         "attribution_test",
         "attribution_dev",
     ]
-    targets = [f"results/submissions/{ds}/checked.txt" for ds in checked]
+    targets = [f"results/edition/submissions/{ds}/checked.txt" for ds in checked]
     snakemake(workflow_dir, *targets, "--configfile", str(config))
 
-    subs = workflow_dir / "results" / "submissions"
+    subs = workflow_dir / "results" / "edition" / "submissions"
     for ds in checked:
         checked = (subs / ds / "checked.txt").read_text()
         assert "\tOK" in checked and "FAILED" not in checked, checked

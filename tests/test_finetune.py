@@ -184,18 +184,18 @@ attribution:
 def test_workflow_trains_the_feature_and_clusters_it(tmp_path):
     work = copy_workflow(tmp_path)
     (work / "ft.yaml").write_text(CONFIG)
-    target = "results/ft_attribution/attribution/cnn_kmeans.parquet"
+    target = "results/ft/ft_attribution/attribution/cnn_kmeans.parquet"
     snakemake(work, target, "--configfile", "ft.yaml", "--set-threads", "train_features=1")
     table = pd.read_parquet(work / target)
     assert len(table) == 24 and set(table.cluster) <= {1, 2, 3}
-    ids, x, attrs = io.read_features(work / "results/ft_attribution/features/cnn/full.h5")
+    ids, x, attrs = io.read_features(work / "results/ft/ft_attribution/features/cnn/full.h5")
     assert ids == sorted(ids) and x.shape == (24, 32 + 3)
     assert attrs["extractor"] == "finetuned" and attrs["oof_accuracy"] >= 0
-    models = work / "results/models/ft_attribution/cnn"
+    models = work / "results/ft/models/ft_attribution/cnn"
     assert sorted(p.name for p in models.glob("*.safetensors")) == [
         "fold0.safetensors",
         "fold1.safetensors",
     ]
-    assert not (work / "results/models/ft_attribution/cnn.checkpoints").exists()
+    assert not (work / "results/ft/models/ft_attribution/cnn.checkpoints").exists()
     proc = snakemake(work, target, "-n", "--configfile", "ft.yaml")
     assert "train_features" not in proc.stdout  # trained once, reused

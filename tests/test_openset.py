@@ -162,15 +162,19 @@ def test_workflow_plans_unknown_k_and_open_set(workflow_dir):
         for block in proc.stdout.split("\n\n")
         if (m := re.search(r"output: (results/[^,\s]+/attribution/\w+\.parquet)", block))
     }
+    # run.yaml is the demo config changed: its run stays demo (results/demo/)
     assert set(jobs) == {
-        "results/test_att/attribution/open.parquet",
-        "results/test_att/attribution/plain.parquet",
-        "results/demo_attribution/attribution/plain.parquet",
+        "results/demo/test_att/attribution/open.parquet",
+        "results/demo/test_att/attribution/plain.parquet",
+        "results/demo/demo_attribution/attribution/plain.parquet",
     }
-    open_job = jobs["results/test_att/attribution/open.parquet"]
-    assert "results/demo_attribution/features/spectrum/full.h5" in open_job
-    assert "results/demo_attribution/manifest.parquet" in open_job
-    assert "results/demo_attribution" not in jobs["results/test_att/attribution/plain.parquet"]
+    open_job = jobs["results/demo/test_att/attribution/open.parquet"]
+    assert "results/demo/demo_attribution/features/spectrum/full.h5" in open_job
+    assert "results/demo/demo_attribution/manifest.parquet" in open_job
+    assert (
+        "results/demo/demo_attribution"
+        not in jobs["results/demo/test_att/attribution/plain.parquet"]
+    )
 
 
 def test_open_set_labels_are_run_file_labels():

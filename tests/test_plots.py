@@ -227,7 +227,7 @@ def plotted_run(tmp_path_factory):
 
 @pytest.mark.workflow
 def test_all_builds_every_plot(plotted_run):
-    results = plotted_run / "results"
+    results = plotted_run / "results" / "plots"  # the run: the config file's name
     for ds, names in EXPECTED.items():
         pngs = sorted(results.glob(f"{ds}/plots/*.png")) + sorted(
             results.glob(f"segmentation/{ds}.png")
@@ -244,16 +244,17 @@ def test_all_builds_every_plot(plotted_run):
 
 @pytest.mark.workflow
 def test_report_holds_every_plot(plotted_run):
-    snakemake(plotted_run, "--report", "results/report.html", "all", "--configfile", "plots.yaml")
-    report = plotted_run / "results" / "report.html"
+    report = "results/plots/report.html"
+    snakemake(plotted_run, "--report", report, "all", "--configfile", "plots.yaml")
+    report = plotted_run / report
     assert report.stat().st_size > 100_000
     page = report.read_text()
     # every plot is in it, embedded (self-contained), not linked
     for names in EXPECTED.values():
         for name in names:
-            assert f"results/{name}" in page, name
+            assert f"results/plots/{name}" in page, name
             embedded = f"data:image/png;charset=utf8;filename={name.split('/')[-1]};base64"
             assert embedded in page, name
     assert "data:text/html;charset=utf8;filename=leaderboard.html;base64" in page
-    assert "results/leaderboard.csv" in page
+    assert "results/plots/leaderboard.csv" in page
     assert "Hungarian" in page and "worst Dice cases come" in page  # captions

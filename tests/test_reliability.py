@@ -110,10 +110,11 @@ socket.gethostbyname = lambda host: _getaddrinfo(host)
 _note("guard " + " ".join(sys.argv[:1]))
 """
 
-CKPT = "results/models/lung_unet.checkpoint.safetensors"
-MODEL = "results/models/lung_unet.safetensors"
-EMBED = "results/mini/features/resnet18/lung/shards/0.h5"
-EMBED_LOG = "results/logs/embed/mini/resnet18/lung/0.log"
+# The run is mini (the config file's name), its dataset mini too: results/mini/...
+CKPT = "results/mini/models/lung_unet.checkpoint.safetensors"
+MODEL = "results/mini/models/lung_unet.safetensors"
+EMBED = "results/mini/mini/features/resnet18/lung/shards/0.h5"
+EMBED_LOG = "results/mini/logs/embed/mini/resnet18/lung/0.log"
 # Fields that legitimately differ between two runs: wall-clock time and whether a run
 # resumed from a checkpoint (provenance). They live only in the U-Net's metrics.
 VOLATILE = {"seconds", "resumed_after_epoch"}
@@ -246,7 +247,7 @@ def _written(rel):
 def _resumed_epoch(work, start):
     """Training resumed from a checkpoint and has finished another epoch (Snakemake
     starts each attempt of a job with a fresh log)."""
-    log = work / "results/logs/train_unet.log"
+    log = work / "results/mini/logs/train_unet.log"
     text = log.read_text() if log.exists() else ""
     at = text.find("resuming from checkpoint")
     return at >= 0 and "segment epoch" in text[at:]
@@ -365,7 +366,7 @@ def interrupted(runs):
 
 def _outputs(work):
     """Result files to compare: all but logs, timings and hidden temporary files."""
-    root = work / "results"
+    root = work / "results" / "mini"
     out = {}
     for p in root.rglob("*"):
         rel = p.relative_to(root)
@@ -442,10 +443,10 @@ def test_every_kill_happened_mid_job_and_left_no_half_written_file(interrupted):
 @pytest.mark.workflow
 def test_training_resumed_from_its_checkpoint(interrupted):
     work, _ = interrupted
-    log = (work / "results/logs/train_unet.log").read_text()
+    log = (work / "results/mini/logs/train_unet.log").read_text()
     resumed = [int(m) for m in re.findall(r"resuming from checkpoint \S+ after epoch (\d+)/", log)]
     assert len(resumed) == 1 and resumed[0] >= 1, log  # the last attempt's log
-    metrics = json.loads((work / "results/models/lung_unet_metrics.json").read_text())
+    metrics = json.loads((work / "results/mini/models/lung_unet_metrics.json").read_text())
     assert metrics["resumed_after_epoch"] >= 1
 
 
@@ -743,8 +744,8 @@ def test_two_threads_give_the_one_thread_features_and_decisions(
     weight-free features computed here with 1 and with 2 threads."""
     cfg = validate_config(yaml.safe_load(MINI), ROOT / "config" / "schema.yaml")
     monkeypatch.chdir(reference)  # inputs by the relative paths the workflow uses
-    res, out = reference / "results", tmp_path / "results"
-    images, masks = "results/mini/images/0.h5", "results/mini/lung_masks/0.h5"
+    res, out = reference / "results" / "mini", tmp_path / "results"
+    images, masks = "results/mini/mini/images/0.h5", "results/mini/mini/lung_masks/0.h5"
 
     def embed(feature, rel):
         stages.embed(images, masks, "lung", cfg["features"][feature], out / rel, 0, "cpu", 0)
@@ -759,10 +760,10 @@ def test_two_threads_give_the_one_thread_features_and_decisions(
     compared = 2
     for method, m in cfg["membership"]["methods"].items():
         spec = {"task": "membership", "name": method, **m}
-        feats = f"results/mini/features/{m['feature']}/{m['region']}.h5"
+        feats = f"results/mini/mini/features/{m['feature']}/{m['region']}.h5"
         rel = f"mini/membership/{method}.parquet"
         n_folds = cfg["membership"]["n_folds"]
-        stages.membership(feats, "results/mini/manifest.parquet", spec, n_folds, 0, out / rel)
+        stages.membership(feats, "results/mini/mini/manifest.parquet", spec, n_folds, 0, out / rel)
         assert (out / rel).read_bytes() == (res / rel).read_bytes(), rel
         sub = f"submissions/mini/{method}.csv"
         stages.submission("membership", out / rel, out / sub)

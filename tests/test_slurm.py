@@ -61,9 +61,9 @@ membership:
 DATA = {**TINY_MEMBERSHIP, "n_used": 8, "n_not_used": 8, "n_generated": 16, "n_unknown": 8}
 # The tables and run files (plots left out: they add nothing to the cluster path).
 TARGETS = [
-    "results/leaderboard.csv",
-    "results/m/scores.parquet",
-    "results/submissions/m/checked.txt",
+    "results/small/leaderboard.csv",
+    "results/small/m/scores.parquet",
+    "results/small/submissions/m/checked.txt",
 ]
 RESULTS = [
     "leaderboard.csv",
@@ -323,23 +323,25 @@ def test_gpu_rules_go_to_the_gpu_partition_with_a_gpu(run):
 
 
 def test_a_gpu_job_logs_the_granted_gpu_and_falls_back_to_cpu(run):
-    log = (run["work"] / "results/logs/embed/m/resnet18/full/0.log").read_text()
+    log = (run["work"] / "results/small/logs/embed/m/resnet18/full/0.log").read_text()
     device = re.search(r"^device: .*$", log, re.M)
     assert device, log
     assert device.group(0).startswith("device: cpu (asked: auto; CUDA available: False")
     assert "CUDA_VISIBLE_DEVICES=0" in device.group(0) and "SLURM_STEP_GPUS=0" in device.group(0)
     # a weight-free feature picks no device, even on the GPU partition
-    assert "device:" not in (run["work"] / "results/logs/embed/m/pixels/full/0.log").read_text()
+    assert (
+        "device:" not in (run["work"] / "results/small/logs/embed/m/pixels/full/0.log").read_text()
+    )
 
 
 def test_results_equal_the_local_run(run):
     assert run["local"].returncode == 0, run["local"].text
     for name in RESULTS:
-        on_slurm, local = (run[k] / "results" / name for k in ("work", "ref"))
+        on_slurm, local = (run[k] / "results" / "small" / name for k in ("work", "ref"))
         assert on_slurm.read_bytes() == local.read_bytes(), name
     pd.testing.assert_frame_equal(
-        pd.read_parquet(run["work"] / "results/m/scores.parquet"),
-        pd.read_parquet(run["ref"] / "results/m/scores.parquet"),
+        pd.read_parquet(run["work"] / "results/small/m/scores.parquet"),
+        pd.read_parquet(run["ref"] / "results/small/m/scores.parquet"),
     )
 
 

@@ -162,7 +162,7 @@ def test_fetch_weights_target(tmp_path):
         "features:\n  pixels: {name: pixels, size: 32}\n  lite0: {name: efficientnet_lite0}\n"
     )
     snakemake(wd, "fetch_weights", "--configfile", "config/config.yaml", str(cfg))
-    record = json.loads((wd / "results/models/weights_fetched.json").read_text())
+    record = json.loads((wd / "results/demo/models/weights_fetched.json").read_text())
     assert [(r["source"], r["status"], r["features"]) for r in record] == [
         ("package", "packaged", ["lite0"])
     ]

@@ -45,7 +45,7 @@ def tiny_run(tmp_path_factory):
 
 
 def test_outputs_and_scores(tiny_run):
-    board = pd.read_csv(tiny_run / "results" / "leaderboard.csv")
+    board = pd.read_csv(tiny_run / "results" / "tiny" / "leaderboard.csv")
     names = set(board.method)
     assert {
         "pixels_knn",
@@ -65,21 +65,21 @@ def test_outputs_and_scores(tiny_run):
     # The simulator's generator artefacts are strong in the residual spectrum.
     assert att.set_index("method").loc["spectrum_kmeans", "ari"] > 0.5
     for ds in ("tiny_membership", "tiny_attribution"):
-        assert (tiny_run / "results" / ds / "manifest.parquet").exists()
-    masks = tiny_run / "results" / "tiny_membership" / "lung_masks"
+        assert (tiny_run / "results" / "tiny" / ds / "manifest.parquet").exists()
+    masks = tiny_run / "results" / "tiny" / "tiny_membership" / "lung_masks"
     assert sorted(p.name for p in masks.glob("*.h5"))
-    metrics = (tiny_run / "results" / "models" / "lung_unet_metrics.json").read_text()
+    metrics = (tiny_run / "results" / "tiny" / "models" / "lung_unet_metrics.json").read_text()
     assert "val_dice" in metrics
 
 
 def test_run_files_follow_the_rules(tiny_run):
-    man = pd.read_parquet(tiny_run / "results" / "tiny_membership" / "manifest.parquet")
+    man = pd.read_parquet(tiny_run / "results" / "tiny" / "tiny_membership" / "manifest.parquet")
     unknown = sorted(man.image_id[man.role == "real_unknown"])
-    sub = tiny_run / "results" / "submissions" / "tiny_membership" / "pixels_knn.csv"
+    sub = tiny_run / "results" / "tiny" / "submissions" / "tiny_membership" / "pixels_knn.csv"
     validate_run_file(sub, unknown, {0, 1})
     lines = sub.read_text().splitlines()
     assert len(lines) == len(unknown) and "," in lines[0]
-    att = tiny_run / "results" / "submissions" / "tiny_attribution" / "fused_vote.csv"
+    att = tiny_run / "results" / "tiny" / "submissions" / "tiny_attribution" / "fused_vote.csv"
     labels = {int(line.split(",")[1]) for line in att.read_text().splitlines()}
     assert labels <= {1, 2, 3}
 
@@ -96,7 +96,7 @@ def test_changed_method_reruns_only_its_chain(tiny_run):
         "pixels_knn: {feature: pixels, scorer: {name: knn, k: 2}}",
     )
     assert changed != cfg
-    (tiny_run / "changed.yaml").write_text(changed)
+    (tiny_run / "changed.yaml").write_text("run: tiny\n" + changed)  # the same run
     jobs = planned_jobs(snakemake(tiny_run, "all", "-n", "--configfile", "changed.yaml"))
     # the method, both fusions that use it, its dataset's score, the board, 3 run files and
     # their check, the membership plot and the board's table -- no feature, mask or other method
@@ -114,7 +114,7 @@ def test_changed_method_reruns_only_its_chain(tiny_run):
 
 
 def test_changed_image_reruns_only_its_shard(tiny_run):
-    man = pd.read_parquet(tiny_run / "results" / "tiny_membership" / "manifest.parquet")
+    man = pd.read_parquet(tiny_run / "results" / "tiny" / "tiny_membership" / "manifest.parquet")
     row = man[man.role == "real_used"].iloc[0]
     path = tiny_run / row.path
     img = np.asarray(Image.open(path)).copy()
@@ -151,14 +151,14 @@ def test_bad_images_stop_before_embedding(workflow_dir):
     proc = snakemake(workflow_dir, "all", "--configfile", "bad.yaml", check=False)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stdout + proc.stderr  # a data problem: its message only
-    log = (workflow_dir / "results" / "logs" / "manifest" / "bad.log").read_text()
+    log = (workflow_dir / "results" / "bad" / "logs" / "manifest" / "bad.log").read_text()
     assert "3 input image(s) cannot be used" in log
     assert used[0].name in log and "truncated" in log
     assert "notes.png" in log and "not an image" in log
     assert used[1].name in log and "RGB" in log
-    assert not (workflow_dir / "results" / "bad" / "features").exists()
+    assert not (workflow_dir / "results" / "bad" / "bad" / "features").exists()
     # shards already decoded are kept
-    assert list((workflow_dir / "results" / "bad" / "images").glob("*.h5"))
+    assert list((workflow_dir / "results" / "bad" / "bad" / "images").glob("*.h5"))
 
 
 def test_skipped_images_reach_the_console(workflow_dir):
@@ -176,8 +176,8 @@ def test_skipped_images_reach_the_console(workflow_dir):
         "membership:\n  methods:\n    pixels_knn: {feature: pixels, scorer: {name: knn}}\n"
     )
     (workflow_dir / "skip.yaml").write_text(cfg)
-    proc = snakemake(workflow_dir, "results/skip/manifest.parquet", "--configfile", "skip.yaml")
-    rejected = "results/skip/rejected.parquet"
+    proc = snakemake(workflow_dir, "results/skip/skip/manifest.parquet", "--configfile", "skip.yaml")
+    rejected = "results/skip/skip/rejected.parquet"
     assert "skip: 1 unusable image(s) skipped" in proc.stdout + proc.stderr
     assert rejected in proc.stdout + proc.stderr
     assert count_rejected(workflow_dir / rejected) == 1

@@ -1,5 +1,5 @@
 # Benchmark builder: real slices -> used / not-used split -> generators trained on the used
-# slices -> results/benchmark/<name>/ in the layouts of both tasks, with ground truth.
+# slices -> results/<run>/benchmark/<name>/ in the layouts of both tasks, with ground truth.
 rule benchmark:
     """Build the benchmark of the config's `benchmark:` section (both task layouts + truth)."""
     input:

@@ -7,7 +7,7 @@ from pathlib import Path
 # the conda env, which installs this checkout too).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from gantrace import catalogue, cluster, plan
+from gantrace import catalogue, cluster, plan, runs
 from gantrace.config import validate_config
 from gantrace.errors import GantraceError
 from gantrace.data.ingest import under_root
@@ -28,6 +28,8 @@ def checked(fn):
     return call
 
 
+# Every result of this config under results/<run>/ (gantrace.runs): runs never mix.
+config.setdefault("run", runs.default_run(workflow.overwrite_configfiles))
 # Catalogue entries (config/methods/<id>.yaml) join the config before it is checked.
 CATALOGUE = checked(catalogue.expand)(
     config, Path(workflow.basedir) / "config" / "methods"
@@ -36,7 +38,7 @@ checked(validate_config)(config, workflow.source_path("../../config/schema.yaml"
 # SLURM partitions and account: refused while the profile's placeholders are unset.
 checked(cluster.check_slurm_resources)(workflow.resource_settings)
 
-R = "results"
+R = runs.run_dir(config["run"])
 INGEST = config["ingest"]
 DATASETS = config.get("datasets", {})  # a benchmark-only config has none
 FEATURES = config["features"]

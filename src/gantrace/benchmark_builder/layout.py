@@ -205,7 +205,8 @@ def write_benchmark(split_csv, sample_paths, bench, out_root, out_config, out_me
     Path(out_config).write_text(
         "# Written by `snakemake benchmark`: point the main workflow at this benchmark with\n"
         f"#   snakemake all --configfile {out_config} my_methods.yaml\n"
-        "# (my_methods.yaml: features, attribution and membership sections).\n"
+        "# (my_methods.yaml: features, attribution and membership sections). Results go to\n"
+        "# results/<run>/: `run:` if a file sets it, else the last file's name (my_methods).\n"
         + yaml.safe_dump(config, sort_keys=False)
     )
     Path(out_meta).write_text(json.dumps(meta, indent=2) + "\n")
