@@ -71,6 +71,10 @@ def test_summary_without_results_does_not_fail(tmp_path):
     text = run_summary(tmp_path / "nothing", DATASETS)
     assert "0 images" in text and "? images" in text
     assert jobs_done(tmp_path / "missing.log") is None
+    assert jobs_done([]) is None
+    log = tmp_path / "s.log"
+    log.write_text("3 of 9 steps (33%) done\n9 of 9 steps (100%) done\n")
+    assert jobs_done([str(log)]) == 9  # Snakemake gives onsuccess a list of log files
 
 
 # -- the logger -------------------------------------------------------------------------------

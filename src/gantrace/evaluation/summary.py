@@ -20,7 +20,10 @@ def _rows(path):
 
 def jobs_done(log_file):
     """Jobs run, from Snakemake's log file (its last "N of M steps done" line); None if
-    there is no such line (nothing to do, no log)."""
+    there is no such line (nothing to do, no log). `log_file`: a path or a list of paths
+    (what Snakemake hands `onsuccess`); the first one is read."""
+    if isinstance(log_file, (list, tuple)):
+        log_file = log_file[0] if log_file else None
     try:
         found = _STEPS.findall(Path(log_file).read_text(errors="replace"))
     except (OSError, TypeError):
@@ -50,7 +53,7 @@ def best_methods(board, dataset):
 def run_summary(results_dir, datasets, log_file=None):
     """The end-of-run summary (text, several lines) of a run whose results are under
     `results_dir`; `datasets` maps each dataset name to its config (its `task`);
-    `log_file` (Snakemake's log of this run) gives the number of jobs run."""
+    `log_file` (Snakemake's log of this run, or the list of them) gives the jobs run."""
     results = Path(results_dir)
     board_path = results / "leaderboard.csv"
     board = pd.read_csv(board_path) if board_path.is_file() else None
