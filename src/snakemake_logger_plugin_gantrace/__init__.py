@@ -20,7 +20,8 @@ from snakemake_interface_logger_plugins.common import LogEvent
 # Scheduler chatter a user has nothing to do with (one or two lines per scheduling round).
 NOISE = re.compile(
     r"^(Select jobs to execute\.\.\.|Execute \d+ jobs\.\.\.|Using shell: .*"
-    r"|Assuming unrestricted shared filesystem usage\.|Rules claiming more threads will be "
+    r"|Assuming unrestricted shared filesystem usage\.|Conda environments: ignored"
+    r"|Rules claiming more threads will be "
     r"scaled down\.|Provided resources: .*|Provided cores: .*|Building DAG of jobs\.\.\.)$"
 )
 
