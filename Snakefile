@@ -4,9 +4,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The demo config, unless --configfile names another: that one replaces it (not merged).
-# The profiles say so with `replace-workflow-config`, but Snakemake does not pass that flag
-# on to the jobs it submits to a cluster, which would merge the demo config back in.
+# The demo config, unless --configfile names another: that one replaces it (not merged),
+# here and in the jobs submitted to a cluster (which get the same --configfile). `--config
+# key=value` alone extends the demo config. (Snakemake's `replace-workflow-config` would
+# instead drop the demo config for a bare `--config`, and is not passed on to cluster jobs.)
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"

@@ -24,7 +24,7 @@ from gantrace.torch_env import pick_device
 PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
 GPU_RULES = {"train_unet", "segment", "embed"}
 TABLE_RULES = {"leaderboard", "submission", "check_run_files", "manifest", "score"}
-TORCH = {"torchvision", "dinov2", "timm"}
+TORCH = {"torchvision", "dinov2", "timm", "efficientnet_lite0"}
 # A site's partitions and account: the profile's placeholders are these variables.
 SITE = {
     "GANTRACE_SLURM_CPU_PARTITION": "short",

@@ -11,6 +11,7 @@ from gantrace.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "config" / "schema.yaml"
+WEIGHT_FREE = {"pixels", "lbp", "spectrum", "dct", "residual"}
 
 
 def demo():
@@ -22,6 +23,15 @@ def test_demo_and_tiny_configs_are_valid():
     assert cfg["ingest"]["n_shards"] == 4
     assert cfg["membership"]["methods"]["pixels_knn"]["used_fraction"] == 0.5  # default filled
     validate_config(yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text()), SCHEMA)
+
+
+def test_the_demo_uses_real_weights_and_the_transformers_demo_dinov2():
+    cfg = demo()
+    nets = {f: s for f, s in cfg["features"].items() if s["name"] not in WEIGHT_FREE}
+    assert nets == {"lite0": {"name": "efficientnet_lite0", "input_size": 224}}
+    other = yaml.safe_load((ROOT / "config" / "demo-transformers.yaml").read_text())
+    assert other["features"]["dinov2"]["weights"] == "imagenet"
+    validate_config(other, SCHEMA)
 
 
 @pytest.mark.parametrize(

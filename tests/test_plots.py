@@ -119,6 +119,26 @@ def test_membership_plots(tmp_path):
     assert_png(tmp_path / "blind.png", min_bytes=1_000)
 
 
+def test_score_histograms_drop_empty_panels_and_say_infinite_thresholds(tmp_path, monkeypatch):
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out: figs.append(fig))
+    dev_only = membership_table(1)
+    dev_only = dev_only[dev_only.role != "real_unknown"].copy()
+    dev_only.loc[dev_only.index[:20], "threshold"] = -np.inf  # F1 best when all are called used
+    plots.plot_score_histograms({"a_knn": dev_only, "b_knn": dev_only}, tmp_path / "h.png")
+    axes = [ax for ax in figs[0].axes if ax.get_visible() and ax.axison]
+    assert len(figs[0].axes) == 2 and len(axes) == 2  # no "unknown set" column at all
+    texts = [t.get_text() for ax in axes for t in ax.get_legend().get_texts()]
+    assert "threshold: every image called used" in texts
+    assert not any("inf" in t for t in texts)
+    # one method without unknown-set images next to one with them: its panel is left out
+    figs.clear()
+    plots.plot_score_histograms({"a": membership_table(1), "b": dev_only}, tmp_path / "h.png")
+    assert len(figs[0].axes) == 4
+    assert [ax.axison for ax in figs[0].axes] == [True, True, True, False]
+    assert all("no " not in t.get_text() for ax in figs[0].axes for t in ax.texts)
+
+
 def test_segmentation_plot_puts_worst_dice_first(tmp_path):
     imgs = simulate_images()
     true = imgs > 60

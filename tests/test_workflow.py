@@ -189,3 +189,17 @@ def test_misspelt_config_key_is_named(workflow_dir):
     proc = snakemake(workflow_dir, "all", "-n", "--configfile", "typo.yaml", check=False)
     assert proc.returncode != 0
     assert "n_fold" in proc.stdout + proc.stderr
+
+
+def test_transformers_demo_config_plans_its_dinov2_jobs(workflow_dir):
+    """config/demo-transformers.yaml (DINOv2 through transformers) parses and plans; here
+    with random-init weights, so that the dry run needs no download."""
+    text = (workflow_dir / "config" / "demo-transformers.yaml").read_text()
+    offline = text.replace("weights: imagenet, size: small", "weights: none, size: small")
+    assert offline != text
+    (workflow_dir / "dt.yaml").write_text(offline)
+    proc = snakemake(workflow_dir, "all", "-n", "--configfile", "dt.yaml")
+    jobs = planned_jobs(proc)
+    # per dataset and shard (2 x 2): dinov2 and the one weight-free feature its task uses
+    assert jobs["embed"] == 2 * 2 * 2, jobs
+    assert "dinov2" in proc.stdout and jobs["membership"] == 2 and jobs["attribution"] == 2

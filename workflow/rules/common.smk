@@ -11,6 +11,7 @@ from gantrace import catalogue, cluster, plan, runs
 from gantrace.config import validate_config
 from gantrace.errors import GantraceError
 from gantrace.data.ingest import under_root
+from gantrace.evaluation.summary import run_summary
 
 
 def checked(fn):
@@ -159,11 +160,10 @@ def all_targets():
 
 
 onsuccess:
-    board = Path(R) / "leaderboard.csv"
-    if board.exists():
-        print(
-            f"\ngantrace: leaderboard written to {board} (scores per dataset in {R}/<dataset>/scores.parquet)"
-        )
+    # The run's summary (datasets, jobs, refused images, leaderboard, best methods); `log` is
+    # Snakemake's log of this run. A dry run or a benchmark-only run has no leaderboard.
+    if (Path(R) / "leaderboard.csv").exists() and not workflow.dryrun:
+        print("\n" + run_summary(R, DATASETS, log))
 
 
 # -- benchmark builder (workflow/rules/benchmark.smk) ---------------------------------------

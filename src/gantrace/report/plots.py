@@ -313,21 +313,31 @@ def plot_score_histograms(tables, out, bins=30, title=""):
     """
     if not tables:
         return placeholder(out, title or "membership scores", "no methods")
-    fig = _figure(10, 2.1 * len(tables) + 0.8)
-    axes = fig.subplots(len(tables), 2, squeeze=False)
+    sets = {name: _membership_sets(t) for name, t in tables.items()}
+    # a column (dev, unknown set) only where some method has images in it
+    columns = [
+        (k, what)
+        for k, what in enumerate(("dev", "unknown set"))
+        if any(sel[k].any() for sel in sets.values())
+    ]
+    if not columns:
+        return placeholder(out, title or "membership scores", "no scored images")
+    fig = _figure(5 * len(columns), 2.1 * len(tables) + 0.8)
+    axes = fig.subplots(len(tables), len(columns), squeeze=False)
     colour = {1: "tab:red", 0: "tab:blue", -1: "0.45"}
     label = {1: "used", 0: "not used", -1: "unknown"}
+    # an infinite threshold (F1 best when every image is called used) has no line: words
+    endless = {-np.inf: "every image called used", np.inf: "no image called used"}
     for row, (name, t) in enumerate(tables.items()):
         score = t.score.to_numpy(dtype=float)
         y = t.y.to_numpy()
-        dev, test = _membership_sets(t)
         finite = score[np.isfinite(score)]
         edges = np.histogram_bin_edges(finite if len(finite) else [0, 1], bins=bins)
         thr = t.threshold.to_numpy(dtype=float) if "threshold" in t else None
-        for col, (sel, what) in enumerate(((dev, "dev"), (test, "unknown set"))):
-            ax = axes[row, col]
-            if not sel.any():
-                _message(ax, f"{name}: no {what} images")
+        for col, (k, what) in enumerate(columns):
+            ax, sel = axes[row, col], sets[name][k]
+            if not sel.any():  # this method has none where others have some
+                ax.set_axis_off()
                 continue
             for cls in (1, 0, -1):
                 s = sel & (y == cls)
@@ -344,24 +354,22 @@ def plot_score_histograms(tables, out, bins=30, title=""):
                     )
             if thr is not None:
                 values = np.unique(thr[sel][np.isfinite(thr[sel])])
-                for k, v in enumerate(values):
+                for j, v in enumerate(values):
                     ax.axvline(
                         v,
                         color="black",
                         linestyle=":" if len(values) > 1 else "--",
                         linewidth=1,
-                        label="threshold" if k == 0 else None,
+                        label="threshold" if j == 0 else None,
                     )
-                # an infinite threshold (F1 best when every image is called used) has no line
-                for v, say in ((-np.inf, "-inf: all used"), (np.inf, "+inf: none used")):
+                for v, say in endless.items():
                     if (thr[sel] == v).any():
-                        ax.plot([], [], " ", label=f"threshold {say}")
+                        ax.plot([], [], " ", label=f"threshold: {say}")
             ax.set_title(f"{name}: {what}", fontsize=10)
             ax.locator_params(axis="x", nbins=6)
             ax.set_ylabel("density")
+            ax.set_xlabel("score (higher = more likely used)")
             ax.legend(fontsize=8)
-        axes[row, 0].set_xlabel("score (higher = more likely used)")
-        axes[row, 1].set_xlabel("score (higher = more likely used)")
     if title:
         fig.suptitle(title)
     return _save(fig, out)
