@@ -53,6 +53,10 @@ class LogHandler(LogHandlerBase, ColorizingTextHandler):
         self.finished = []  # labels of finished jobs not yet counted by a PROGRESS event
 
     def emit(self, record):
+        if not self.compact and getattr(record, "event", None) == LogEvent.JOB_INFO:
+            # Snakemake's own layout: a blank line before every job banner (its handler
+            # skips it after another banner, which only the filtered shell lines broke up)
+            self.last_msg_was_job_info = False
         if self.compact:
             text = self.compact_text(record)
             if text is None:
