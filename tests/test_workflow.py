@@ -176,7 +176,9 @@ def test_skipped_images_reach_the_console(workflow_dir):
         "membership:\n  methods:\n    pixels_knn: {feature: pixels, scorer: {name: knn}}\n"
     )
     (workflow_dir / "skip.yaml").write_text(cfg)
-    proc = snakemake(workflow_dir, "results/skip/skip/manifest.parquet", "--configfile", "skip.yaml")
+    proc = snakemake(
+        workflow_dir, "results/skip/skip/manifest.parquet", "--configfile", "skip.yaml"
+    )
     rejected = "results/skip/skip/rejected.parquet"
     assert "skip: 1 unusable image(s) skipped" in proc.stdout + proc.stderr
     assert rejected in proc.stdout + proc.stderr
