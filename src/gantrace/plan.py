@@ -325,42 +325,13 @@ class Plan:
                         _collect(problems, where, SCORERS.create, combo, where, random_state=seed)
                 if len(problems) > before:
                     continue  # the whole method: only once its parts are right
-                if task == "membership":
-                    whole = (
-                        MembershipMethod,
-                        dict(
-                            scorer=m["scorer"],
-                            reducer=m.get("reducer"),
-                            threshold=m.get("threshold"),
-                            used_fraction=m.get("used_fraction", 0.5),
-                            n_folds=n_folds,
-                            random_state=seed,
-                        ),
-                    )
-                elif m.get("known_from"):
-                    whole = (
-                        OpenSetAttribution,
-                        dict(
-                            reducer=m.get("reducer"),
-                            clusterer=m["clusterer"],
-                            n_clusters_estimator=m.get("estimate_k"),
-                            random_state=seed,
-                            **m.get("open_set", {}),
-                        ),
-                    )
-                else:
-                    whole = (
-                        AttributionMethod,
-                        dict(
-                            n_clusters=None,
-                            clusterer=m["clusterer"],
-                            reducer=m.get("reducer"),
-                            n_clusters_estimator=m.get("estimate_k"),
-                            random_state=seed,
-                        ),
-                    )
-                try:
-                    whole[0](**whole[1])
+                try:  # the whole method, as its job builds it
+                    if task == "membership":
+                        MembershipMethod.from_spec(m, n_folds, seed)
+                    elif m.get("known_from"):
+                        OpenSetAttribution.from_spec(m, None, seed)
+                    else:
+                        AttributionMethod.from_spec(m, None, seed)
                 except ConfigError as err:
                     problems.append(f"{key}.{err}")
 

@@ -256,13 +256,7 @@ def attribution(
         )
     else:
         auto = spec.get("n_clusters") == "auto" or n_generators is None
-        method = AttributionMethod(
-            n_clusters=None if auto else n_generators,
-            clusterer=spec["clusterer"],
-            reducer=spec.get("reducer"),
-            n_clusters_estimator=spec.get("estimate_k"),
-            random_state=seed,
-        )
+        method = AttributionMethod.from_spec(spec, None if auto else n_generators, seed)
         labels = method.fit_predict(x)
         if auto:
             crit = (spec.get("estimate_k") or {}).get("name", "silhouette")
@@ -282,14 +276,7 @@ def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=N
     real, rx = io.read_features_by_role(
         features_h5, manifest_path, {"real_used", "real_not_used", "real_unknown"}
     )
-    method = MembershipMethod(
-        scorer=spec["scorer"],
-        reducer=spec.get("reducer"),
-        threshold=spec.get("threshold"),
-        used_fraction=spec.get("used_fraction", 0.5),
-        n_folds=n_folds,
-        random_state=seed,
-    )
+    method = MembershipMethod.from_spec(spec, n_folds, seed)
     result = method.run(gx, rx, real.label.to_numpy())
     _say(method.threshold_note_)
     _save_models(method, model_dir)

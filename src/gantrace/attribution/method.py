@@ -296,6 +296,18 @@ class AttributionMethod:
     `n_clusters_` holds the count used either way.
     """
 
+    @classmethod
+    def from_spec(cls, spec, n_clusters, random_state):
+        """The method a config entry `attribution.methods.<name>` describes; `n_clusters`
+        None estimates the count."""
+        return cls(
+            n_clusters=n_clusters,
+            clusterer=spec["clusterer"],
+            reducer=spec.get("reducer"),
+            n_clusters_estimator=spec.get("estimate_k"),
+            random_state=random_state,
+        )
+
     def __init__(
         self,
         n_clusters,

@@ -49,6 +49,19 @@ class OpenSetAttribution(Part):
         "random_state": [SEED],
     }
 
+    @classmethod
+    def from_spec(cls, spec, n_new, random_state):
+        """The method an open-set entry (`known_from`) of `attribution.methods` describes;
+        `n_new` None estimates the number of new generators."""
+        return cls(
+            reducer=spec.get("reducer"),
+            clusterer=spec["clusterer"],
+            n_new=n_new,
+            n_clusters_estimator=spec.get("estimate_k"),
+            random_state=random_state,
+            **spec.get("open_set", {}),
+        )
+
     def __init__(
         self,
         reducer=None,
@@ -186,14 +199,7 @@ def open_set_labels(spec, known_X, known_generator, X, n_generators, random_stat
     n_known = len(set(known_generator[named]))
     n_new = None if auto else max(int(n_generators) - n_known, 0)
     try:
-        method = OpenSetAttribution(
-            reducer=spec.get("reducer"),
-            clusterer=spec["clusterer"],
-            n_new=n_new,
-            n_clusters_estimator=spec.get("estimate_k"),
-            random_state=random_state,
-            **spec.get("open_set", {}),
-        )
+        method = OpenSetAttribution.from_spec(spec, n_new, random_state)
         labels = method.fit_predict(known_X[named], known_generator[named].to_numpy(), X) + 1
     except ConfigError as err:  # its keys are the method's: name them in full
         raise ConfigError(f"{where}.{err}") from None

@@ -123,6 +123,18 @@ class MembershipMethod:
         "n_folds": [Interval(int, 2)],
     }
 
+    @classmethod
+    def from_spec(cls, spec, n_folds, random_state):
+        """The method a config entry `membership.methods.<name>` describes."""
+        return cls(
+            scorer=spec["scorer"],
+            reducer=spec.get("reducer"),
+            threshold=spec.get("threshold"),
+            used_fraction=spec.get("used_fraction", 0.5),
+            n_folds=n_folds,
+            random_state=random_state,
+        )
+
     def __init__(
         self,
         scorer="knn",
