@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE = 1
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip -c constraints.txt -q
-	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]' -q
 	touch $(STAMP)
 
 run: $(STAMP)  ## the built-in demo (or CONFIG=my.yaml), end to end
