@@ -14,8 +14,8 @@ export HF_HUB_OFFLINE = 1
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip -c constraints.txt -q
-	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]' -q
+	$(BIN)/python -m pip install --upgrade pip -c constraints.txt -qq
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]' -qq
 	touch $(STAMP)
 
 run: $(STAMP)  ## the built-in demo (or CONFIG=my.yaml), end to end
