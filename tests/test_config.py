@@ -20,7 +20,7 @@ def demo():
 
 def test_demo_and_tiny_configs_are_valid():
     cfg = validate_config(demo(), SCHEMA)
-    assert cfg["ingest"]["n_shards"] == 4
+    assert cfg["ingest"]["n_shards"] == 2  # the demo: 2 shards (make run under 5 min)
     assert cfg["membership"]["methods"]["pixels_knn"]["used_fraction"] == 0.5  # default filled
     validate_config(yaml.safe_load((ROOT / "tests/data/tiny.yaml").read_text()), SCHEMA)
 
