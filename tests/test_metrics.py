@@ -17,11 +17,13 @@ from sklearn.metrics import (
 
 from gantrace.evaluation.metrics import (
     COUNTS,
+    FPRS,
     METRICS,
     PRIMARY,
     attribution_metrics,
     dice,
     membership_metrics,
+    tpr_column,
 )
 
 
@@ -79,14 +81,20 @@ def test_attribution_metrics_match_sklearn(seed):
     assert got["nmi"] == pytest.approx(normalized_mutual_info_score(a, b))
     perfect = attribution_metrics(a, 10 - a)
     k = len(set(a))
-    assert perfect == {"ari": 1.0, "nmi": pytest.approx(1.0), "k_found": k, "k_true": k}
+    assert perfect == {
+        "ari": 1.0,
+        "nmi": pytest.approx(1.0),
+        "accuracy": 1.0,
+        "k_found": k,
+        "k_true": k,
+    }
 
 
 def test_metric_names_are_the_scores_and_the_config_choices():
     """`METRICS` names what the metric functions return and what `datasets.<ds>.metric`
     may choose (config/schema.yaml), task by task; `PRIMARY` is one of them."""
     got = membership_metrics([0, 1, 1], [0, 1, 0], [0.1, 0.9, 0.4])
-    assert set(got) == set(METRICS["membership"])
+    assert set(got) == {*METRICS["membership"], *(tpr_column(r) for r in FPRS)}
     assert set(attribution_metrics([1, 2], [1, 2])) == {*METRICS["attribution"], *COUNTS}
     schema = yaml.safe_load((Path(__file__).parents[1] / "config" / "schema.yaml").read_text())
     metric = schema["properties"]["datasets"]["additionalProperties"]

@@ -100,6 +100,13 @@ def _cross_check(cfg):
                     yield f"datasets.{name}.{role}: only membership datasets have real images"
         elif "n_generators" in ds:
             yield f"datasets.{name}.n_generators: only attribution datasets take it"
+        dev = ds.get("dev_dataset")
+        if dev is not None and (dev == name or datasets.get(dev, {}).get("task") != ds["task"]):
+            others = [d for d, o in datasets.items() if d != name and o["task"] == ds["task"]]
+            yield (
+                f"datasets.{name}.dev_dataset: {dev!r} is not another {ds['task']} dataset; "
+                f"name one of {', '.join(others) or '(none defined)'} or remove the key"
+            )
     seg = cfg.get("segmentation", {})
     if seg.get("mask_source") == "folder" and not seg.get("mask_dir"):
         yield "segmentation.mask_dir: required when mask_source is 'folder'"

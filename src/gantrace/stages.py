@@ -297,20 +297,46 @@ def fusion(task, paths, spec, out, n_folds, seed):
 
 
 # -- scores and run files --------------------------------------------------------------------
-def score(task, dataset, names, fusions, paths, truth_path, out):
+def score(
+    task,
+    dataset,
+    names,
+    fusions,
+    paths,
+    truth_path,
+    out,
+    manifest_path=None,
+    metric=None,
+    evaluation=None,
+    seed=0,
+):
+    """Score every result table of a dataset with bootstrap intervals (`evaluation`: n_boot,
+    ci, fpr); whole groups are resampled where the manifest's `group` column names them."""
     results = {name: io.read_table(path) for name, path in zip(names, paths)}
-    table = scores.score_results(task, dataset, results, fusions, read_truth(truth_path))
+    groups = None
+    if manifest_path:
+        man = io.read_table(manifest_path)
+        if "group" in man.columns and (man.group.fillna("").astype(str) != "").any():
+            groups = dict(zip(man.image_id, man.group.fillna("").astype(str)))
+    t0 = time.perf_counter()
+    table = scores.score_results(
+        task, dataset, results, fusions, read_truth(truth_path), groups, metric, evaluation, seed
+    )
     if not len(table):
         _say(f"{dataset}: no ground truth, so no scores (run files are still written)")
+    else:
+        unit = "groups" if (table.boot_unit == "group").all() else "images (assumed independent)"
+        _say(f"bootstrap over {unit} in {time.perf_counter() - t0:.1f} s")
     io.write_table(table, out)
     _say(table.to_string(index=False))
 
 
-def leaderboard(score_paths, out_csv, metrics=None, catalogue=None):
+def leaderboard(score_paths, out_csv, metrics=None, catalogue=None, dev_datasets=None):
     """Rank methods per dataset and split by the primary metric: `metrics` maps a dataset to
     its metric (config `datasets.<ds>.metric`), else f1 (membership) / ari (attribution).
-    `catalogue` maps a method or fusion name to the catalogue id it came from."""
-    ranked = board.rank([io.read_table(p) for p in score_paths], metrics, catalogue)
+    `catalogue` maps a method or fusion name to the catalogue id it came from;
+    `dev_datasets` a dataset to its dev dataset (the `selected_on_dev` rows)."""
+    ranked = board.rank([io.read_table(p) for p in score_paths], metrics, catalogue, dev_datasets)
     with io.atomic_path(out_csv) as tmp:
         ranked.to_csv(tmp, index=False, float_format="%.4f")
     _say(ranked.to_string(index=False))

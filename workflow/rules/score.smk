@@ -17,6 +17,9 @@ rule score:
         task=lambda wc: DATASETS[wc.dataset]["task"],
         names=lambda wc: results_of(wc.dataset),
         fusions=lambda wc: fusions_for(DATASETS[wc.dataset]["task"], wc.dataset),
+        metric=lambda wc: DATASETS[wc.dataset].get("metric"),
+        evaluation=config["evaluation"],
+        seed=config["seed"],
     script:
         "../scripts/score.py"
 
@@ -40,6 +43,7 @@ rule leaderboard:
         "../../envs/gantrace.yaml"
     params:
         metrics={ds: c.get("metric") for ds, c in DATASETS.items()},
+        dev_datasets={ds: c.get("dev_dataset") for ds, c in DATASETS.items()},
         catalogue=CATALOGUE,
     script:
         "../scripts/leaderboard.py"

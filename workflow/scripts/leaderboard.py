@@ -7,4 +7,5 @@ with logged(snakemake.log[0]):
         snakemake.output.csv,
         snakemake.params.metrics,
         snakemake.params.catalogue,
+        snakemake.params.dev_datasets,
     )

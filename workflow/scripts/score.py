@@ -10,4 +10,8 @@ with logged(snakemake.log[0]):
         list(snakemake.input.results),
         snakemake.input.truth or None,
         snakemake.output[0],
+        manifest_path=snakemake.input.manifest,
+        metric=snakemake.params.metric,
+        evaluation=snakemake.params.evaluation,
+        seed=snakemake.params.seed,
     )
