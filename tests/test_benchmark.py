@@ -153,6 +153,8 @@ def test_layout_writes_both_tasks_and_valid_run_files(tmp_path):
     assert not any(g in i for i in test.image_id for g in ("a_", "b_"))  # neutral ids
     dev = image_table("d", config["datasets"]["t_attribution_dev"], 1, root=str(root))
     assert dev.generator.value_counts().to_dict() == {"a": 5, "b": 5}
+    # the test set's selected_on_dev row ranks on the dev set
+    assert config["datasets"]["t_attribution_test"]["dev_dataset"] == "t_attribution_dev"
 
 
 # -- workflow ------------------------------------------------------------------------------

@@ -67,6 +67,23 @@ def test_summary_prints_confidence_intervals_when_the_board_has_them(tmp_path):
     assert "images refused: none" in text
 
 
+def test_summary_counts_ties_names_the_dev_choice_and_independent_images(tmp_path):
+    res = _results(tmp_path, ci=True)
+    board = pd.read_csv(res / "leaderboard.csv")
+    board["tied_with_best"] = [False, True, False, False, True]
+    board["boot_unit"] = ["group", "group", "image", "image", "image"]
+    board["selected"] = ""
+    pick = board.iloc[[4]].assign(method="selected_on_dev", selected="pixels_knn", rank=None)
+    pd.concat([pick, board]).to_csv(res / "leaderboard.csv", index=False)
+    text = run_summary(res, DATASETS)
+    assert "best (test): fused_vote f1 0.912 [0.830, 0.970] (1 of 1 others tied with it)" in text
+    assert "best (all): dct_kmeans ari 1.000 (1 of 1 others tied with it)" in text
+    assert "selected on dev (test): pixels_knn f1 0.890 [0.800, 0.950]" in text
+    note = next(line for line in text.splitlines() if "intervals:" in line)
+    assert "single images on mem;" in note and "assume independent images" in note
+    assert "att" not in note  # its intervals resampled groups
+
+
 def test_summary_without_results_does_not_fail(tmp_path):
     text = run_summary(tmp_path / "nothing", DATASETS)
     assert "0 images" in text and "? images" in text

@@ -215,9 +215,15 @@ def test_plots_masks_and_segmentation_training(plan):
         "attribution_tsne",
         "attribution_confusion",
         "attribution_montage",
+        "forest",
         "segmentation",
     ]
-    assert plan.plots("test_mem") == ["membership_scores", "membership_roc_pr"]
+    assert plan.plots("test_mem") == [
+        "membership_scores",
+        "membership_roc_pr",
+        "membership_roc_log_fpr",
+        "forest",
+    ]
     cfg = _config()
     cfg["membership"]["methods"] = {"only": {**cfg["membership"]["methods"]["own_only"]}}
     cfg["membership"]["fusion"] = {}

@@ -10,6 +10,7 @@ from PIL import Image
 from gantrace.data import simulate
 from gantrace.evaluation.leaderboard import best_result
 from gantrace.evaluation.metrics import dice
+from gantrace.evaluation.scores import score_results
 from gantrace.report import plots
 
 MIN_BYTES = 5_000
@@ -119,6 +120,24 @@ def test_membership_plots(tmp_path):
     assert_png(tmp_path / "blind.png", min_bytes=1_000)
 
 
+def test_log_fpr_roc_and_forest_plots(tmp_path):
+    tables = {"a_knn": membership_table(1), "fused_vote": membership_table(3)}
+    plots.plot_roc_log_fpr(tables, tmp_path / "log_roc.png", fprs=[0.1, 0.01])
+    assert_png(tmp_path / "log_roc.png")
+    blind = {"a": membership_table(1).assign(y=-1)}
+    plots.plot_roc_log_fpr(blind, tmp_path / "blind.png")
+    assert_png(tmp_path / "blind.png", min_bytes=1_000)
+    results = {
+        name: t.assign(image_id=[f"i{k}" for k in range(len(t))], label=t.y)
+        for name, t in {**tables, "b_knn": membership_table(2)}.items()
+    }
+    scored = score_results("membership", "d", results, ["vote"], evaluation={"n_boot": 200})
+    plots.plot_forest(scored, "auc", tmp_path / "forest.png", ci=0.95, title="d")
+    assert_png(tmp_path / "forest.png")
+    plots.plot_forest(scored.iloc[:0], "auc", tmp_path / "none.png")  # nothing scored
+    assert_png(tmp_path / "none.png", min_bytes=1_000)
+
+
 def test_score_histograms_drop_empty_panels_and_say_infinite_thresholds(tmp_path, monkeypatch):
     figs = []
     monkeypatch.setattr(plots, "_save", lambda fig, out: figs.append(fig))
@@ -177,6 +196,15 @@ def test_best_result_and_leaderboard_table(tmp_path):
     page = out.read_text()
     assert page.count("<tr") == 4 and "x&lt;y" in page and "0.7000" in page
     assert "addEventListener" in page and "http" not in page  # sortable, self-contained
+    assert "statistically indistinguishable" not in page  # no tie columns, no tie note
+    board["tied_with_best"] = [False, True, False]
+    board["kind"] = ["method", "method", "selected"]
+    board["boot_unit"] = ["group", "group", "image"]
+    page = plots.leaderboard_html(board, tmp_path / "tied.html").read_text()
+    assert '<tr class="tied">' in page and f"{plots.TIED} z" in page
+    assert "statistically indistinguishable" in page and "(1 row(s) here)" in page
+    assert '<tr class="first selected">' in page and "selected_on_dev" in page
+    assert "single images on d2; they assume independent images" in page
 
 
 # -- the workflow ----------------------------------------------------------------------------
@@ -226,11 +254,14 @@ EXPECTED = {
         "tiny_attribution/plots/attribution_tsne.png",
         "tiny_attribution/plots/attribution_confusion.png",
         "tiny_attribution/plots/attribution_montage.png",
+        "tiny_attribution/plots/forest.png",
         "segmentation/tiny_attribution.png",
     ],
     "tiny_membership": [
         "tiny_membership/plots/membership_scores.png",
         "tiny_membership/plots/membership_roc_pr.png",
+        "tiny_membership/plots/membership_roc_log_fpr.png",
+        "tiny_membership/plots/forest.png",
         "segmentation/tiny_membership.png",
     ],
 }
@@ -278,3 +309,4 @@ def test_report_holds_every_plot(plotted_run):
     assert "data:text/html;charset=utf8;filename=leaderboard.html;base64" in page
     assert "results/plots/leaderboard.csv" in page
     assert "Hungarian" in page and "worst Dice cases come" in page  # captions
+    assert "statistically indistinguishable" in page and "no rate can be resolved" in page

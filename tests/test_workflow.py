@@ -99,7 +99,8 @@ def test_changed_method_reruns_only_its_chain(tiny_run):
     (tiny_run / "changed.yaml").write_text("run: tiny\n" + changed)  # the same run
     jobs = planned_jobs(snakemake(tiny_run, "all", "-n", "--configfile", "changed.yaml"))
     # the method, both fusions that use it, its dataset's score, the board, 3 run files and
-    # their check, the membership plot and the board's table -- no feature, mask or other method
+    # their check, the membership plot, its forest plot and the board's table -- no feature,
+    # mask or other method
     assert jobs == {
         "membership": 1,
         "fusion": 2,
@@ -109,6 +110,7 @@ def test_changed_method_reruns_only_its_chain(tiny_run):
         "submission": 3,
         "check_run_files": 1,
         "plot_membership": 1,
+        "plot_forest": 1,
         "all": 1,
     }, jobs
 

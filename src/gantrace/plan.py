@@ -33,8 +33,8 @@ from gantrace.registry import spec_name
 
 TASKS = ("attribution", "membership")
 PLOTS = {
-    "attribution": ["attribution_tsne", "attribution_confusion", "attribution_montage"],
-    "membership": ["membership_scores", "membership_roc_pr"],
+    "attribution": ["attribution_tsne", "attribution_confusion", "attribution_montage", "forest"],
+    "membership": ["membership_scores", "membership_roc_pr", "membership_roc_log_fpr", "forest"],
 }
 SEGMENTATION_PLOT = "segmentation"  # where a method of the dataset reads lung masks
 

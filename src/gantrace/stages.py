@@ -437,8 +437,11 @@ def plot_attribution_montage(
     _say(f"montage of {len(groups)} groups ({sum(map(len, groups.values()))} images) -> {out}")
 
 
-def plot_membership(names, result_paths, truth_path, out_hist, out_curves):
-    """Score histograms and ROC / PR curves of every membership method and fusion."""
+def plot_membership(
+    names, result_paths, truth_path, out_hist, out_curves, out_log_roc=None, fprs=None
+):
+    """Score histograms, ROC / PR curves and ROC curves on a log-FPR axis (`fprs` marked)
+    of every membership method and fusion."""
     from gantrace.report import plots  # matplotlib
 
     truth = read_truth(truth_path)
@@ -449,7 +452,19 @@ def plot_membership(names, result_paths, truth_path, out_hist, out_curves):
         tables[name] = t
     plots.plot_score_histograms(tables, out_hist)
     plots.plot_roc_pr(tables, out_curves)
-    _say(f"membership plots of {len(tables)} methods -> {out_hist}, {out_curves}")
+    if out_log_roc:
+        plots.plot_roc_log_fpr(tables, out_log_roc, fprs or scores.EVALUATION["fpr"])
+    _say(f"membership plots of {len(tables)} methods -> {out_hist}, {out_curves}, {out_log_roc}")
+
+
+def plot_forest(scores_path, metric, out, ci=None, title=""):
+    """Forest plot of a dataset: each method's primary `metric` with its interval per
+    split, the best one's interval as a band."""
+    from gantrace.report import plots  # matplotlib
+
+    table = io.read_table(scores_path)
+    plots.plot_forest(table, metric, out, ci=ci, title=title)
+    _say(f"forest plot of {table.method.nunique() if len(table) else 0} methods -> {out}")
 
 
 def plot_segmentation(image_paths, mask_paths, true_mask_dir, out, n=16, title=""):

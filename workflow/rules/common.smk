@@ -11,6 +11,7 @@ from gantrace import catalogue, cluster, plan, runs
 from gantrace.config import validate_config
 from gantrace.errors import GantraceError
 from gantrace.data.ingest import under_root
+from gantrace.evaluation.metrics import PRIMARY
 from gantrace.evaluation.summary import run_summary
 
 

@@ -109,6 +109,13 @@ rule plot_membership:
             subcategory="{dataset}",
             labels={"plot": "ROC and precision-recall"},
         ),
+        log_roc=report(
+            f"{R}/{{dataset}}/plots/membership_roc_log_fpr.png",
+            caption="../report/membership_roc_log_fpr.rst",
+            category="Membership",
+            subcategory="{dataset}",
+            labels={"plot": "ROC at low FPR"},
+        ),
     log:
         f"{R}/logs/plots/{{dataset}}/membership.log",
     benchmark:
@@ -118,8 +125,36 @@ rule plot_membership:
         "../../envs/gantrace.yaml"
     params:
         names=lambda wc: results_of(wc.dataset),
+        fprs=config["evaluation"]["fpr"],
     script:
         "../scripts/plot_membership.py"
+
+
+rule plot_forest:
+    """Each method's primary metric with its bootstrap interval, the best one's as a band."""
+    input:
+        scores=f"{R}/{{dataset}}/scores.parquet",
+    output:
+        report(
+            f"{R}/{{dataset}}/plots/forest.png",
+            caption="../report/forest.rst",
+            category="Leaderboard",
+            subcategory="{dataset}",
+            labels={"plot": "forest plot"},
+        ),
+    log:
+        f"{R}/logs/plots/{{dataset}}/forest.log",
+    benchmark:
+        f"{R}/timings/plots/{{dataset}}/forest.tsv"
+    localrule: True
+    conda:
+        "../../envs/gantrace.yaml"
+    params:
+        metric=lambda wc: DATASETS[wc.dataset].get("metric")
+        or PRIMARY[DATASETS[wc.dataset]["task"]],
+        ci=config["evaluation"]["ci"],
+    script:
+        "../scripts/plot_forest.py"
 
 
 rule plot_segmentation:

@@ -8,4 +8,6 @@ with logged(snakemake.log[0]):
         snakemake.input.truth or None,
         snakemake.output.hist,
         snakemake.output.curves,
+        snakemake.output.log_roc,
+        snakemake.params.fprs,
     )

@@ -184,6 +184,8 @@ class BenchmarkLayout:
                 "truth": "ground_truth/attribution_test_truth.csv",
                 "n_generators": n_test,
             }
+            if len(dev) >= 2:  # the leaderboard's selected_on_dev row of the test set
+                out[f"{self.name}_attribution_test"]["dev_dataset"] = f"{self.name}_attribution_dev"
         return out
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from gantrace.evaluation.leaderboard import SELECTED
+
 # Snakemake's log: "135 of 135 steps (100%) done" after the last job.
 _STEPS = re.compile(r"^(\d+) of (\d+) steps? \(.*\) done", re.M)
 
@@ -40,14 +42,48 @@ def _score(row, metric):
     return text
 
 
+def _tied(board, dataset, split):
+    """`, 2 tied with it` where the board marks other rows of the split tied with the best."""
+    if "tied_with_best" not in board.columns:
+        return ""
+    rows = board[(board.dataset == dataset) & (board.split == split)]
+    rows = rows[rows.method != SELECTED]
+    n = int(rows.tied_with_best.astype(str).str.lower().eq("true").sum())
+    return f" ({n} of {len(rows) - 1} others tied with it)" if len(rows) > 1 else ""
+
+
 def best_methods(board, dataset):
-    """`best (split): method metric score [lo, hi]` per split of one dataset, test first."""
+    """`best (split): method metric score [lo, hi] (k of n others tied with it)` per split
+    of one dataset, test first, then each `selected (split, on dev): method ...` row."""
     rows = board[(board.dataset == dataset) & (board["rank"] == 1)]
     order = {"test": 0, "all": 1, "dev": 2}
     rows = rows.sort_values("split", key=lambda s: s.map(lambda x: order.get(x, 3)))
-    return [
-        f"best ({r['split']}): {r['method']} {_score(r, r['metric'])}" for _, r in rows.iterrows()
+    lines = [
+        f"best ({r['split']}): {r['method']} {_score(r, r['metric'])}"
+        + _tied(board, dataset, r["split"])
+        for _, r in rows.iterrows()
     ]
+    picked = board[(board.dataset == dataset) & (board.method == SELECTED)]
+    lines += [
+        f"selected on dev ({r['split']}): {r['selected']} {_score(r, r['metric'])}"
+        for _, r in picked.iterrows()
+    ]
+    return lines
+
+
+def independence_note(board):
+    """The line saying which datasets' intervals resample single images (no groups named),
+    so assume independent images; None where every interval resampled groups."""
+    if "boot_unit" not in board.columns:
+        return None
+    names = sorted(set(board.dataset[board.boot_unit == "image"]))
+    if not names:
+        return None
+    return (
+        f"intervals: bootstrap over single images on {', '.join(names)}; they assume "
+        "independent images (no groups named: neighbouring slices of one patient make them "
+        "too narrow)"
+    )
 
 
 def run_summary(results_dir, datasets, log_file=None):
@@ -80,6 +116,9 @@ def run_summary(results_dir, datasets, log_file=None):
         out += [f"    {path} ({n})" for _, n, path in refused]
     else:
         out.append("  images refused: none")
+    note = independence_note(board) if board is not None and len(board) else None
+    if note:
+        out.append(f"  {note}")
     if board is not None:
         html = board_path.with_suffix(".html")
         extra = f" (table: {html})" if html.is_file() else ""

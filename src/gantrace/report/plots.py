@@ -444,6 +444,116 @@ def plot_roc_pr(tables, out, title=""):
     return _save(fig, out)
 
 
+def plot_roc_log_fpr(tables, out, fprs=(0.1, 0.01, 0.001), title=""):
+    """ROC curves on a log false-positive-rate axis, one panel per split with both classes
+    known: the low-FPR corner privacy audits read (TPR at 10 %, 1 %, 0.1 % FPR, the dotted
+    lines). Left of 1 / (not-used images) nothing can be resolved: shaded."""
+    from sklearn.metrics import roc_curve  # ~1 s import: only this plot job
+
+    splits = []
+    for split, pick in (("dev", 0), ("unknown set", 1)):
+        curves = []
+        for name, t in tables.items():
+            sel = _membership_sets(t)[pick] & (t.y.to_numpy() >= 0)
+            y = t.y.to_numpy()[sel].astype(int)
+            if len(set(y)) < 2:
+                continue
+            s = np.nan_to_num(t.score.to_numpy(dtype=float)[sel], neginf=-1e300, posinf=1e300)
+            fpr, tpr, _ = roc_curve(y, s)
+            curves.append((name, fpr, tpr, int((y == 0).sum())))
+        if curves:
+            splits.append((split, curves))
+    if not splits:
+        return placeholder(out, title or "ROC, log FPR", "no split has both classes labelled")
+    fig = _figure(6.5 * len(splits), 5)
+    axes = fig.subplots(1, len(splits), squeeze=False)[0]
+    palette = _colours(len(tables))
+    colour = {name: palette[k] for k, name in enumerate(tables)}
+    for ax, (split, curves) in zip(axes, splits):
+        n_neg = curves[0][3]
+        floor = 1.0 / n_neg
+        low = min(min(fprs), floor) / 2
+        for name, fpr, tpr, _ in curves:
+            # a step at each not-used image; FPR 0 drawn at the axis' left edge
+            ax.step(
+                np.maximum(fpr, low),
+                tpr,
+                where="post",
+                color=colour[name],
+                linestyle="--" if name.startswith("fused_") else "-",
+                label=name,
+            )
+        ax.axvspan(low, floor, color="0.85", zorder=0, label=f"FPR < 1/{n_neg}: unresolved")
+        for rate in fprs:
+            ax.axvline(rate, color="0.4", linewidth=0.8, linestyle=":")
+            ax.text(rate, 1.01, f"{100 * rate:g} %", ha="center", va="bottom", fontsize=8)
+        grid = np.geomspace(low, 1, 200)
+        ax.plot(grid, grid, color="0.6", linewidth=0.8, linestyle=":")  # chance
+        ax.set_xscale("log")
+        ax.set(
+            xlabel="false-positive rate (log)",
+            ylabel="true-positive rate",
+            xlim=(low, 1),
+            ylim=(0, 1.06),
+        )
+        ax.set_title(f"ROC at low FPR, {split} ({n_neg} not used)", pad=14)
+        ax.legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+def plot_forest(scores, metric, out, ci=None, title=""):
+    """Forest plot of one dataset's scores table (`score_results`): per split, each method's
+    `metric` with its interval (`<metric>_lo/_hi`), best first; the best one's interval is
+    the shaded band; open markers: tied with the best (paired interval holds 0)."""
+    if scores is None or not len(scores) or metric not in scores.columns:
+        return placeholder(out, title or "forest plot", "no ground truth: nothing scored")
+    splits = [s for s in ("dev", "test", "all") if s in set(scores.split)]
+    heights = [max(2.0, 0.32 * (scores.split == s).sum() + 1.2) for s in splits]
+    fig = _figure(8, sum(heights) + 0.4)
+    axes = fig.subplots(len(splits), 1, squeeze=False, height_ratios=heights)[:, 0]
+    lo_col, hi_col = f"{metric}_lo", f"{metric}_hi"
+    for ax, split in zip(axes, splits):
+        t = scores[scores.split == split]
+        t = t.assign(_nan=t[metric].isna()).sort_values(
+            ["_nan", metric, "method"], ascending=[True, False, True]
+        )
+        y = np.arange(len(t))[::-1]
+        best = t.iloc[0]
+        has_ci = lo_col in t.columns and t[lo_col].notna().any()
+        if has_ci and pd.notna(best[lo_col]):
+            ax.axvspan(best[lo_col], best[hi_col], color="tab:blue", alpha=0.15, zorder=0)
+        tied = t.get("tied_with_best", pd.Series(False, index=t.index)).astype(bool).to_numpy()
+        for k, (_, r) in enumerate(t.iterrows()):
+            colour = "tab:blue" if k == 0 else ("tab:orange" if tied[k] else "0.3")
+            if has_ci and pd.notna(r[lo_col]):
+                ax.plot([r[lo_col], r[hi_col]], [y[k]] * 2, color=colour, linewidth=1.6)
+            face = "white" if tied[k] else colour
+            ax.plot(r[metric], y[k], "o", color=colour, markerfacecolor=face, markersize=6)
+        ax.set_yticks(y, [str(m) for m in t.method], fontsize=8)
+        unit = ""
+        if "boot_unit" in t.columns:
+            unit = "; resampling groups" if best.boot_unit == "group" else "; resampling images"
+        level = f"{100 * ci:g} % " if ci else ""
+        ax.set_title(
+            f"{split} (n={int(best.n)}): {metric}, {level}bootstrap intervals{unit}; "
+            f"{int(tied.sum())} tied with the best",
+            fontsize=9,
+        )
+        ax.set_xlabel(metric)
+        ax.grid(axis="x", color="0.9")
+    handles = [
+        Line2D([], [], marker="o", color="tab:blue", label="best (band: its interval)"),
+        Line2D([], [], marker="o", color="tab:orange", markerfacecolor="white", label="tied"),
+        Line2D([], [], marker="o", color="0.3", label="worse than the best"),
+    ]
+    axes[0].legend(handles=handles, fontsize=7, loc="lower left")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
 # -- segmentation ----------------------------------------------------------------------------
 def select_slices(ids, dice=None, n=16):
     """Indices of the slices to show: the `n` worst Dice first where Dice is known (ties by
@@ -534,7 +644,43 @@ th[data-dir="asc"]::after { content: " \\25B2"; }
 th[data-dir="desc"]::after { content: " \\25BC"; }
 td.text, th.text { text-align: left; }
 tr.first td { border-top: 2px solid #888; }
+tr.tied td { background: #eef5ff; }
+tr.selected td { background: #fff6dd; font-weight: bold; }
 """
+TIED = "\u2248"  # the mark of a row tied with the best of its dataset and split
+
+
+def _evaluation_notes(board):
+    """What the tie mark, the intervals and the `selected_on_dev` rows mean, for the
+    columns the board has (docs/evaluation.md)."""
+    from gantrace.evaluation.summary import independence_note  # the console says the same
+
+    notes = []
+    if "score_lo" in board.columns:
+        notes.append(
+            "<code>score_lo</code>–<code>score_hi</code> and every "
+            "<code>&lt;metric&gt;_lo</code>–<code>_hi</code>: seeded bootstrap confidence "
+            "intervals (config <code>evaluation</code>)."
+        )
+    if "tied_with_best" in board.columns:
+        n = int(board.tied_with_best.astype(str).str.lower().eq("true").sum())
+        notes.append(
+            f"{TIED} marks a row statistically indistinguishable from the best (rank 1) of its "
+            "dataset and split: the bootstrap interval of its difference to the best in the "
+            "ranking metric, on the same resamples (<code>diff_lo</code>, "
+            f"<code>diff_hi</code>), contains 0 ({n} row(s) here). Their order is not evidence."
+        )
+    if "kind" in board.columns and (board.kind == "selected").any():
+        notes.append(
+            "Highlighted <code>selected_on_dev</code> rows: the method ranked first on the dev "
+            "set (column <code>selected</code>, its dev score in <code>dev_score</code>), "
+            "scored on the test set: the figure to quote as the best method. Rank 1 on test "
+            "is the best of N on test and flatters the winner."
+        )
+    note = independence_note(board) if len(board) else None
+    if note:
+        notes.append(html.escape(note[0].upper() + note[1:]) + ".")
+    return "".join(f"<p>{n}</p>" for n in notes)
 
 
 def leaderboard_html(board, out, title="gantrace leaderboard"):
@@ -551,6 +697,8 @@ def leaderboard_html(board, out, title="gantrace leaderboard"):
         first = i == 0 or (
             "dataset" in board.columns and r.get("dataset") != board.at[i - 1, "dataset"]
         )
+        tied = str(r.get("tied_with_best", "")).lower() == "true"
+        selected = r.get("kind") == "selected"
         cells = []
         for c in board.columns:
             v = r[c]
@@ -560,14 +708,23 @@ def leaderboard_html(board, out, title="gantrace leaderboard"):
                 cells.append(f'<td data-v="{v if ok else ""}">{shown}</td>')
             else:
                 s = "" if pd.isna(v) else str(v)
-                cells.append(f'<td class="text" data-v="{html.escape(s)}">{html.escape(s)}</td>')
-        rows.append(f"<tr{' class=first' if first else ''}>{''.join(cells)}</tr>")
+                shown = f"{TIED} {s}" if c == "method" and tied else s
+                cells.append(
+                    f'<td class="text" data-v="{html.escape(s)}">{html.escape(shown)}</td>'
+                )
+        classes = " ".join(
+            c for c, on in (("first", first), ("tied", tied), ("selected", selected)) if on
+        )
+        attr = f' class="{classes}"' if classes else ""
+        rows.append(f"<tr{attr}>{''.join(cells)}</tr>")
     page = (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
         f"<h2>{html.escape(title)}</h2>"
         "<p>Click a column header to sort; type to filter rows. Membership is ranked by F1, "
-        "attribution by ARI (column <code>score</code>).</p>"
+        "attribution by ARI unless a dataset names its metric (columns <code>metric</code>, "
+        "<code>score</code>).</p>"
+        f"{_evaluation_notes(board)}"
         "<input id='filter' placeholder='filter…' size='30'>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         f"<script>{_SORT_JS}</script></body></html>\n"
