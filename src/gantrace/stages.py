@@ -509,6 +509,9 @@ def plot_leaderboard(csv_path, out):
     from gantrace.report import plots  # matplotlib
 
     ranked = pd.read_csv(csv_path)
+    for c in ("rank", "n", "n_groups", "k_found", "k_true"):  # counts with blanks: not floats
+        if c in ranked.columns:
+            ranked[c] = ranked[c].astype("Int64")
     plots.leaderboard_html(ranked, out)
     _say(f"leaderboard table ({len(ranked)} rows) -> {out}")
 

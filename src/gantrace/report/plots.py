@@ -497,7 +497,7 @@ def plot_roc_log_fpr(tables, out, fprs=(0.1, 0.01, 0.001), title=""):
             ylim=(0, 1.06),
         )
         ax.set_title(f"ROC at low FPR, {split} ({n_neg} not used)", pad=14)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="lower right")  # below the curves' end at (1, 1)
     if title:
         fig.suptitle(title)
     return _save(fig, out)
@@ -548,7 +548,7 @@ def plot_forest(scores, metric, out, ci=None, title=""):
         Line2D([], [], marker="o", color="tab:orange", markerfacecolor="white", label="tied"),
         Line2D([], [], marker="o", color="0.3", label="worse than the best"),
     ]
-    axes[0].legend(handles=handles, fontsize=7, loc="lower left")
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncols=3)
     if title:
         fig.suptitle(title)
     return _save(fig, out)
