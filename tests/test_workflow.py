@@ -60,6 +60,16 @@ def test_outputs_and_scores(tiny_run):
     mem = board[board.task == "membership"]
     assert set(mem.split) == {"dev", "test"}
     assert mem.f1.between(0, 1).all() and mem.auc.between(0, 1).all()
+    # every figure has its interval; the tie mark; one honest row for the dev/test pair
+    for m in ("f1", "auc", "kappa", "balanced_accuracy", "tpr_at_fpr_10pct", "ari", "nmi"):
+        rows = board[board[m].notna()]
+        assert len(rows) and (rows[f"{m}_lo"] <= rows[m] + 1e-9).all(), m
+        assert (rows[m] <= rows[f"{m}_hi"] + 1e-9).all(), m
+    assert (board.score_lo <= board.score).all() and board.tied_with_best.notna().all()
+    assert mem.tpr_at_fpr_1pct.isna().all()  # 12 not-used images cannot resolve 1 %
+    picked = board[board.method == "selected_on_dev"]
+    assert list(picked.dataset) == ["tiny_membership"] and picked.split.item() == "test"
+    assert picked.selected.item() in names and picked["rank"].isna().all()
     att = board[board.task == "attribution"]
     assert att.ari.between(-1, 1).all() and len(att) == 5
     # The simulator's generator artefacts are strong in the residual spectrum.
