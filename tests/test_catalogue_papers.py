@@ -141,7 +141,7 @@ def test_paper_block_problems_are_reported_at_once_naming_file_and_key(tmp_path)
 
 def test_substitute_deviations_mark_runs_and_the_fusions_using_them():
     entry = _entry()
-    assert catalogue.substitutes(entry) == set()
+    assert papers.substitutes(entry) == set()
     entry["deviations"] = [
         {
             "run": "x_knn",
@@ -152,4 +152,4 @@ def test_substitute_deviations_mark_runs_and_the_fusions_using_them():
             "substitute": True,
         }
     ]
-    assert catalogue.substitutes(entry) == {"x_knn", "x_vote"}
+    assert papers.substitutes(entry) == {"x_knn", "x_vote"}
