@@ -153,3 +153,23 @@ def test_substitute_deviations_mark_runs_and_the_fusions_using_them():
         }
     ]
     assert papers.substitutes(entry) == {"x_knn", "x_vote"}
+
+
+def test_entry_docs_show_paper_ours_deviation_and_units():
+    entry = _entry(scorer={"name": "similarity", "metric": "ssim"})
+    entry["methods"]["x_sim"]["scorer"]["noise_std"] = 8.0
+    entry["deviations"] = [
+        {
+            "run": "x_sim",
+            "key": "scorer",
+            "paper": "no level",
+            "reason": "the level is ours",
+            "ours": {"name": "similarity", "noise_std": 8.0},
+            "substitute": True,
+        }
+    ]
+    text = papers.entry_markdown(entry)
+    assert "| scorer | similarity (metric: ssim) | similarity (" in text
+    assert "noise_std: 8.0 grey levels" in text
+    assert "substitute: the level is ours" in text
+    assert "f1 0.6 (test, T1)" in text

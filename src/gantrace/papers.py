@@ -208,15 +208,33 @@ def check_run(entry, run):
 GENERATED = "<!-- generated below: do not edit; see the command above -->"
 
 
-def _cell(value):
-    """A recipe value in one Markdown table cell."""
+def _units(key, value):
+    """{parameter: unit} of the part a recipe mapping names (`Part.units`), e.g. a scorer's
+    noise_std in grey levels."""
+    # the registries import scikit-learn and torch-backed parts: docs only
+    from gantrace.attribution.method import CLUSTERERS
+    from gantrace.membership.scorers import SCORERS  # scikit-learn, as above
+    from gantrace.reduce import REDUCERS
+
+    registry = {"scorer": SCORERS, "clusterer": CLUSTERERS, "reducer": REDUCERS}.get(key)
+    cls = registry.get(value.get(KEY)) if registry and isinstance(value, dict) else None
+    return cls.units() if cls is not None and hasattr(cls, "units") else {}
+
+
+def _cell(value, units=None):
+    """A recipe value in one Markdown table cell, parameters with their units."""
+    units = units or {}
     if value is None:
         return "—"
     if isinstance(value, dict):
-        rest = ", ".join(f"{k}: {_cell(v)}" for k, v in value.items() if k != KEY)
+        rest = ", ".join(
+            f"{k}: {_cell(v)}" + (f" {units[k]}" if k in units else "")
+            for k, v in value.items()
+            if k != KEY
+        )
         return f"{value.get(KEY, '')} ({rest})" if rest else str(value.get(KEY, ""))
     if isinstance(value, (list, tuple)):
-        return " + ".join(_cell(v) for v in value)
+        return " + ".join(_cell(v, units) for v in value)
     return " ".join(str(value).split()).replace("|", "/")
 
 
@@ -237,8 +255,9 @@ def _run_table(entry, run):
         said = " ".join(dev["reason"].split()) if dev else ""
         if dev and dev.get("substitute"):
             said = f"substitute: {said}"
-        paper = _cell(recipe[key]) if key in recipe else "(not stated)"
-        lines.append(f"| {key} | {paper} | {_cell(ours.get(key))} | {said} |")
+        paper = _cell(recipe[key], _units(key, recipe[key])) if key in recipe else "(not stated)"
+        mine = _cell(ours.get(key), _units(key, ours.get(key)))
+        lines.append(f"| {key} | {paper} | {mine} | {said} |")
     return lines
 
 
