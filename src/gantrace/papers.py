@@ -214,7 +214,7 @@ def _units(key, value):
     # the registries import scikit-learn and torch-backed parts: docs only
     from gantrace.attribution.method import CLUSTERERS
     from gantrace.membership.scorers import SCORERS  # scikit-learn, as above
-    from gantrace.reduce import REDUCERS
+    from gantrace.reduce import REDUCERS  # scikit-learn, as above
 
     registry = {"scorer": SCORERS, "clusterer": CLUSTERERS, "reducer": REDUCERS}.get(key)
     cls = registry.get(value.get(KEY)) if registry and isinstance(value, dict) else None
