@@ -30,9 +30,10 @@ def rank(scores, metrics=None, catalogue=None, dev_datasets=None):
     interval of that metric where the scores have one.
 
     `metrics` maps a dataset to its metric (config `datasets.<ds>.metric`), else `PRIMARY`
-    of its task; `catalogue` maps a method or fusion name to the catalogue id it came from;
-    `dev_datasets` maps a dataset to its dev dataset (config `datasets.<ds>.dev_dataset`)
-    for `selected_rows`.
+    of its task; `catalogue` maps a method or fusion name to the catalogue entry it came
+    from (`catalogue.expand`: {"id", "substitute"}, or the bare id): columns `catalogue` and
+    `substitute` (a stand-in component runs in place of the paper's); `dev_datasets` maps a
+    dataset to its dev dataset (config `datasets.<ds>.dev_dataset`) for `selected_rows`.
     """
     metrics = {d: m for d, m in (metrics or {}).items() if m}
     catalogue = catalogue or {}
@@ -59,11 +60,13 @@ def rank(scores, metrics=None, catalogue=None, dev_datasets=None):
         order = board["rank"].fillna(0).astype(int)  # a selected row heads its dataset's split
         board = board.assign(_o=order).sort_values(["dataset", "split", "_o"], kind="stable")
         board = board.drop(columns="_o")
-    board["catalogue"] = [
-        catalogue.get(m.removeprefix("fused_"), "")
-        for m in board.selected.where(board.selected != "", board.method)
-    ]
+    named = board.selected.where(board.selected != "", board.method)
+    entries = [catalogue.get(m.removeprefix("fused_"), "") for m in named]
+    entries = [e if isinstance(e, dict) else {"id": e} for e in entries]
+    board["catalogue"] = [e["id"] for e in entries]
+    board["substitute"] = [bool(e.get("substitute")) for e in entries]
     cols = ["dataset", "task", "split", "rank", "method", "kind", "selected", "catalogue"]
+    cols += ["substitute"]
     cols += ["metric", "score", "score_lo", "score_hi", "dev_score", "n"]
     cols += [c for c in PAIRED if c in board.columns]
     board = board[cols + _metric_columns(board)].reset_index(drop=True)

@@ -25,6 +25,7 @@ from gantrace.membership.scorers.unsupervised import (
     KNNScorer,
     ModeThresholdScorer,
     SimilarityScorer,
+    TwoMeansScorer,
 )
 from gantrace.membership.scorers.vcmi import (
     VCMIEnsemble,
@@ -48,6 +49,7 @@ SCORERS = Registry(
         ModeThresholdScorer,
         PairClassifierScorer,
         SimilarityScorer,
+        TwoMeansScorer,
         VCMIEnsemble,
         VCMIRanking,
         VCMIRetrieval,
@@ -68,6 +70,7 @@ __all__ = [
     "ModeThresholdScorer",
     "PairClassifierScorer",
     "SimilarityScorer",
+    "TwoMeansScorer",
     "VCMIEnsemble",
     "VCMIRanking",
     "VCMIRetrieval",
