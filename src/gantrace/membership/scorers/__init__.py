@@ -20,6 +20,7 @@ from gantrace.membership.scorers.supervised import (
     PairClassifierScorer,
 )
 from gantrace.membership.scorers.unsupervised import (
+    AdditiveScorer,
     ClusterDistanceScorer,
     ColumnScorer,
     KNNScorer,
@@ -37,6 +38,7 @@ from gantrace.registry import Registry
 SCORERS = Registry(
     "scorer",
     (
+        AdditiveScorer,
         CalibratedKNNScorer,
         CentroidAutoencoderScorer,
         ClassCentroidsScorer,
@@ -57,6 +59,7 @@ SCORERS = Registry(
 
 __all__ = [
     "SCORERS",
+    "AdditiveScorer",
     "CalibratedKNNScorer",
     "DensityRatioScorer",
     "EpsilonBallScorer",
