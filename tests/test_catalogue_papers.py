@@ -141,7 +141,7 @@ def test_paper_block_problems_are_reported_at_once_naming_file_and_key(tmp_path)
 
 def test_substitute_deviations_mark_runs_and_the_fusions_using_them():
     entry = _entry()
-    assert catalogue.substitutes(entry) == set()
+    assert papers.substitutes(entry) == set()
     entry["deviations"] = [
         {
             "run": "x_knn",
@@ -152,4 +152,24 @@ def test_substitute_deviations_mark_runs_and_the_fusions_using_them():
             "substitute": True,
         }
     ]
-    assert catalogue.substitutes(entry) == {"x_knn", "x_vote"}
+    assert papers.substitutes(entry) == {"x_knn", "x_vote"}
+
+
+def test_entry_docs_show_paper_ours_deviation_and_units():
+    entry = _entry(scorer={"name": "similarity", "metric": "ssim"})
+    entry["methods"]["x_sim"]["scorer"]["noise_std"] = 8.0
+    entry["deviations"] = [
+        {
+            "run": "x_sim",
+            "key": "scorer",
+            "paper": "no level",
+            "reason": "the level is ours",
+            "ours": {"name": "similarity", "noise_std": 8.0},
+            "substitute": True,
+        }
+    ]
+    text = papers.entry_markdown(entry)
+    assert "| scorer | similarity (metric: ssim) | similarity (" in text
+    assert "noise_std: 8.0 grey levels" in text
+    assert "substitute: the level is ours" in text
+    assert "f1 0.6 (test, T1)" in text

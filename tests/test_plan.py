@@ -268,7 +268,7 @@ def test_catalogue_expansion_adds_methods_that_skip_unlabelled_datasets():
     origin = catalogue.expand(cfg, ROOT / "config" / "methods")
     added = set(cfg["membership"]["methods"]) - set(before["membership"]["methods"])
     assert {"goa_resnet50_class_centroids", "shitongcao_pixel_ssim"} <= added
-    assert set(origin) >= added and origin["shitongcao_pixel_ssim"] == "shitongcao_pixel_ssim"
+    assert set(origin) >= added and origin["shitongcao_pixel_ssim"]["id"] == "shitongcao_pixel_ssim"
     new_features = set(cfg["features"]) - set(before["features"])
     assert new_features and all(
         cfg["features"][f].get("weights", "none") == "none" for f in new_features

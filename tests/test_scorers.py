@@ -44,13 +44,34 @@ def test_similarity_finds_copies_and_noise_is_seeded(metric):
     spec = {"name": "similarity", "metric": metric, "window": 4}
     scores = SCORERS.create(spec).fit(gen).score(real)
     assert set(np.argsort(-scores)[:2]) == {10, 11}
-    noisy = {**spec, "noise_std": 0.05}
+    noisy = {**spec, "noise_std": 12.75}  # grey levels: 0.05 of the [0, 1] pixel range
     a = SCORERS.create(noisy, random_state=3).fit(gen).score(real)
     b = SCORERS.create(noisy, random_state=3).fit(gen).score(real)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, scores)
     assert not np.allclose(a, SCORERS.create(noisy, random_state=4).fit(gen).score(real))
     assert set(np.argsort(-a)[:2]) == {10, 11}
+
+
+def test_noise_is_in_grey_levels_whatever_the_feature_scale():
+    """noise_std is a standard deviation in grey levels (0-255): on pixel features in
+    [0, 1] it is divided by 255, on features in [0, 255] (data_range 255) it is not; the
+    same seed gives the same image either way. salt_pepper sets that fraction to 0 / max."""
+    gen = np.full((40, 64), 0.5)
+    unit = SCORERS.create({"name": "similarity", "noise_std": 10.0}).fit(gen).generated_
+    assert np.std(unit - 0.5) == pytest.approx(10.0 / 255, rel=0.05)
+    grey = SCORERS.create({"name": "similarity", "noise_std": 10.0, "data_range": 255.0})
+    np.testing.assert_allclose(grey.fit(gen * 255).generated_, unit * 255)
+    sp = SCORERS.create({"name": "similarity", "salt_pepper": 0.1}).fit(gen).generated_
+    assert np.mean(sp == 0.0) == pytest.approx(0.05, abs=0.02)
+    assert np.mean(sp == 1.0) == pytest.approx(0.05, abs=0.02)
+    assert np.mean(sp == 0.5) == pytest.approx(0.9, abs=0.02)
+    assert SCORERS["similarity"].units() == {
+        "noise_std": "grey levels",
+        "salt_pepper": "fraction of pixels",
+    }
+    with pytest.raises(ConfigError, match=r"noise_std: expected a number in \[0, 255\] \(grey"):
+        SCORERS.create({"name": "similarity", "noise_std": 300.0})
 
 
 def test_mode_threshold_by_hand():
@@ -128,9 +149,17 @@ def test_vcmi_variants_by_hand():
     np.testing.assert_allclose(margins("vcmi_threshold_max"), [0.4, -9.4, -9.0])
     np.testing.assert_allclose(margins("vcmi_threshold_max", reference="own"), [9.9, -9.4, -9.0])
     np.testing.assert_allclose(margins("vcmi_retrieval"), [0.5, -0.5, 0.5])
-    np.testing.assert_allclose(margins("vcmi_ranking"), [0.5, 1 / 3 - 0.5, 1 / 3 - 0.5])
-    # retrieval and (ranking or threshold_max): only the first row is used
-    np.testing.assert_allclose(margins("vcmi_ensemble"), [0.5, -0.5, -1 / 6])
+    # ranking: generated 0.1 ranks the real images (least similar 0) 2, 1, 0; 20 ranks
+    # them 0, 1, 2: every mean rank is the middle, so none is used
+    np.testing.assert_allclose(margins("vcmi_ranking"), [0.0, 0.0, 0.0])
+    # retrieval and (ranking or threshold_max): only the first row is used; within each
+    # side the mean of the rank-normalised g (1, 0, .5), retrieval counts (.75, 0, .75)
+    # and mean ranks (.5, .5, .5) orders the rows
+    want = [1 + 0.75 - 0.5, -1 + 1 / 6 - 0.5, -1 + 1.75 / 3 - 0.5]
+    np.testing.assert_allclose(margins("vcmi_ensemble"), want)
+    near = SCORERS.create({"name": "vcmi_ranking", "metric": "euclidean"})
+    near = near.fit(np.array([[0.1], [0.2]])).fit_reference(real)
+    np.testing.assert_allclose(near.score(real), [0.5, 0.0, -0.5])  # ranks 2, 1, 0 of 2
     frame = MembershipMethod({"name": "vcmi_threshold_max", "metric": "euclidean"}).run(
         gen, real, [-1, -1, -1]
     )
@@ -247,3 +276,15 @@ def test_trained_parts_are_saved(tmp_path):
     assert list(parts) == ["scorer"]
     parts["scorer"].save(tmp_path / "scorer.safetensors")
     assert (tmp_path / "scorer.safetensors").stat().st_size > 0
+
+
+def test_two_means_splits_the_real_images_and_calls_the_group_near_the_generated_used():
+    rng = np.random.default_rng(0)
+    gen = rng.normal(0.0, 0.3, (40, 4))
+    near, far = rng.normal(0.5, 0.3, (10, 4)), rng.normal(6.0, 0.3, (10, 4))
+    real = np.vstack([far, near])
+    scorer = SCORERS.create({"name": "two_means"}).fit(gen).fit_reference(real)
+    scores = scorer.score(real)
+    assert (scores[10:] > 0).all() and (scores[:10] < 0).all()
+    frame = MembershipMethod({"name": "two_means"}).run(gen, real, [-1] * 20)
+    np.testing.assert_array_equal(frame["decision"], [0] * 10 + [1] * 10)  # natural: > 0

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from gantrace import papers
 from gantrace.errors import ConfigError
 from gantrace.registry import spec_name
 
@@ -183,19 +184,6 @@ def load_entry(path):
     return entry
 
 
-def substitutes(entry):
-    """Names of the entry's runs that a deviation with `substitute: true` covers."""
-    names = set(entry.get("methods") or {}) | set(entry.get("fusion") or {})
-    covered = set()
-    for d in entry.get("deviations") or []:
-        if d.get("substitute"):
-            covered |= names if d["run"] == "all" else {d["run"]}
-    for name, spec in (entry.get("fusion") or {}).items():  # a fusion runs its members
-        if covered & set(spec.get("methods") or []):
-            covered.add(name)
-    return covered
-
-
 def load(catalogue_dir):
     """Every entry of a catalogue folder, by id, in file-name order."""
     paths = sorted(Path(catalogue_dir).glob("*.yaml"))
@@ -270,36 +258,34 @@ def expand(config, catalogue_dir):
                 _merge(part, name, copy.deepcopy(spec), f"{entry['task']}.{kind}", owner)
                 # A name shared by entries belongs to the entry it is the headline of.
                 if name == cid or name not in origin:
-                    origin[name] = {"id": cid, "substitute": name in substitutes(entry)}
+                    origin[name] = {"id": cid, "substitute": name in papers.substitutes(entry)}
     return origin
 
 
-def _paper(entry):
-    paper = entry["paper"]
-    return f"{paper['source']} ({paper['section']})" if isinstance(paper, dict) else paper
+def main(argv=None):
+    """`python -m gantrace.catalogue config/methods [--scores NAME=CSV[@DATE]] [--write FILE]`:
+    the generated part of docs/methods.md (see its first lines), printed or written below
+    the marker line of FILE."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m gantrace.catalogue")
+    parser.add_argument("catalogue_dir", nargs="?", default="config/methods")
+    parser.add_argument("--scores", action="append", default=[], metavar="NAME=CSV[@DATE]")
+    parser.add_argument("--write", metavar="FILE", help="replace FILE below its marker line")
+    args = parser.parse_args(argv)
+    try:
+        text = papers.docs_markdown(load(args.catalogue_dir), args.scores)
+    except (ConfigError, OSError, ValueError) as err:
+        parser.exit(2, f"error: {err}\n")
+    if not args.write:
+        print(text, end="")
+        return
+    path = Path(args.write)
+    head, marker, _ = path.read_text().partition(papers.GENERATED)
+    if not marker:
+        parser.exit(2, f"error: {path} has no marker line {papers.GENERATED!r}\n")
+    path.write_text(head + marker + "\n\n" + text)
 
 
-def _reported(entry):
-    items = entry["reported"]
-    if not isinstance(items, list):
-        return items
-    return "; ".join(f"{r['run']}: {r['metric']} {r['value']:g} ({r['split']})" for r in items)
-
-
-def markdown_table(entries):
-    """The catalogue as a Markdown table (docs/methods.md is this, regenerated)."""
-    lines = [
-        "| id | task | team | paper | reported | recipe |",
-        "|---|---|---|---|---|---|",
-    ]
-    for cid, e in entries.items():
-        recipe = " ".join(str(e.get("description", "")).split())
-        paper, reported = " ".join(_paper(e).split()), _reported(e) or "none in the paper"
-        lines.append(f"| `{cid}` | {e['task']} | {e['team']} | {paper} | {reported} | {recipe} |")
-    return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":  # python -m gantrace.catalogue config/methods > table
-    import sys
-
-    print(markdown_table(load(sys.argv[1] if len(sys.argv) > 1 else "config/methods")), end="")
+if __name__ == "__main__":
+    main()

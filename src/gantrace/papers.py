@@ -33,6 +33,19 @@ def _part(part, name=None):
     return {KEY: name or part.name, **params}
 
 
+def substitutes(entry):
+    """Names of the entry's runs that a deviation with `substitute: true` covers."""
+    names = set(entry.get("methods") or {}) | set(entry.get("fusion") or {})
+    covered = set()
+    for d in entry.get("deviations") or []:
+        if d.get("substitute"):
+            covered |= names if d["run"] == "all" else {d["run"]}
+    for name, spec in (entry.get("fusion") or {}).items():  # a fusion runs its members
+        if covered & set(spec.get("methods") or []):
+            covered.add(name)
+    return covered
+
+
 def _one(values):
     """A list of one value is that value (the paper gives one extractor as a name)."""
     return values[0] if len(values) == 1 else values
@@ -192,3 +205,157 @@ def check_run(entry, run):
                 f"{entry['id']}: run {run}: {key}: ours is {ours.get(key)!r}, {what} says {want!r}"
             )
     return problems
+
+
+# -- docs/methods.md ------------------------------------------------------------------------
+GENERATED = "<!-- generated below: do not edit; see the command above -->"
+
+
+def _units(key, value):
+    """{parameter: unit} of the part a recipe mapping names (`Part.units`), e.g. a scorer's
+    noise_std in grey levels."""
+    # the registries import scikit-learn and torch-backed parts: docs only
+    from gantrace.attribution.method import CLUSTERERS
+    from gantrace.membership.scorers import SCORERS  # scikit-learn, as above
+    from gantrace.reduce import REDUCERS  # scikit-learn, as above
+
+    registry = {"scorer": SCORERS, "clusterer": CLUSTERERS, "reducer": REDUCERS}.get(key)
+    cls = registry.get(value.get(KEY)) if registry and isinstance(value, dict) else None
+    return cls.units() if cls is not None and hasattr(cls, "units") else {}
+
+
+def _cell(value, units=None):
+    """A recipe value in one Markdown table cell, parameters with their units."""
+    units = units or {}
+    if value is None:
+        return "—"
+    if isinstance(value, dict):
+        rest = ", ".join(
+            f"{k}: {_cell(v)}" + (f" {units[k]}" if k in units else "")
+            for k, v in value.items()
+            if k != KEY
+        )
+        return f"{value.get(KEY, '')} ({rest})" if rest else str(value.get(KEY, ""))
+    if isinstance(value, (list, tuple)):
+        return " + ".join(_cell(v, units) for v in value)
+    return " ".join(str(value).split()).replace("|", "/")
+
+
+def _figures(items):
+    return "; ".join(
+        f"{r['metric']} {r['value']:g} ({r['split']}, {' '.join(r['where'].split())})"
+        for r in items
+    )
+
+
+def _run_table(entry, run):
+    recipe = entry["paper"]["runs"][run]["recipe"]
+    ours = recipe_of(entry, run)
+    lines = ["| key | paper | ours | deviation |", "|---|---|---|---|"]
+    keys = list(recipe) + [k for k in ours if k not in recipe]
+    for key in keys:
+        dev = deviation(entry, run, key)
+        said = " ".join(dev["reason"].split()) if dev else ""
+        if dev and dev.get("substitute"):
+            said = f"substitute: {said}"
+        paper = _cell(recipe[key], _units(key, recipe[key])) if key in recipe else "(not stated)"
+        mine = _cell(ours.get(key), _units(key, ours.get(key)))
+        lines.append(f"| {key} | {paper} | {mine} | {said} |")
+    return lines
+
+
+def entry_markdown(entry):
+    """One entry: its paper, then per paper run its recipe against ours, the deviations and
+    the figures the paper reports."""
+    paper, cid = entry["paper"], entry["id"]
+    out = [
+        f"### `{cid}`",
+        "",
+        f"{entry['team']}, {entry['task']}: {' '.join(str(entry.get('description', '')).split())}",
+        "",
+        f"Paper: {' '.join(paper['source'].split())}; {' '.join(paper['section'].split())}.",
+    ]
+    for run, block in paper["runs"].items():
+        sub = f"submission {block['submission']}" if block.get("submission") else "no submission id"
+        out += ["", f"Run `{run}` ({sub}):", ""] + _run_table(entry, run)
+        if block.get("notes"):
+            out += ["", f"Paper: {' '.join(block['notes'].split())}"]
+        figures = [r for r in entry["reported"] if r["run"] == run]
+        out += ["", f"Reported: {_figures(figures) or 'no figure quoted in the source'}."]
+    return "\n".join(out)
+
+
+def catalogue_markdown(entries):
+    """The catalogue part of docs/methods.md: a summary table and one section per entry
+    (reproducible from config/methods alone; tests check it is current)."""
+    lines = [
+        "| id | task | team | reported (paper) | deviations |",
+        "|---|---|---|---|---|",
+    ]
+    for cid, e in entries.items():
+        reported = "; ".join(
+            f"`{r['run']}` {r['metric']} {r['value']:g} ({r['split']})" for r in e["reported"]
+        )
+        devs = ", ".join(sorted({f"{d['run']}: {d['key']}" for d in e.get("deviations") or []}))
+        if substitutes(e):
+            devs += " (substitute)"
+        lines.append(
+            f"| `{cid}` | {e['task']} | {e['team']} | {reported or '—'} | {devs or 'none'} |"
+        )
+    sections = [entry_markdown(e) for e in entries.values()]
+    return "\n".join(lines) + "\n\n" + "\n\n".join(sections) + "\n"
+
+
+def read_scores(spec):
+    """`NAME=PATH[@YYYY-MM-DD]` -> (name, date, leaderboard frame); the date defaults to the
+    CSV's modification date (UTC): when the figures were produced, never typed in."""
+    import datetime  # only the docs command needs these
+    from pathlib import Path
+
+    import pandas as pd  # pandas: only the docs command reads leaderboards
+
+    name, _, rest = spec.partition("=")
+    path, _, date = rest.partition("@")
+    if not name or not path:
+        raise ValueError(f"--scores: expected NAME=PATH[@YYYY-MM-DD], got {spec!r}")
+    if not date:
+        mtime = Path(path).stat().st_mtime
+        date = datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).date().isoformat()
+    return name, date, pd.read_csv(path)
+
+
+def _score_cell(board, run):
+    rows = board[board.method.isin([run, f"fused_{run}"])]
+    cells = [
+        f"{r.metric} {r.score:.3f} ({r.dataset} {r.split})"
+        for r in rows.itertuples()
+        if r.score == r.score  # NaN: not scored
+    ]
+    return "<br>".join(cells) or "not run"
+
+
+def scores_markdown(entries, scores):
+    """Our scores per paper run from leaderboard CSVs (`read_scores`), beside the paper's."""
+    head = " | ".join(f"ours: {name} ({date})" for name, date, _ in scores)
+    lines = [f"| run | entry | reported (paper) | {head} |"]
+    lines.append("|---|---|---|" + "---|" * len(scores))
+    for cid, e in entries.items():
+        for run in e["paper"]["runs"]:
+            reported = "; ".join(
+                f"{r['metric']} {r['value']:g} ({r['split']})"
+                for r in e["reported"]
+                if r["run"] == run
+            )
+            ours = " | ".join(_score_cell(board, run) for _, _, board in scores)
+            lines.append(f"| `{run}` | `{cid}` | {reported or '—'} | {ours} |")
+    return "\n".join(lines) + "\n"
+
+
+def docs_markdown(entries, scores=()):
+    """The generated part of docs/methods.md: the catalogue, then (given leaderboard CSVs,
+    `read_scores` specs) our scores beside the paper's."""
+    text = "## Entries\n\n" + catalogue_markdown(entries)
+    if scores:
+        read = [read_scores(s) for s in scores]
+        text += "\n## Our scores\n\n" + scores_markdown(entries, read)
+    return text

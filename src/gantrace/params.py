@@ -52,13 +52,16 @@ class Interval(Constraint):
     """A number of `kind` (int or float; bool is never a number) within [low, high].
 
     `closed` is "both", "left", "right" or "neither"; None bounds are open. An int is
-    accepted where a float is asked for.
+    accepted where a float is asked for. `unit` says what the number measures (e.g.
+    "grey levels" for a noise level on the 0-255 scale of the images, whatever the
+    features' scale): messages and the method docs print it, and the part converts.
     """
 
-    def __init__(self, kind, low=None, high=None, closed="both"):
+    def __init__(self, kind, low=None, high=None, closed="both", unit=None):
         if kind not in (int, float):
             raise TypeError(f"Interval: kind must be int or float, got {kind!r}")
         self.kind, self.low, self.high, self.closed = kind, low, high, closed
+        self.unit = unit
 
     def accepts(self, value):
         if _is_bool(value):
@@ -77,17 +80,18 @@ class Interval(Constraint):
 
     def describe(self):
         what = "an integer" if self.kind is int else "a number"
+        unit = f" ({self.unit})" if self.unit else ""
         lo = {True: ">=", False: ">"}[self.closed in ("both", "left")]
         hi = {True: "<=", False: "<"}[self.closed in ("both", "right")]
         if self.low is not None and self.high is not None:
             lb = "[" if lo == ">=" else "("
             rb = "]" if hi == "<=" else ")"
-            return f"{what} in {lb}{self.low}, {self.high}{rb}"
+            return f"{what} in {lb}{self.low}, {self.high}{rb}{unit}"
         if self.low is not None:
-            return f"{what} {lo} {self.low}"
+            return f"{what} {lo} {self.low}{unit}"
         if self.high is not None:
-            return f"{what} {hi} {self.high}"
-        return what
+            return f"{what} {hi} {self.high}{unit}"
+        return what + unit
 
 
 class Options(Constraint):
@@ -242,6 +246,16 @@ class Part:
         for klass in reversed(cls.__mro__):
             merged.update(getattr(klass, "_parameter_constraints", {}) or {})
         return merged
+
+    @classmethod
+    def units(cls):
+        """{parameter: unit} of the parameters whose constraint states one (`Interval.unit`)."""
+        return {
+            key: form.unit
+            for key, forms in cls.constraints().items()
+            for form in forms
+            if getattr(form, "unit", None)
+        }
 
     def _validate_params(self, where=None):
         validate(where or self.name, self.get_params(), self.constraints())

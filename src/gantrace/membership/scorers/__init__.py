@@ -26,6 +26,7 @@ from gantrace.membership.scorers.unsupervised import (
     KNNScorer,
     ModeThresholdScorer,
     SimilarityScorer,
+    TwoMeansScorer,
 )
 from gantrace.membership.scorers.vcmi import (
     VCMIEnsemble,
@@ -50,6 +51,7 @@ SCORERS = Registry(
         ModeThresholdScorer,
         PairClassifierScorer,
         SimilarityScorer,
+        TwoMeansScorer,
         VCMIEnsemble,
         VCMIRanking,
         VCMIRetrieval,
@@ -71,6 +73,7 @@ __all__ = [
     "ModeThresholdScorer",
     "PairClassifierScorer",
     "SimilarityScorer",
+    "TwoMeansScorer",
     "VCMIEnsemble",
     "VCMIRanking",
     "VCMIRetrieval",

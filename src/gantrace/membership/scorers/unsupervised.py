@@ -200,14 +200,20 @@ class SimilarityScorer(Part):
 
     `metric`: cosine (similarity), euclidean or manhattan (minus the distance), or ssim
     (`ssim_matrix`; the feature vector must be a square image, e.g. the `pixels` extractor).
-    `noise_std` > 0 adds seeded Gaussian noise of that standard deviation (feature units) to
-    generated and real vectors before comparing.
+
+    Noise (Shitongcao 2024: Gaussian and salt-and-pepper noise on the generated images,
+    which are then compared with the real ones) is seeded and applied to the generated
+    vectors only: `noise_std` is the Gaussian's standard deviation in grey levels of the
+    0-255 images, converted to the features' scale, where 255 grey levels are `data_range`
+    (pixel features lie in [0, 1]); `salt_pepper` is the fraction of values set to 0 or
+    `data_range`, half each. Noisy vectors are clipped to [0, data_range], as images are.
     """
 
     name = "similarity"
     _parameter_constraints = {
         "metric": [SIMILARITIES],
-        "noise_std": [Interval(float, 0)],
+        "noise_std": [Interval(float, 0, 255, unit="grey levels")],
+        "salt_pepper": [Interval(float, 0, 1, unit="fraction of pixels")],
         "window": [COUNT],
         "data_range": [POSITIVE],
         "block_size": [COUNT],
@@ -218,6 +224,7 @@ class SimilarityScorer(Part):
         self,
         metric="cosine",
         noise_std=0.0,
+        salt_pepper=0.0,
         window=8,
         data_range=1.0,
         block_size=512,
@@ -225,25 +232,30 @@ class SimilarityScorer(Part):
     ):
         self.metric = metric
         self.noise_std = noise_std
+        self.salt_pepper = salt_pepper
         self.window = window
         self.data_range = data_range
         self.block_size = block_size
         self.random_state = random_state
         self._validate_params()
 
-    def _noisy(self, X, offset):
+    def _noisy(self, X):
         X = np.asarray(X, dtype=np.float64)
-        if self.noise_std == 0:
+        if self.noise_std == 0 and self.salt_pepper == 0:
             return X
-        rng = np.random.default_rng([self.random_state, offset])
-        return X + rng.normal(0.0, self.noise_std, X.shape)
+        rng = np.random.default_rng(self.random_state)
+        sigma = self.noise_std / 255.0 * self.data_range  # grey levels -> feature scale
+        X = X + rng.normal(0.0, sigma, X.shape) if sigma else X.copy()
+        hit = rng.random(X.shape) < self.salt_pepper
+        X[hit] = np.where(rng.random(int(hit.sum())) < 0.5, 0.0, self.data_range)
+        return np.clip(X, 0.0, self.data_range)
 
     def fit(self, generated_X):
-        self.generated_ = self._noisy(as_matrix(generated_X, "generated features"), 0)
+        self.generated_ = self._noisy(as_matrix(generated_X, "generated features"))
         return self
 
     def score(self, real_X):
-        real_X = self._noisy(as_matrix(real_X, "real features"), 1)
+        real_X = as_matrix(real_X, "real features")
         out = np.empty(len(real_X))
         for s in range(0, len(real_X), self.block_size):
             sim = similarity_matrix(
@@ -301,6 +313,41 @@ class AdditiveScorer(Part):
 
     def score(self, real_X):
         return self._sums(real_X) - self.cut_
+
+
+class TwoMeansScorer(Part):
+    """k-means with two clusters on the real images' features (KDE-med-lab 2024: CNN
+    features "processed using k-means clustering to classify the images into two
+    categories"). No labels: the cluster whose centre lies nearer the generated images'
+    mean is the used one (our reading; the overview does not say how the clusters are
+    named). Margin: distance to the other centre minus distance to the used centre."""
+
+    name = "two_means"
+    margin = True
+    _parameter_constraints = {"n_init": [COUNT], "random_state": [SEED]}
+
+    def __init__(self, n_init=10, random_state=0):
+        self.n_init = n_init
+        self.random_state = random_state
+        self._validate_params()
+
+    def fit(self, generated_X):
+        self.generated_mean_ = as_matrix(generated_X, "generated features").mean(axis=0)
+        return self
+
+    def fit_reference(self, real_X):
+        """Cluster every real image (no labels) into two groups."""
+        real_X = as_matrix(real_X, "real features")
+        km = KMeans(2, n_init=self.n_init, random_state=self.random_state).fit(real_X)
+        near = np.linalg.norm(km.cluster_centers_ - self.generated_mean_, axis=1)
+        self.centres_ = km.cluster_centers_[np.argsort(near)]  # used centre first
+        return self
+
+    def score(self, real_X):
+        if not hasattr(self, "centres_"):
+            raise RuntimeError("two_means: call fit_reference(real_X) before score")
+        d = pairwise_distances(as_matrix(real_X, "real features"), self.centres_)
+        return d[:, 1] - d[:, 0]
 
 
 class ModeThresholdScorer(Part):
