@@ -75,7 +75,9 @@ def open_set_config(gantrace_yaml, out):
         for feature in ("spectrum", "dct")
     }
     # SDVAHCS 2024: nets trained on the known generators; the least confident test images
-    # are pseudo-labelled as the unseen generator and the nets retrained (random init here).
+    # are pseudo-labelled as the unseen generator and the nets retrained (random init here);
+    # each image takes the class the nets predict (as catalogue entry
+    # sdvahcs_resnet_ensemble_pseudolabel).
     pseudo = "sdvahcs_open_set_ft"
     features = {
         pseudo: {
@@ -86,11 +88,12 @@ def open_set_config(gantrace_yaml, out):
             "epochs": 3,
             "train_from": known,
             "open_set": {"n_pseudo": round(1 / (len(generators) + 1), 3)},
+            "output": "probabilities",
         }
     }
     methods["sdvahcs_pseudolabel_open_set"] = {
         "feature": pseudo,
-        "clusterer": {"name": "kmeans"},
+        "clusterer": {"name": "argmax"},
         "datasets": [test],
     }
     config = {

@@ -69,12 +69,28 @@ def test_config_errors():
         CLUSTERERS.create({"name": "agglomerative", "metric": "cosine"})
     assert set(CLUSTERERS) == {
         "agglomerative",
+        "argmax",
         "dbscan_rerank",
         "fingerprint",
         "gmm",
         "hdbscan_rerank",
         "kmeans",
     }
+
+
+def test_argmax_classifies_and_keeps_the_most_predicted_classes():
+    from gantrace.attribution.method import ArgmaxClusterer
+
+    probs = np.array(
+        [[0.7, 0.1, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1], [0.1, 0.8, 0.0, 0.1], [0.2, 0.5, 0.0, 0.3]]
+        + [[0.1, 0.1, 0.7, 0.1], [0.1, 0.0, 0.2, 0.7]]
+    )
+    np.testing.assert_array_equal(ArgmaxClusterer(4).fit_predict(probs), [0, 0, 1, 1, 2, 3])
+    # three classes: columns 0 and 1 win twice, column 2 (the lower of the tied) is kept;
+    # the last image goes to its largest kept column
+    np.testing.assert_array_equal(ArgmaxClusterer(3).fit_predict(probs), [0, 0, 1, 1, 2, 2])
+    method = AttributionMethod(n_clusters=2, clusterer="argmax")
+    np.testing.assert_array_equal(method.fit_predict(probs), [1, 1, 2, 2, 1, 1])
 
 
 def test_agglomerative_refuses_large_n():

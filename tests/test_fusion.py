@@ -117,6 +117,28 @@ def test_rerank_labels_absorbs_a_fragment_the_vote_keeps():
     np.testing.assert_array_equal(rerank_labels(np.stack([a, b, c]), n_clusters=4), voted)
 
 
+def test_dbscan_rerank_labels_regroups_dense_patterns_and_keeps_noise():
+    from gantrace.fusion import build_rule, dbscan_rerank_labels
+
+    truth = np.repeat([1, 2, 3], 10)
+    a, b, c = truth.copy(), np.array([5, 6, 7])[truth - 1], truth.copy()
+    a[:2], b[:2] = 4, 8  # two of three runs split rows 0-1 off as a 4th cluster
+    runs = np.stack([a, b, c])
+    voted = majority_vote(runs)
+    assert voted[0] == 4
+    # eps 1.5: rows 0-1 differ from their cluster in two runs (distance 2) -> a group of
+    # their own below min_samples, i.e. noise: they keep the vote
+    np.testing.assert_array_equal(dbscan_rerank_labels(runs), voted)
+    # eps 2.2 links them to cluster 1's dense group (2 apart), which votes 1 for them; the
+    # clusters stay apart (they differ in all three runs: sqrt(6) apart)
+    np.testing.assert_array_equal(dbscan_rerank_labels(runs, eps=2.2), truth)
+    # min_samples above every group: all noise, the vote stands
+    np.testing.assert_array_equal(dbscan_rerank_labels(runs, eps=2.2, min_samples=31), voted)
+    rule = build_rule("attribution", {"methods": ["a", "b"], "rule": "dbscan_rerank", "eps": 2.2})
+    assert rule.get_params() == {"eps": 2.2, "min_samples": 5}
+    np.testing.assert_array_equal(rule.fuse_labels(runs), truth)
+
+
 def test_fusion_rules_are_a_registry_per_task():
     from pathlib import Path
 
@@ -125,10 +147,10 @@ def test_fusion_rules_are_a_registry_per_task():
     from gantrace.errors import ConfigError
     from gantrace.fusion import RULES, build_rule
 
-    assert RULES["attribution"].names() == ["majority", "rerank"]
+    assert RULES["attribution"].names() == ["dbscan_rerank", "majority", "rerank"]
     schema = yaml.safe_load((Path(__file__).parents[1] / "config" / "schema.yaml").read_text())
     enum = schema["$defs"]["fusion"]["properties"]["rule"]["enum"]
-    assert sorted(enum) == RULES["membership"].names()
+    assert sorted(enum) == sorted(set(RULES["membership"]) | set(RULES["attribution"]))
     spec = {"methods": ["a", "b"], "rule": "rerank", "n_clusters": 3, "linkage": "average"}
     rule = build_rule("membership", spec, n_folds=4, random_state=1)
     assert rule.get_params() == {"n_clusters": 3, "linkage": "average"}

@@ -91,6 +91,43 @@ def test_mode_threshold_by_hand():
     assert list(mode.score(real)) != [0, 0, 0]
 
 
+def test_additive_by_hand():
+    """CSMorgan's additive thresholding: variance-share weights from the generated images,
+    the cut at the mode or mean of the real images' weighted sums."""
+    gen = np.array([[0.0, 0.0], [2.0, 0.0], [0.0, 1.0], [2.0, 1.0]])  # variances 1 and 0.25
+    real = np.array([[1.0, 0.0], [0.0, 1.0], [3.0, 3.0], [1.0, 1.0]])
+    sums = real @ np.array([0.8, 0.2])  # 0.8, 0.2, 3.0, 1.0
+    mean = SCORERS.create({"name": "additive", "statistic": "mean"}).fit(gen)
+    np.testing.assert_allclose(mean.fit_reference(real).score(real), sums - sums.mean())
+    # mode with 2 bins over [0.2, 3.0]: [0.2, 1.6) holds three sums -> cut 0.9
+    mode = SCORERS.create({"name": "additive", "bins": 2}).fit(gen).fit_reference(real)
+    np.testing.assert_allclose(mode.score(real), sums - 0.9)
+    other = SCORERS.create({"name": "additive", "bins": 3}).fit(gen).fit_reference(real)
+    assert other.cut_ != mode.cut_  # bins is used
+    with pytest.raises(ConfigError, match="statistic"):
+        SCORERS.create({"name": "additive", "statistic": "median"})
+
+
+def test_additive_thresholding_is_label_free():
+    """The decision never reads the dev labels: permuting them changes no score or cut."""
+    rng = np.random.default_rng(0)
+    gen, real = rng.normal(size=(80, 12)), rng.normal(size=(40, 12))
+    labels = np.r_[np.ones(15, int), np.zeros(15, int), -np.ones(10, int)]
+    method = MembershipMethod(
+        scorer={"name": "additive", "statistic": "mode"},
+        reducer={"name": "pca", "n_components": 4},
+    )
+    assert method.rule_ == "natural" and not method.supervised_
+    a = method.run(gen, real, labels)
+    b = method.run(gen, real, rng.permutation(labels))
+    np.testing.assert_array_equal(a.decision, b.decision)
+    np.testing.assert_array_equal(a.score, b.score)
+    assert 0 < a.decision.sum() < len(real)  # a cut inside the real images' sums
+    # the input matters: other real images, other sums and decisions
+    c = method.run(gen, real[::-1], labels)
+    assert not np.allclose(c.score, a.score)
+
+
 def test_cluster_distance_agglomerative_centres():
     gen = np.array([[0.0, 0], [0, 2], [10, 0], [10, 2]])
     scorer = SCORERS.create(

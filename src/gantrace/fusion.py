@@ -15,7 +15,7 @@ from scipy.stats import rankdata
 
 from gantrace.errors import GantraceError
 from gantrace.membership.method import decide_thresholds, stratified_folds
-from gantrace.params import Interval, Part
+from gantrace.params import COUNT, POSITIVE, Interval, Part
 from gantrace.registry import KEY, Registry, accepted_params
 
 
@@ -166,19 +166,44 @@ def rerank_labels(label_matrix, n_clusters=None, linkage="ward", reference_index
     are absorbed by the group of the nearest label pattern.
     """
     label_matrix = _matrix(label_matrix, "rerank_labels")
+    voted, onehot = _aligned_onehot(label_matrix, reference_index)
+    k = n_clusters or len(np.unique(label_matrix[reference_index]))
+    return _group_majority(voted, _rerank_groups(onehot, k, linkage))
+
+
+def _aligned_onehot(label_matrix, reference_index=0):
+    """(voted labels, (n_images, n_methods * n_ids) one-hot of the aligned labels)."""
     reference = label_matrix[reference_index]
     aligned = np.stack([align_labels(row, reference) for row in label_matrix])
-    voted = majority_vote(label_matrix, reference_index)
     ids = np.unique(aligned)
     onehot = np.concatenate([(row[:, None] == ids).astype(np.float64) for row in aligned], axis=1)
-    k = n_clusters or len(np.unique(reference))
-    groups = _rerank_groups(onehot, k, linkage)
+    return majority_vote(label_matrix, reference_index), onehot
+
+
+def _group_majority(voted, groups):
+    """Each group (id >= 0) takes its members' most common voted label (ties: smallest id);
+    rows of group -1 (density noise) keep their own."""
     out = voted.copy()
-    for g in np.unique(groups):
+    for g in np.unique(groups[groups >= 0]):
         members = groups == g
         values, counts = np.unique(voted[members], return_counts=True)
         out[members] = values[np.argmax(counts)]
     return out
+
+
+def dbscan_rerank_labels(label_matrix, eps=1.5, min_samples=5, reference_index=0):
+    """CSMorgan's DBSCAN re-ranking of earlier runs' clusterings (Emon et al., CEUR-WS
+    Vol-3740, Sec. 4.3, submission 8): `majority_vote`, then DBSCAN (`eps`, `min_samples`)
+    on the images' stacked one-hot aligned labels; each dense group takes its members' most
+    common voted label and noise keeps its vote. Two images whose labels differ in m runs
+    lie sqrt(2 m) apart, so eps 1.5 links images that disagree in one run at most.
+    """
+    from sklearn.cluster import DBSCAN  # reason: scikit-learn only where a rule runs
+
+    label_matrix = _matrix(label_matrix, "dbscan_rerank_labels")
+    voted, onehot = _aligned_onehot(label_matrix, reference_index)
+    groups = DBSCAN(eps=eps, min_samples=min_samples).fit_predict(onehot)
+    return _group_majority(voted, groups)
 
 
 # -- fusion rules: one registry per task ---------------------------------------------------------
@@ -240,6 +265,20 @@ class RerankLabels(AttributionFusion):
 
     def fuse_labels(self, labels):
         return rerank_labels(labels, self.n_clusters, self.linkage)
+
+
+@ATTRIBUTION_RULES.register
+class DBSCANRerankLabels(AttributionFusion):
+    """Majority vote, then DBSCAN regrouping of the images (`dbscan_rerank_labels`)."""
+
+    name = "dbscan_rerank"
+    _parameter_constraints = {"eps": [POSITIVE], "min_samples": [COUNT]}
+
+    def __init__(self, eps=1.5, min_samples=5):
+        self.eps, self.min_samples = eps, min_samples
+
+    def fuse_labels(self, labels):
+        return dbscan_rerank_labels(labels, self.eps, self.min_samples)
 
 
 class MembershipFusion(Part):

@@ -68,6 +68,8 @@ def _feature_recipe(spec, key):
         "weights": _weights(extractor, params),
     }
     archs = [_arch(q) for q in params]
+    if len(archs) == 1 and isinstance(archs[0], list):  # a finetuned ensemble: its nets
+        archs = archs[0]
     if any(a is not None for a in archs):
         recipe["arch"] = archs
     layers = [_layer(p) for p in parts]
@@ -79,10 +81,11 @@ def _feature_recipe(spec, key):
 
 
 def _arch(params):
-    """torchvision / finetuned `arch`, timm `model`, a HF model's `size` (a pixel size
-    is an int: pixels, not an architecture)."""
+    """torchvision / finetuned `arch` (a finetuned `ensemble`: the list of its archs), timm
+    `model`, a HF model's `size` (a pixel size is an int: pixels, not an architecture)."""
     size = params.get("size")
-    return params.get("arch") or params.get("model") or (size if isinstance(size, str) else None)
+    named = params.get("ensemble") or params.get("arch") or params.get("model")
+    return named or (size if isinstance(size, str) else None)
 
 
 def _weights(extractor, params):

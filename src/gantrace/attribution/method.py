@@ -133,6 +133,30 @@ class GMMClusterer(Part):
         return model.fit_predict(X)
 
 
+class ArgmaxClusterer(Part):
+    """Classification, not clustering: each image goes to its largest feature column, i.e.
+    the class a trained net predicts from class-probability features (`finetuned` with
+    `output: probabilities`; SDVAHCS 2024 submitted their ResNets' predictions).
+
+    At most `n_clusters` classes: when more columns win somewhere, the `n_clusters` columns
+    that win most often are kept (ties: the lower column) and every image goes to its
+    largest kept column.
+    """
+
+    name = "argmax"
+    _parameter_constraints = {"n_clusters": [COUNT]}
+
+    def __init__(self, n_clusters=8):
+        self.n_clusters = n_clusters
+        self._validate_params()
+
+    def fit_predict(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        wins = np.bincount(X.argmax(axis=1), minlength=X.shape[1])
+        kept = np.sort(np.argsort(-wins, kind="stable")[: self.n_clusters])
+        return kept[X[:, kept].argmax(axis=1)]
+
+
 def density_rerank(X, labels, density_labels, min_share=0.2, n_neighbors=5):
     """Re-assign base `labels` using a density clustering of the same rows.
 
@@ -275,6 +299,7 @@ CLUSTERERS = Registry(
         GMMClusterer,
         HDBSCANRerank,
         KMeansClusterer,
+        ArgmaxClusterer,
         FingerprintClusterer,
     ),
 )

@@ -20,6 +20,7 @@ from gantrace.membership.scorers.supervised import (
     PairClassifierScorer,
 )
 from gantrace.membership.scorers.unsupervised import (
+    AdditiveScorer,
     ClusterDistanceScorer,
     ColumnScorer,
     KNNScorer,
@@ -38,6 +39,7 @@ from gantrace.registry import Registry
 SCORERS = Registry(
     "scorer",
     (
+        AdditiveScorer,
         CalibratedKNNScorer,
         CentroidAutoencoderScorer,
         ClassCentroidsScorer,
@@ -59,6 +61,7 @@ SCORERS = Registry(
 
 __all__ = [
     "SCORERS",
+    "AdditiveScorer",
     "CalibratedKNNScorer",
     "DensityRatioScorer",
     "EpsilonBallScorer",

@@ -269,6 +269,52 @@ class SimilarityScorer(Part):
         return out
 
 
+def histogram_mode(values, bins):
+    """Midpoint of the fullest of `bins` equal-width bins of `values` (the first on ties)."""
+    counts, edges = np.histogram(values, bins=bins)
+    peak = int(np.argmax(counts))
+    return float((edges[peak] + edges[peak + 1]) / 2)
+
+
+class AdditiveScorer(Part):
+    """Additive mode / average thresholding (CSMorgan 2024, Emon et al., CEUR-WS Vol-3740,
+    Sec. 4.2), meant for PCA components; label-free.
+
+    s(x) = sum_j w_j x_j, each component weighted by its share of the total variance of
+    the generated images (the paper "combined all the features and weighted them by the
+    total"). The cut c is the mode (`statistic: mode`, `histogram_mode` with `bins`) or the
+    mean (`statistic: mean`) of s over all real images, fitted without their labels
+    (`fit_reference`); the score is the margin s(x) - c, so `threshold: natural` decides
+    used where s(x) lies above the cut, as in the paper.
+    """
+
+    name = "additive"
+    margin = True
+    _parameter_constraints = {"statistic": [Options("mode", "mean")], "bins": [COUNT]}
+
+    def __init__(self, statistic="mode", bins=50):
+        self.statistic = statistic
+        self.bins = bins
+        self._validate_params()
+
+    def fit(self, generated_X):
+        variance = as_matrix(generated_X, "generated features").astype(np.float64).var(axis=0)
+        total = variance.sum()
+        self.weights_ = variance / total if total > 0 else np.full(len(variance), 1 / len(variance))
+        return self
+
+    def _sums(self, X):
+        return as_matrix(X, "real features").astype(np.float64) @ self.weights_
+
+    def fit_reference(self, real_X):
+        sums = self._sums(real_X)
+        self.cut_ = histogram_mode(sums, self.bins) if self.statistic == "mode" else sums.mean()
+        return self
+
+    def score(self, real_X):
+        return self._sums(real_X) - self.cut_
+
+
 class TwoMeansScorer(Part):
     """k-means with two clusters on the real images' features (KDE-med-lab 2024: CNN
     features "processed using k-means clustering to classify the images into two
@@ -305,7 +351,8 @@ class TwoMeansScorer(Part):
 
 
 class ModeThresholdScorer(Part):
-    """Additive mode / mean thresholding (CSMorgan 2024), meant for PCA components.
+    """Per-component agreement count around a mode or mean, meant for PCA components (a
+    variant of CSMorgan 2024's thresholding; theirs is `additive`).
 
     Per component j, a centre c_j is fitted on the generated images: the histogram peak
     (`statistic: mode`, midpoint of the fullest of `bins` bins, the first on ties) or the
@@ -331,12 +378,7 @@ class ModeThresholdScorer(Part):
         if self.statistic == "mean":
             self.centres_ = G.mean(axis=0)
         else:
-            centres = []
-            for col in G.T:
-                counts, edges = np.histogram(col, bins=self.bins)
-                peak = int(np.argmax(counts))
-                centres.append((edges[peak] + edges[peak + 1]) / 2)
-            self.centres_ = np.array(centres)
+            self.centres_ = np.array([histogram_mode(col, self.bins) for col in G.T])
         self.widths_ = self.tolerance * G.std(axis=0)
         return self
 
