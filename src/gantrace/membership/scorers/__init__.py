@@ -9,6 +9,7 @@ Every scorer is a `gantrace.params.Part` in the SCORERS registry:
 `SCORERS.create({"name": "knn", "k": 3})`.
 """
 
+from gantrace.membership.scorers.hierarchical import HierarchicalDistanceScorer
 from gantrace.membership.scorers.reference import (
     CalibratedKNNScorer,
     DensityRatioScorer,
@@ -44,6 +45,7 @@ SCORERS = Registry(
         ColumnScorer,
         DensityRatioScorer,
         EpsilonBallScorer,
+        HierarchicalDistanceScorer,
         KNNScorer,
         ModeThresholdScorer,
         PairClassifierScorer,
@@ -60,6 +62,7 @@ __all__ = [
     "CalibratedKNNScorer",
     "DensityRatioScorer",
     "EpsilonBallScorer",
+    "HierarchicalDistanceScorer",
     "CentroidAutoencoderScorer",
     "ClassCentroidsScorer",
     "ClusterDistanceScorer",
