@@ -77,7 +77,7 @@ def test_beyond_seeds_config_and_open_set_setting_validate_and_build(tmp_path):
     cfg = merged(snippet, methods, open_set)
     origin = catalogue.expand(cfg, ROOT / "config" / "methods")
     validate_config(cfg, SCHEMA)
-    assert len(set(origin.values())) == len(methods["catalogue"]["include"])
+    assert len({o["id"] for o in origin.values()}) == len(methods["catalogue"]["include"])
     for name, spec in cfg["features"].items():
         if spec["name"] != "finetuned":
             build_extractor(spec, key=f"features.{name}")

@@ -20,8 +20,12 @@ def entry(cid, **extra):
         "id": cid,
         "task": "attribution",
         "team": "T",
-        "paper": "P",
-        "reported": "ARI 1.0",
+        "paper": {
+            "source": "P",
+            "section": "3",
+            "runs": {cid: {"submission": None, "recipe": {"extractor": "pixels"}}},
+        },
+        "reported": [{"run": cid, "metric": "ari", "split": "test", "value": 1.0, "where": "T"}],
         "features": {"px": {"name": "pixels", "size": 16, "weights_like": "imagenet"}},
         "methods": {cid: {"feature": "px", "clusterer": {"name": "kmeans"}}},
     }
@@ -42,7 +46,7 @@ def test_expand_merges_selected_entries_and_applies_overrides(tmp_path):
         "catalogue": {"include": ["b_two"], "override": {"all": {"weights_like": "none"}}},
     }
     origin = catalogue.expand(cfg, tmp_path)
-    assert origin == {"b_two": "b_two"}
+    assert origin == {"b_two": {"id": "b_two", "substitute": False}}
     assert set(cfg["attribution"]["methods"]) == {"b_two"}
     assert cfg["features"]["px"]["weights_like"] == "none"  # override hit a present key
 
@@ -109,7 +113,7 @@ def test_seed_methods_config_validates_with_every_entry():
     cfg = yaml.safe_load((ROOT / "config" / "seed-methods.yaml").read_text())
     origin = catalogue.expand(cfg, CATALOGUE)
     validate_config(cfg, SCHEMA)
-    assert set(origin.values()) == set(ENTRIES)
+    assert {o["id"] for o in origin.values()} == set(ENTRIES)
 
 
 @pytest.mark.parametrize("cid", sorted(ENTRIES))

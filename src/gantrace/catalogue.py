@@ -15,6 +15,7 @@ before it is validated, so they run and rank like the user's own methods.
 """
 
 import copy
+import numbers
 from pathlib import Path
 
 import yaml
@@ -24,12 +25,135 @@ from gantrace.registry import spec_name
 
 TASKS = ("attribution", "membership")
 ENTRY_KEYS = {"id", "task", "team", "paper", "reported", "description", "features"}
-ENTRY_KEYS |= {"methods", "fusion"}
+ENTRY_KEYS |= {"methods", "fusion", "deviations"}
 REQUIRED = ("id", "task", "team", "paper", "reported", "methods")
+
+# The paper's recipe of a run, in gantrace vocabulary (`gantrace.papers.recipe_of` derives
+# ours for the same keys): what each key holds.
+RECIPE_KEYS = {
+    "preprocess": "a preprocessor name (or a list of them), or none",
+    "input_size": "pixels fed to the extractor (an int, a list for concatenated parts)",
+    "extractor": "features registry name(s), a list for concatenated parts",
+    "arch": "the extractor's architecture: torchvision/finetuned arch, timm model, HF size",
+    "weights": "imagenet | none | finetuned (trained on dev labels)",
+    "layer": "penultimate | cls | mean | cls+mean | logit | both | probabilities",
+    "region": "full | lung | outer",
+    "reducer": "none or {name: pca|tsne|autoencoder, <param>: <value>}",
+    "clusterer": "attribution: {name: <clusterer>, <param>: <value>}",
+    "scorer": "membership: {name: <scorer>, <param>: <value>}",
+    "decision": "membership threshold rule: oof_f1 | fraction | natural | mixture",
+    "labels": "none | dev: whether the run learns anything from dev labels",
+    "epochs": "training epochs of a trained part",
+    "fusion": "a fusion run: {name: <rule>, <param>: <value>}",
+}
+RUN_KEYS = ("submission", "recipe", "notes")
+PAPER_KEYS = ("source", "section", "runs")
+METRICS = ("f1", "kappa", "auc", "accuracy", "precision", "recall", "specificity", "ari", "nmi")
+SPLITS = ("test", "dev")
+REPORTED_KEYS = {"run": True, "metric": True, "split": True, "value": True, "where": True}
+REPORTED_KEYS |= {"submission": False, "note": False}
+DEVIATION_KEYS = {"run": True, "key": True, "paper": True, "ours": True, "reason": True}
+DEVIATION_KEYS |= {"substitute": False}
+
+
+def _text(value):
+    return isinstance(value, str) and value.strip() != ""
+
+
+def _keys(where, item, keys):
+    """Problems of a mapping against {key: required}: not a mapping, missing, unknown."""
+    if not isinstance(item, dict):
+        return [f"{where}: expected a mapping with keys {', '.join(keys)}"]
+    problems = [f"{where}: missing key '{k}'" for k, req in keys.items() if req and k not in item]
+    return problems + [
+        f"{where}.{k}: unknown key (allowed: {', '.join(keys)})" for k in item if k not in keys
+    ]
+
+
+def paper_problems(entry, where):
+    """Every problem of an entry's `paper`, `reported` and `deviations` blocks (issue 15).
+
+    Run names must be methods or fusions of the entry; recipe keys come from RECIPE_KEYS.
+    """
+    names = set(entry.get("methods") or {}) | set(entry.get("fusion") or {})
+    paper = entry.get("paper")
+    problems = _keys(f"{where}: paper", paper, dict.fromkeys(PAPER_KEYS, True))
+    runs = paper.get("runs") if isinstance(paper, dict) else None
+    if isinstance(paper, dict):
+        for key in ("source", "section"):
+            if key in paper and not _text(paper[key]):
+                problems.append(f"{where}: paper.{key}: expected a non-empty string")
+        if "runs" in paper and (not isinstance(runs, dict) or not runs):
+            problems.append(f"{where}: paper.runs: expected a mapping {{run name: {{...}}}}")
+            runs = None
+    for run, block in (runs or {}).items():
+        at = f"{where}: paper.runs.{run}"
+        if run not in names:
+            problems.append(
+                f"{at}: not a method or fusion of this entry ({', '.join(sorted(names))})"
+            )
+        problems += _keys(at, block, {"submission": True, "recipe": True, "notes": False})
+        recipe = block.get("recipe") if isinstance(block, dict) else None
+        if isinstance(block, dict) and not isinstance(recipe, dict):
+            problems.append(f"{at}.recipe: expected a mapping of recipe keys")
+        for key in recipe if isinstance(recipe, dict) else ():
+            if key not in RECIPE_KEYS:
+                problems.append(
+                    f"{at}.recipe.{key}: unknown recipe key (allowed: {', '.join(RECIPE_KEYS)})"
+                )
+    reported = entry.get("reported")
+    if not isinstance(reported, list):
+        problems.append(
+            f"{where}: reported: expected a list of {{run, metric, split, value, where}}"
+        )
+        reported = []
+    for i, item in enumerate(reported):
+        at = f"{where}: reported[{i}]"
+        problems += _keys(at, item, REPORTED_KEYS)
+        if not isinstance(item, dict):
+            continue
+        if "run" in item and item["run"] not in names:
+            problems.append(f"{at}.run: {item['run']!r} is not a method or fusion of this entry")
+        if "metric" in item and item["metric"] not in METRICS:
+            problems.append(
+                f"{at}.metric: expected one of {', '.join(METRICS)}, got {item['metric']!r}"
+            )
+        if "split" in item and item["split"] not in SPLITS:
+            problems.append(
+                f"{at}.split: expected one of {', '.join(SPLITS)}, got {item['split']!r}"
+            )
+        value = item.get("value")
+        if "value" in item and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            problems.append(f"{at}.value: expected a number as printed in the paper, got {value!r}")
+    deviations = entry.get("deviations", [])
+    if not isinstance(deviations, list):
+        problems.append(
+            f"{where}: deviations: expected a list of {{run, key, paper, ours, reason}}"
+        )
+        deviations = []
+    for i, item in enumerate(deviations):
+        at = f"{where}: deviations[{i}]"
+        problems += _keys(at, item, DEVIATION_KEYS)
+        if not isinstance(item, dict):
+            continue
+        if "run" in item and item["run"] != "all" and item["run"] not in names:
+            problems.append(
+                f"{at}.run: {item['run']!r} is not 'all' nor a method or fusion of this entry"
+            )
+        if "key" in item and item["key"] not in RECIPE_KEYS:
+            problems.append(
+                f"{at}.key: unknown recipe key {item['key']!r} (allowed: {', '.join(RECIPE_KEYS)})"
+            )
+        if "reason" in item and not _text(item["reason"]):
+            problems.append(f"{at}.reason: say why our recipe departs here")
+        if not isinstance(item.get("substitute", False), bool):
+            problems.append(f"{at}.substitute: expected true or false")
+    return problems
 
 
 def load_entry(path):
-    """Read and check one catalogue file; return its mapping."""
+    """Read and check one catalogue file; return its mapping. Every problem is reported at
+    once, each naming the file and the key."""
     path = Path(path)
     try:
         entry = yaml.safe_load(path.read_text())
@@ -42,19 +166,34 @@ def load_entry(path):
         f"{path}: unknown key '{k}' (allowed: {', '.join(sorted(ENTRY_KEYS))})"
         for k in sorted(set(entry) - ENTRY_KEYS)
     ]
-    if problems:
-        raise ConfigError("\n".join(problems))
-    if entry["id"] != path.stem:
-        raise ConfigError(f"{path}: id '{entry['id']}' must equal the file name '{path.stem}'")
-    if entry["task"] not in TASKS:
-        raise ConfigError(f"{path}: task must be one of {', '.join(TASKS)}")
-    names = set(entry["methods"]) | set(entry.get("fusion") or {})
-    if entry["id"] not in names:
-        raise ConfigError(
+    if "id" in entry and entry["id"] != path.stem:
+        problems.append(f"{path}: id '{entry['id']}' must equal the file name '{path.stem}'")
+    if "task" in entry and entry["task"] not in TASKS:
+        problems.append(f"{path}: task must be one of {', '.join(TASKS)}")
+    names = set(entry.get("methods") or {}) | set(entry.get("fusion") or {})
+    if "id" in entry and "methods" in entry and entry["id"] not in names:
+        problems.append(
             f"{path}: the id '{entry['id']}' must name one of its methods or fusions "
             "(the row that stands for the published method)"
         )
+    if "paper" in entry and "reported" in entry:
+        problems += paper_problems(entry, str(path))
+    if problems:
+        raise ConfigError("\n".join(problems))
     return entry
+
+
+def substitutes(entry):
+    """Names of the entry's runs that a deviation with `substitute: true` covers."""
+    names = set(entry.get("methods") or {}) | set(entry.get("fusion") or {})
+    covered = set()
+    for d in entry.get("deviations") or []:
+        if d.get("substitute"):
+            covered |= names if d["run"] == "all" else {d["run"]}
+    for name, spec in (entry.get("fusion") or {}).items():  # a fusion runs its members
+        if covered & set(spec.get("methods") or []):
+            covered.add(name)
+    return covered
 
 
 def load(catalogue_dir):
@@ -86,10 +225,12 @@ def _merge(target, name, value, where, owner):
 
 
 def expand(config, catalogue_dir):
-    """Add the selected catalogue entries to `config` (in place); return {name: entry id}.
+    """Add the selected catalogue entries to `config` (in place); return
+    {name: {"id": entry id, "substitute": bool}}.
 
     The returned mapping tells, for every method and fusion that came from the catalogue,
-    the id of its entry, so the leaderboard can show which published method a row is.
+    the id of its entry, so the leaderboard can show which published method a row is, and
+    whether a stand-in component runs in it (a deviation with `substitute: true`).
     """
     section = config.get("catalogue")
     if not section:
@@ -129,8 +270,20 @@ def expand(config, catalogue_dir):
                 _merge(part, name, copy.deepcopy(spec), f"{entry['task']}.{kind}", owner)
                 # A name shared by entries belongs to the entry it is the headline of.
                 if name == cid or name not in origin:
-                    origin[name] = cid
+                    origin[name] = {"id": cid, "substitute": name in substitutes(entry)}
     return origin
+
+
+def _paper(entry):
+    paper = entry["paper"]
+    return f"{paper['source']} ({paper['section']})" if isinstance(paper, dict) else paper
+
+
+def _reported(entry):
+    items = entry["reported"]
+    if not isinstance(items, list):
+        return items
+    return "; ".join(f"{r['run']}: {r['metric']} {r['value']:g} ({r['split']})" for r in items)
 
 
 def markdown_table(entries):
@@ -141,9 +294,8 @@ def markdown_table(entries):
     ]
     for cid, e in entries.items():
         recipe = " ".join(str(e.get("description", "")).split())
-        lines.append(
-            f"| `{cid}` | {e['task']} | {e['team']} | {e['paper']} | {e['reported']} | {recipe} |"
-        )
+        paper, reported = " ".join(_paper(e).split()), _reported(e) or "none in the paper"
+        lines.append(f"| `{cid}` | {e['task']} | {e['team']} | {paper} | {reported} | {recipe} |")
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,9 @@ def rank(scores, metrics=None, catalogue=None):
     the primary metric, best first (ties by method name).
 
     `metrics` maps a dataset to its metric (config `datasets.<ds>.metric`), else `PRIMARY`
-    of its task; `catalogue` maps a method or fusion name to the catalogue id it came from.
+    of its task; `catalogue` maps a method or fusion name to the catalogue entry it came
+    from (`catalogue.expand`: {"id", "substitute"}, or the bare id): columns `catalogue` and
+    `substitute` (a stand-in component runs in place of the paper's).
     """
     metrics = {d: m for d, m in (metrics or {}).items() if m}
     catalogue = catalogue or {}
@@ -27,8 +29,12 @@ def rank(scores, metrics=None, catalogue=None):
         ["dataset", "split", "score", "method"], ascending=[True, True, False, True]
     )
     board["rank"] = board.groupby(["dataset", "split"]).cumcount() + 1
-    board["catalogue"] = [catalogue.get(m.removeprefix("fused_"), "") for m in board.method]
-    cols = ["dataset", "task", "split", "rank", "method", "kind", "catalogue", "metric"]
+    entries = [catalogue.get(m.removeprefix("fused_"), "") for m in board.method]
+    entries = [e if isinstance(e, dict) else {"id": e} for e in entries]
+    board["catalogue"] = [e["id"] for e in entries]
+    board["substitute"] = [bool(e.get("substitute")) for e in entries]
+    cols = ["dataset", "task", "split", "rank", "method", "kind", "catalogue", "substitute"]
+    cols += ["metric"]
     cols += ["score", "n"]
     board = board[cols + [c for c in COLUMNS if c in board.columns]]
     for c in COUNTS:
