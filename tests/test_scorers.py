@@ -261,6 +261,8 @@ def test_hierarchical_distance_grid_is_one_value_not_a_tuning_request():
     known = labels >= 0
     assert roc_auc_score(labels[known], frame["score"][known]) > 0.8
     assert (frame["threshold"] == 0).all()  # the scorer's own cut: a margin
+    for group in ("0", "1", "2", "unlabelled"):  # each group's choice is in the note
+        assert f"{group}: k=" in method.threshold_note_
 
 
 def test_centroid_autoencoder_mse_compares_the_scalar_mse():

@@ -248,6 +248,9 @@ class MembershipMethod:
         else:
             scores, thresholds, chosen = self._tuned(gx, rx, labels, groups)
         note = f"{self.rule_}: {what} over {n_folds} stratified folds of {n_used + n_not} rows"
+        if self.supervised_ and self.fit_summaries_:
+            fits = "; ".join(f"{g}: {s}" for g, s in self.fit_summaries_.items())
+            note += f"; fitted on the other folds' labels: {fits}"
         if self.rule_ in ("fraction", "mixture"):
             thresholds, _, label_free = decide_thresholds(
                 scores, labels, self.rule_, self.used_fraction, random_state=self.random_state
@@ -278,7 +281,7 @@ class MembershipMethod:
 
     def _cross_fit(self, gx, rx, labels, folds, groups):
         fitted = [self._build(c)[1].fit_generated(gx) for c in self.combos_]
-        scores, chosen = np.zeros(len(labels)), {}
+        scores, chosen, self.fit_summaries_ = np.zeros(len(labels)), {}, {}
 
         def fit_score(i, train, rows):
             # A shallow copy of the scorer already fitted on the generated images (for
@@ -304,7 +307,10 @@ class MembershipMethod:
                     aucs.append(_auc(oof[train], labels[train]))
                 best = _best_combo(aucs)
             chosen[name] = self.combos_[best]
-            scores[rows] = fit_score(best, train, rows)
+            final = copy.copy(fitted[best]).fit_labels(rx[train], labels[train])
+            scores[rows] = final.score(rx[rows])
+            if hasattr(final, "fitted_summary"):  # what the scorer chose from the labels
+                self.fit_summaries_[name] = final.fitted_summary()
         self.scorer_ = fitted[self.combos_.index(chosen.get("unlabelled", self.combos_[0]))]
         return scores, chosen
 

@@ -90,5 +90,9 @@ class HierarchicalDistanceScorer(SupervisedScorer):
         self.f1_, self.k_, self.distance_, self.cut_ = best
         return self
 
+    def fitted_summary(self):
+        """The choice made on the labels, as the paper reports it: (min, 10)."""
+        return f"k={self.k_}, distance={self.distance_}, F1={self.f1_:.3f}"
+
     def score(self, real_X):
         return -self.distances(real_X, self.k_, self.distance_) - self.cut_
