@@ -199,3 +199,31 @@ def test_workflow_trains_the_feature_and_clusters_it(tmp_path):
     assert not (work / "results/ft/models/ft_attribution/cnn.checkpoints").exists()
     proc = snakemake(work, target, "-n", "--configfile", "ft.yaml")
     assert "train_features" not in proc.stdout  # trained once, reused
+
+
+def test_custom_cnn_has_gan_amis_shape():
+    """Upganlawar et al. Sec. 4.1: 2 convs per stage at 64, 128, 256, 512 filters, each
+    stage max-pooled, a 1024-filter bottleneck pair, flatten, dense 256 and 64 (ReLU)."""
+    net = finetune.PlainCNN(width=64, bottleneck=True, dense=[256, 64], input_size=64)
+    convs = [m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [64, 64, 128, 128, 256, 256, 512, 512, 1024, 1024]
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.modules()) == 4
+    dense = [(m.in_features, m.out_features) for m in net.head if isinstance(m, torch.nn.Linear)]
+    assert dense == [(1024 * 4 * 4, 256), (256, 64)]  # 64 px / 2**4 = 4 x 4 maps, flattened
+    assert net(torch.zeros(2, 1, 64, 64)).shape == (2, 64) and net.out_dim == 64
+    plain = finetune.PlainCNN(width=4)  # defaults: the earlier small CNN, pooled
+    widths = [m.out_channels for m in plain.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [4, 4, 8, 8, 16, 16, 32, 32]
+    assert plain(torch.zeros(2, 1, 32, 32)).shape == (2, 32)
+
+
+def test_custom_cnn_shape_reaches_the_feature(tmp_path):
+    x, y = toy(6, ["plain", "checker"])
+    spec = {**TINY, "bottleneck": True, "dense": [16, 8], "output": "penultimate"}
+    feature = LearnedFeature("cnn", epochs=1, n_folds=2, **spec)
+    features, _ = feature.fit_transform(x, y, model_dir=tmp_path)
+    assert features.shape == (12, 8)  # the last dense layer's 8 units
+    net = CNNClassifier.load(tmp_path / "fold0.safetensors", device="cpu")
+    assert (net.bottleneck, net.dense) == (True, [16, 8])
+    with pytest.raises(ConfigError, match="dense"):
+        LearnedFeature("cnn", dense=[0])

@@ -189,6 +189,7 @@ def _shifted(seed=0, n_gen=120, n_used=30, n_not=30, n_unknown=10, d=16):
 
 SUPERVISED = [
     {"name": "class_centroids", "n_clusters": 3, "n_init": 2},
+    {"name": "hierarchical_distance", "n_clusters": [2, 4, 8, 16]},
     {"name": "centroid_autoencoder", "hidden": 16, "code_size": 4, "epochs": 8},
     {
         "name": "centroid_autoencoder",
@@ -209,12 +210,15 @@ def test_supervised_scorers_beat_chance_out_of_fold(spec):
     assert getattr(SCORERS[spec["name"]], "supervised", False)
     frame = MembershipMethod(spec, n_folds=3).run(gen, real, labels)
     known = labels >= 0
-    assert roc_auc_score(labels[known], frame["score"][known]) > 0.8
+    # AI Multimedia Lab's "mse" rule ranks by one number per image, the reconstruction MSE,
+    # which separates the planted classes less well than whole error images do
+    scalar = spec["name"] == "centroid_autoencoder" and spec.get("error", "mse") == "mse"
+    assert roc_auc_score(labels[known], frame["score"][known]) > (0.6 if scalar else 0.8)
     assert (frame["threshold"] == 0).all() and (frame["fold"][~known] == -1).all()
     assert frame["decision"][known].mean() not in (0.0, 1.0)
 
 
-@pytest.mark.parametrize("spec", [SUPERVISED[0], SUPERVISED[3]], ids=["centroids", "pairs"])
+@pytest.mark.parametrize("spec", [SUPERVISED[0], SUPERVISED[4]], ids=["centroids", "pairs"])
 def test_supervised_row_never_sees_its_own_label(spec):
     gen, real, labels = _shifted(seed=1)
     method = MembershipMethod(spec, n_folds=3)
@@ -288,3 +292,65 @@ def test_two_means_splits_the_real_images_and_calls_the_group_near_the_generated
     assert (scores[10:] > 0).all() and (scores[:10] < 0).all()
     frame = MembershipMethod({"name": "two_means"}).run(gen, real, [-1] * 20)
     np.testing.assert_array_equal(frame["decision"], [0] * 10 + [1] * 10)  # natural: > 0
+
+
+def test_hierarchical_distance_by_hand():
+    # two generated groups, centres (0, 0) and (10, 0); k=1 puts one centre at (5, 0)
+    gen = np.array([[0.0, 1], [0, -1], [10, 1], [10, -1]])
+    real = np.array([[0.0, 0], [10, 0], [5, 0], [5, 6], [-3, 0], [13, 0]])
+    scorer = SCORERS.create({"name": "hierarchical_distance", "n_clusters": [1, 2, 9]})
+    scorer.fit_generated(gen)
+    assert sorted(scorer.centres_) == [1, 2]  # k=9 exceeds the 4 generated images: dropped
+    np.testing.assert_allclose(scorer.distances(real, 2, "min"), [0, 0, 5, np.hypot(5, 6), 3, 3])
+    np.testing.assert_allclose(scorer.distances(real, 2, "avg"), [5, 5, 5, np.hypot(5, 6), 8, 8])
+    np.testing.assert_allclose(scorer.distances(real, 1, "min"), [5, 5, 0, 6, 8, 8])
+    # used = the images on the clusters: only k=2 with min separates them (F1 = 1)
+    used = np.array([1, 1, 0, 0, 0, 0])
+    scorer.fit_labels(real, used)
+    assert (scorer.k_, scorer.distance_, scorer.f1_) == (2, "min", 1.0)
+    assert (scorer.score(real) > 0).tolist() == used.astype(bool).tolist()
+    # used = the image between the clusters: k=1 (one centre in the middle) wins
+    middle = np.array([0, 0, 1, 0, 0, 0])
+    assert scorer.fit_labels(real, middle).k_ == 1
+    assert (scorer.score(real) > 0).tolist() == middle.astype(bool).tolist()
+    # restricting the grid changes the decision: avg of k=2 cannot single out the first two
+    avg = SCORERS.create({"name": "hierarchical_distance", "n_clusters": [2], "distance": ["avg"]})
+    avg.fit_generated(gen).fit_labels(real, used)
+    assert avg.f1_ < 1.0 and (avg.score(real) > 0).tolist() != used.astype(bool).tolist()
+    # the linkage shapes the tree: on a line with one far point, single linkage splits off
+    # the point, Ward the halves
+    line = np.r_[np.arange(11.0), 12.5][:, None]
+    tree = {"name": "hierarchical_distance", "n_clusters": [2]}
+    single = SCORERS.create({**tree, "linkage": "single"}).fit_generated(line).centres_[2]
+    ward = SCORERS.create(tree).fit_generated(line).centres_[2]
+    assert sorted(single.ravel()) == [5.0, 12.5] and sorted(ward.ravel()) != [5.0, 12.5]
+    with pytest.raises(ConfigError, match="distance"):
+        SCORERS.create({"name": "hierarchical_distance", "distance": ["max"]})
+    with pytest.raises(ConfigError, match="exceeds"):
+        SCORERS.create({"name": "hierarchical_distance", "n_clusters": [5]}).fit_generated(gen)
+
+
+def test_hierarchical_distance_grid_is_one_value_not_a_tuning_request():
+    gen, real, labels = _shifted(seed=3)
+    spec = {"name": "hierarchical_distance", "n_clusters": [2, 4, 8], "distance": ["min", "avg"]}
+    method = MembershipMethod(spec, n_folds=3)
+    assert len(method.combos_) == 1  # its lists are its parameters
+    frame = method.run(gen, real, labels)
+    known = labels >= 0
+    assert roc_auc_score(labels[known], frame["score"][known]) > 0.8
+    assert (frame["threshold"] == 0).all()  # the scorer's own cut: a margin
+    for group in ("0", "1", "2", "unlabelled"):  # each group's choice is in the note
+        assert f"{group}: k=" in method.threshold_note_
+
+
+def test_centroid_autoencoder_mse_compares_the_scalar_mse():
+    gen, real, labels = _shifted(seed=4)
+    known = labels >= 0
+    spec = {"name": "centroid_autoencoder", "hidden": 8, "code_size": 2, "epochs": 3}
+    scorer = SCORERS.create(spec).fit_generated(gen).fit_labels(real[known], labels[known])
+    model = scorer.model_
+    mse = (model.reconstruction_error(real) * model.scale_**2).mean(axis=1)  # pixel units
+    c_not, c_used = mse[labels == 0].mean(), mse[labels == 1].mean()
+    margin = scorer.score(real)
+    np.testing.assert_array_equal(margin > 0, np.abs(mse - c_used) < np.abs(mse - c_not))
+    np.testing.assert_allclose(np.abs(margin), np.abs(mse - (c_not + c_used) / 2))

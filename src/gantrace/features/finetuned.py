@@ -64,33 +64,55 @@ TARGETS = ("generator", "membership")
 OUTPUTS = ("both", "penultimate", "probabilities")
 CUSTOM = "custom"
 _FORMAT = "gantrace.CNNClassifier"
+# The custom trunk's shape (PlainCNN), declared once for the estimator and the feature.
+CUSTOM_CONSTRAINTS = {
+    "width": [COUNT],
+    "bottleneck": [bool],
+    "dense": [ListOf(COUNT, min_len=0)],
+}
 
 
 # -- networks ----------------------------------------------------------------------------------
 class PlainCNN(nn.Module):
-    """conv-bn-relu blocks, each doubling the channels and halving the size, then global
-    average pooling (GAN-Amis' custom CNN, sized by `width` and `depth`)."""
+    """`depth` stages of two conv-bn-relu layers, each stage doubling the channels (from
+    `width`) and ending in 2x2 max pooling; with `bottleneck`, two more conv-bn-relu layers
+    at twice the last stage's channels; then global average pooling, or, given `dense`
+    hidden sizes, flattening and ReLU dense layers, the last of which gives the features.
 
-    def __init__(self, width=16, depth=4):
+    GAN-Amis' custom CNN (Upganlawar et al., CEUR-WS Vol-3740, Sec. 4.1) is width 64,
+    depth 4, bottleneck (1024 filters), dense [256, 64] on 256 x 256 grey images.
+    """
+
+    def __init__(self, width=16, depth=4, bottleneck=False, dense=(), input_size=64):
         super().__init__()
         layers, c_in = [], 1
-        for i in range(depth):
-            c_out = width * 2**i
-            layers += [
-                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
+        stages = [width * 2**i for i in range(depth)]
+        for i, c_out in enumerate(stages + ([width * 2**depth] if bottleneck else [])):
+            for c in (c_in, c_out):
+                layers += [
+                    nn.Conv2d(c, c_out, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(c_out),
+                    nn.ReLU(inplace=True),
+                ]
+            if i < depth:  # the bottleneck keeps its size
+                layers.append(nn.MaxPool2d(2))
             c_in = c_out
         self.body = nn.Sequential(*layers)
-        self.out_dim = c_in
+        side = input_size // 2**depth
+        if dense and side < 1:
+            raise ConfigError(f"custom CNN: input_size {input_size} is below 2**depth")
+        head, d_in = [], c_in * side * side
+        for units in dense:
+            head += [nn.Linear(d_in, units), nn.ReLU(inplace=True)]
+            d_in = units
+        self.head = nn.Sequential(nn.Flatten(), *head) if dense else None
+        self.out_dim = d_in if dense else c_in
 
     def forward(self, x):
-        return torch.flatten(F.adaptive_avg_pool2d(self.body(x), 1), 1)
+        x = self.body(x)
+        if self.head is None:
+            return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.head(x)
 
 
 class _Net(nn.Module):
@@ -106,12 +128,13 @@ class _Net(nn.Module):
         return f, self.head(f)
 
 
-def _trunk(arch, weights, input_size, width, seed):
-    """(trunk module, feature width, input channels); pretrained weights load fail-fast."""
+def _trunk(arch, weights, input_size, custom, seed):
+    """(trunk module, feature width, input channels); pretrained weights load fail-fast.
+    `custom`: PlainCNN's width, bottleneck and dense (for arch custom)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if arch == CUSTOM:
-            trunk = PlainCNN(width)
+            trunk = PlainCNN(input_size=input_size, **custom)
             return trunk, trunk.out_dim, 1
         # Validates arch/weights and raises WeightsError naming the missing file.
         ext = TorchvisionExtractor(arch=arch, weights=weights, input_size=input_size, seed=seed)
@@ -148,7 +171,7 @@ class CNNClassifier(Part):
     _parameter_constraints = {
         "arch": [str],
         "weights": [str],
-        "width": [COUNT],
+        **CUSTOM_CONSTRAINTS,
         "input_size": [COUNT],
         "epochs": [COUNT],
         "batch_size": [COUNT],
@@ -162,6 +185,8 @@ class CNNClassifier(Part):
         arch=CUSTOM,
         weights="none",
         width=16,
+        bottleneck=False,
+        dense=(),
         input_size=64,
         epochs=3,
         batch_size=32,
@@ -170,6 +195,7 @@ class CNNClassifier(Part):
         device="auto",
     ):
         self.arch, self.weights, self.width = str(arch), str(weights), int(width)
+        self.bottleneck, self.dense = bool(bottleneck), [int(u) for u in dense]
         self.input_size, self.epochs = int(input_size), int(epochs)
         self.batch_size, self.lr, self.seed = int(batch_size), float(lr), int(seed)
         self.device = str(device)
@@ -185,7 +211,8 @@ class CNNClassifier(Part):
 
     def _build(self, n_classes, weights=None):
         w = self.weights if weights is None else weights
-        trunk, dim, self.channels_ = _trunk(self.arch, w, self.input_size, self.width, self.seed)
+        custom = {"width": self.width, "bottleneck": self.bottleneck, "dense": self.dense}
+        trunk, dim, self.channels_ = _trunk(self.arch, w, self.input_size, custom, self.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed + 1)
             return _Net(trunk, dim, n_classes)
@@ -359,7 +386,7 @@ class LearnedFeature(FeatureExtractor):
         "epochs": [Interval(int, 1)],
         "lr": [Interval(float, 0, closed="neither")],
         "input_size": [Interval(int, 16)],
-        "width": [Interval(int, 1)],
+        **CUSTOM_CONSTRAINTS,
         "n_folds": [Interval(int, 2)],
         "train_from": [None, InstanceOf(str, what="the name of a dataset with labelled images")],
         "open_set": [None, InstanceOf(dict, what="{n_pseudo: N}")],
@@ -380,6 +407,8 @@ class LearnedFeature(FeatureExtractor):
         lr=1e-3,
         input_size=64,
         width=16,
+        bottleneck=False,
+        dense=(),
         n_folds=3,
         train_from=None,
         open_set=None,
@@ -401,6 +430,8 @@ class LearnedFeature(FeatureExtractor):
             "lr": lr,
             "input_size": input_size,
             "width": width,
+            "bottleneck": bottleneck,
+            "dense": dense,
             "n_folds": n_folds,
             "train_from": train_from,
             "open_set": open_set,
@@ -448,6 +479,8 @@ class LearnedFeature(FeatureExtractor):
             arch=arch,
             weights=p["weights"] if arch != CUSTOM else "none",
             width=p["width"],
+            bottleneck=p["bottleneck"],
+            dense=p["dense"],
             input_size=p["input_size"],
             epochs=p["epochs"],
             batch_size=p["batch_size"],

@@ -16,45 +16,38 @@ from sklearn.model_selection import StratifiedKFold
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.matrix import as_matrix
 from gantrace.membership.scorers import SCORERS
-from gantrace.params import Interval, Options, check_value, trained_parts
+from gantrace.membership.thresholds import best_f1_threshold
+from gantrace.params import Interval, ListOf, Options, as_constraint, check_value, trained_parts
 from gantrace.reduce import build_reducer
 from gantrace.registry import KEY, spec_name
 
 THRESHOLDS = ("oof_f1", "fraction", "natural", "mixture")
 
 
+def takes_list(forms):
+    """Whether a parameter is declared as a list (`ListOf`): then a list is its value."""
+    return any(isinstance(as_constraint(f), ListOf) for f in forms)
+
+
 def expand_grid(spec):
-    """A scorer spec whose parameters may be lists -> one plain spec per combination."""
+    """A scorer spec whose parameters may be lists -> one plain spec per combination
+    (a parameter the scorer declares as a list takes the list as one value)."""
     if isinstance(spec, str):
         return [{KEY: spec}]
     if not isinstance(spec, dict):
         return [spec]  # SCORERS.create names the problem
-    tuned = {k: v for k, v in spec.items() if k != KEY and isinstance(v, list)}
+    name = spec.get(KEY)
+    declared = getattr(SCORERS.get(name) if isinstance(name, str) else None, "constraints", dict)()
+    tuned = {
+        k: v
+        for k, v in spec.items()
+        if k != KEY and isinstance(v, list) and not takes_list(declared.get(k, ()))
+    }
     for key, values in tuned.items():
         if not values:
             raise ConfigError(f"scorer.{key}: an empty list leaves nothing to tune")
     combos = itertools.product(*tuned.values())
     return [{**spec, **dict(zip(tuned, values))} for values in combos]
-
-
-def best_f1_threshold(scores, labels):
-    """Threshold t maximising F1 of the decision `score > t` against 0/1 `labels`.
-
-    Candidates are +inf (nothing used), midpoints between consecutive distinct scores, and
-    -inf (everything used). Ties in F1 go to the highest threshold, i.e. the fewest rows
-    called used.
-    """
-    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels)
-    values, inverse = np.unique(-scores, return_inverse=True)  # distinct scores, descending
-    values = -values
-    positives = np.bincount(inverse.ravel(), weights=labels == 1, minlength=len(values))
-    counts = np.bincount(inverse.ravel(), minlength=len(values))
-    tp = np.concatenate([[0.0], np.cumsum(positives)])  # cut j: the top j distinct values
-    called = np.concatenate([[0.0], np.cumsum(counts)])
-    denom = called + positives.sum()
-    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
-    cuts = np.concatenate([[np.inf], (values[:-1] + values[1:]) / 2, [-np.inf]])
-    return float(cuts[int(np.argmax(f1))])  # argmax takes the first: the highest threshold
 
 
 def mixture_threshold(scores, random_state=0):
@@ -255,6 +248,9 @@ class MembershipMethod:
         else:
             scores, thresholds, chosen = self._tuned(gx, rx, labels, groups)
         note = f"{self.rule_}: {what} over {n_folds} stratified folds of {n_used + n_not} rows"
+        if self.supervised_ and self.fit_summaries_:
+            fits = "; ".join(f"{g}: {s}" for g, s in self.fit_summaries_.items())
+            note += f"; fitted on the other folds' labels: {fits}"
         if self.rule_ in ("fraction", "mixture"):
             thresholds, _, label_free = decide_thresholds(
                 scores, labels, self.rule_, self.used_fraction, random_state=self.random_state
@@ -285,7 +281,7 @@ class MembershipMethod:
 
     def _cross_fit(self, gx, rx, labels, folds, groups):
         fitted = [self._build(c)[1].fit_generated(gx) for c in self.combos_]
-        scores, chosen = np.zeros(len(labels)), {}
+        scores, chosen, self.fit_summaries_ = np.zeros(len(labels)), {}, {}
 
         def fit_score(i, train, rows):
             # A shallow copy of the scorer already fitted on the generated images (for
@@ -311,7 +307,10 @@ class MembershipMethod:
                     aucs.append(_auc(oof[train], labels[train]))
                 best = _best_combo(aucs)
             chosen[name] = self.combos_[best]
-            scores[rows] = fit_score(best, train, rows)
+            final = copy.copy(fitted[best]).fit_labels(rx[train], labels[train])
+            scores[rows] = final.score(rx[rows])
+            if hasattr(final, "fitted_summary"):  # what the scorer chose from the labels
+                self.fit_summaries_[name] = final.fitted_summary()
         self.scorer_ = fitted[self.combos_.index(chosen.get("unlabelled", self.combos_[0]))]
         return scores, chosen
 

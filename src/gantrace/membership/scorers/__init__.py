@@ -9,6 +9,7 @@ Every scorer is a `gantrace.params.Part` in the SCORERS registry:
 `SCORERS.create({"name": "knn", "k": 3})`.
 """
 
+from gantrace.membership.scorers.hierarchical import HierarchicalDistanceScorer
 from gantrace.membership.scorers.reference import (
     CalibratedKNNScorer,
     DensityRatioScorer,
@@ -47,6 +48,7 @@ SCORERS = Registry(
         ColumnScorer,
         DensityRatioScorer,
         EpsilonBallScorer,
+        HierarchicalDistanceScorer,
         KNNScorer,
         ModeThresholdScorer,
         PairClassifierScorer,
@@ -65,6 +67,7 @@ __all__ = [
     "CalibratedKNNScorer",
     "DensityRatioScorer",
     "EpsilonBallScorer",
+    "HierarchicalDistanceScorer",
     "CentroidAutoencoderScorer",
     "ClassCentroidsScorer",
     "ClusterDistanceScorer",

@@ -77,13 +77,16 @@ class ClassCentroidsScorer(SupervisedScorer):
 
 
 class CentroidAutoencoderScorer(SupervisedScorer):
-    """AI Multimedia Lab 2024: an autoencoder trained on the generated images; each real
-    image's per-feature squared reconstruction error vector e(x); the mean error vectors of
-    used and not-used images are two centroids.
+    """AI Multimedia Lab 2024 (Andrei et al., CEUR-WS Vol-3740, Sec. 3.1.2): an
+    autoencoder trained on the generated images; e(x) is a real image's per-pixel squared
+    reconstruction error, in the input's units (an error image).
 
-    error "mse": margin = ||e - c_not_used|| - ||e - c_used||.
-    error "ssim": e is read as a square image; margin = SSIM(e, c_used) - SSIM(e, c_not_used)
-    (`ssim_matrix` with `window`, data range = the larger centroid's peak).
+    error "mse": the image's MSE m(x) = mean of e(x); the mean MSE of used and of not-used
+    images are two centre values; the image goes to the nearer one: margin = m's signed
+    distance past their midpoint, towards the used centre (> 0: nearer the used centre).
+    error "ssim": the mean error images of used and not-used images are two centroid-like
+    images; margin = SSIM(e, c_used) - SSIM(e, c_not_used) (`ssim_matrix` with `window`,
+    data range = the larger centroid's peak).
     """
 
     name = "centroid_autoencoder"
@@ -132,10 +135,13 @@ class CentroidAutoencoderScorer(SupervisedScorer):
         return self
 
     def _errors(self, X):
+        """Per-pixel squared errors in input units; the image's MSE alone for "mse"."""
         X = as_matrix(X, "real features")
         err = np.zeros(X.shape)  # constant (dropped) columns count as no error
-        err[:, self.model_.keep_] = self.model_.reconstruction_error(X)
-        return err
+        # the network works on standardised columns: scale its errors back to pixels
+        scale = self.model_.scale_**2
+        err[:, self.model_.keep_] = self.model_.reconstruction_error(X) * scale
+        return err.mean(axis=1, keepdims=True) if self.error == "mse" else err
 
     def fit_labels(self, real_X, labels):
         real_X, labels = self._labelled(real_X, labels)
@@ -146,8 +152,10 @@ class CentroidAutoencoderScorer(SupervisedScorer):
     def score(self, real_X):
         err = self._errors(real_X)
         if self.error == "mse":
-            d = pairwise_distances(err, self.centroids_)
-            return d[:, 0] - d[:, 1]
+            # nearest centre, as a signed distance past their midpoint: the same decisions
+            # as |m - c_not| - |m - c_used| > 0, and a ranking of every image
+            c_not, c_used = self.centroids_[:, 0]
+            return np.sign(c_used - c_not) * (err[:, 0] - (c_not + c_used) / 2)
         peak = float(self.centroids_.max()) or 1.0
         sim = ssim_matrix(err, self.centroids_, self.window, peak)
         return sim[:, 1] - sim[:, 0]
