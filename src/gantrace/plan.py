@@ -22,8 +22,9 @@ from gantrace.attribution.nclusters import build_estimator
 from gantrace.attribution.openset import OpenSetAttribution
 from gantrace.benchmark_builder.split import list_slices
 from gantrace.data import simulate
+from gantrace.data.groups import group_problems
 from gantrace.data.ingest import image_table as folder_table
-from gantrace.data.ingest import simulated_table
+from gantrace.data.ingest import simulated_table, under_root
 from gantrace.errors import ConfigError
 from gantrace.fusion import build_rule
 from gantrace.membership.method import MembershipMethod, expand_grid
@@ -102,6 +103,16 @@ class Plan:
 
     def simulate_params(self, ds):
         return simulate_params(self.config, ds)
+
+    def groups(self, ds):
+        """The dataset's groups spec (`datasets.<ds>.groups`), a relative CSV under data_root;
+        None when it names no groups."""
+        spec = self.datasets[ds].get("groups")
+        if not spec:
+            return None
+        if "csv" in spec:
+            return {"csv": under_root(spec["csv"], self.config.get("data_root"))}
+        return dict(spec)
 
     # -- which methods run where ------------------------------------------------------------
     def labelled(self, ds):
@@ -268,6 +279,7 @@ class Plan:
         self._check_methods(problems, bad_features)
         self._check_fusions(problems)
         loaded = self._check_datasets(problems)
+        self._check_groups(problems, loaded)
         self._check_masks(problems, loaded)
         if weights:
             self._check_weights(problems, bad_features, config_files)
@@ -375,6 +387,15 @@ class Plan:
             if _collect(problems, f"datasets.{ds}", self.images, ds) is not None:
                 loaded.append(ds)
         return loaded
+
+    def _check_groups(self, problems, loaded):
+        """Each dataset's groups: a pattern with one capture that matches some of its file
+        names, or a CSV with columns image,group."""
+        for ds in self.datasets:
+            spec = self.groups(ds)
+            if spec is not None:
+                names = self.images(ds).path if ds in loaded else ()
+                problems += group_problems(spec, f"datasets.{ds}.groups", names)
 
     def _check_masks(self, problems, loaded):
         """Lung masks come from a trained U-Net: where a method asks for them (region lung

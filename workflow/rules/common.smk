@@ -73,6 +73,7 @@ if workflow.is_main_process:
 images = checked(PLAN.images)
 shards = checked(PLAN.shards)
 simulate_params = checked(PLAN.simulate_params)
+groups_of = checked(PLAN.groups)
 methods_for = checked(PLAN.methods_for)
 fusions_for = checked(PLAN.fusions_for)
 results_of = checked(PLAN.results_of)
