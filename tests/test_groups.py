@@ -11,7 +11,7 @@ from test_plan import _config, _plan
 from gantrace import io, stages
 from gantrace.attribution.openset import OpenSetAttribution
 from gantrace.data.groups import assign_groups, group_column
-from gantrace.errors import ConfigError
+from gantrace.errors import ConfigError, GantraceError
 from gantrace.fusion import build_rule, stacked_scores
 from gantrace.membership.method import decide_thresholds, stratified_folds
 
@@ -143,9 +143,12 @@ def test_folds_keep_groups_whole_and_are_unchanged_without_groups():
         expected[test] = f
     np.testing.assert_array_equal(stratified_folds(labels, 5, random_state=3), expected)
     assert pd.Series(expected).groupby(groups).nunique().max() > 1  # image folds split groups
+    # a group that holds a whole class leaves a fold nothing of it to learn from
+    with pytest.raises(GantraceError, match="groups: with fold 0 left out"):
+        stratified_folds(labels, 5, groups=labels)
     # fewer groups than folds: as many folds as groups
-    few = stratified_folds(labels[:12], 5, groups=groups[:12])
-    assert set(few) == {0, 1, 2}
+    few = stratified_folds(np.repeat([0, 1, 0, 1], 3), 5, groups=np.repeat([7, 8, 9, 6], 3))
+    assert sorted(few) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
 
 
 def test_oof_thresholds_stacked_fusion_and_open_set_respect_groups():

@@ -29,6 +29,7 @@ from gantrace.errors import ConfigError
 from gantrace.fusion import build_rule
 from gantrace.membership.method import MembershipMethod, expand_grid
 from gantrace.membership.scorers import SCORERS
+from gantrace.params import is_stochastic
 from gantrace.reduce import REDUCERS
 from gantrace.registry import spec_name
 
@@ -235,6 +236,31 @@ class Plan:
             # A tuned scorer may list values; its name is never a list.
             parts.append(SCORERS.get(spec_name(spec.get("scorer"))))
         return int(any(getattr(p, "trains", False) for p in parts))
+
+    # -- repeats over seeds -------------------------------------------------------------------
+    def repeats(self):
+        """How many seeds a stochastic method runs with (`evaluation.repeats`, default 1)."""
+        return int(self.config.get("evaluation", {}).get("repeats", 1))
+
+    def stochastic(self, task, method):
+        """Whether a part of the method (reducer, clusterer, scorer) gives other results under
+        another seed (`gantrace.params.is_stochastic`). Built as the job builds it, since
+        that can hang on parameters (a re-ranker's base, a scorer's noise)."""
+        spec, seed = self.methods[task][method], self.config.get("seed", 0)
+        parts = [REDUCERS.get(spec_name(spec.get("reducer")))]
+        if task == "membership":
+            parts += [SCORERS.create(c, random_state=seed) for c in expand_grid(spec["scorer"])]
+        else:
+            parts.append(CLUSTERERS.create(spec["clusterer"], n_clusters=2, random_state=seed))
+        return any(is_stochastic(p) for p in parts)
+
+    def repeated(self, ds):
+        """The dataset's methods rerun with seeds seed + 1 .. seed + repeats - 1: its
+        stochastic ones, none when repeats is 1. (Fusions are not rerun.)"""
+        if self.repeats() < 2:
+            return []
+        task = self.task(ds)
+        return [m for m in self.methods_for(task, ds) if self.stochastic(task, m)]
 
     # -- lung masks and plots ---------------------------------------------------------------
     def uses_masks(self, ds):

@@ -24,6 +24,7 @@ from gantrace.data import shards
 from gantrace.data.groups import group_column, groups_or_none
 from gantrace.errors import GantraceError
 from gantrace.evaluation import leaderboard as board
+from gantrace.evaluation import repeats as seeds
 from gantrace.evaluation import runfiles, scores
 from gantrace.evaluation.metrics import dice
 from gantrace.evaluation.truth import attribution_truth, membership_truth, read_truth, true_mask
@@ -330,11 +331,33 @@ def score(task, dataset, names, fusions, paths, truth_path, out):
     _say(table.to_string(index=False))
 
 
-def leaderboard(score_paths, out_csv, metrics=None, catalogue=None):
+def repeats(task, dataset, methods, paths, truth_path, out, seed=0):
+    """Mean and sd of each metric of the `methods` over their repeats: `paths` holds each
+    method's result tables (repeat 0, seed `seed`, first; repeat r ran with seed + r), the
+    methods one after another, as many per method."""
+    n = len(paths) // max(len(methods), 1)
+    tables = {m: paths[k * n : (k + 1) * n] for k, m in enumerate(methods)}
+    truth = read_truth(truth_path)
+    per_run = [
+        scores.score_results(task, dataset, {m: io.read_table(p)}, (), truth).assign(repeat=r)
+        for m, runs in tables.items()
+        for r, p in enumerate(runs)
+    ]
+    table = seeds.summarise(per_run)
+    io.write_table(table, out)
+    _say(f"{dataset}: {len(methods)} stochastic method(s), {n} seeds each ({seed}..{seed + n - 1})")
+    _say(table.to_string(index=False) if len(table) else "no ground truth: nothing to summarise")
+
+
+def leaderboard(score_paths, out_csv, metrics=None, catalogue=None, repeats=()):
     """Rank methods per dataset and split by the primary metric: `metrics` maps a dataset to
     its metric (config `datasets.<ds>.metric`), else f1 (membership) / ari (attribution).
-    `catalogue` maps a method or fusion name to the catalogue id it came from."""
+    `catalogue` maps a method or fusion name to the catalogue id it came from. `repeats`
+    (repeats.parquet of each dataset, where evaluation.repeats > 1) adds the primary
+    metric's mean and sd over the repeats of the stochastic methods."""
     ranked = board.rank([io.read_table(p) for p in score_paths], metrics, catalogue)
+    if repeats:
+        ranked = seeds.join(ranked, [io.read_table(p) for p in repeats])
     with io.atomic_path(out_csv) as tmp:
         ranked.to_csv(tmp, index=False, float_format="%.4f")
     _say(ranked.to_string(index=False))

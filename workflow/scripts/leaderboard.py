@@ -3,8 +3,9 @@ from gantrace.runlog import logged
 
 with logged(snakemake.log[0]):
     stages.leaderboard(
-        list(snakemake.input),
+        list(snakemake.input.scores),
         snakemake.output.csv,
         snakemake.params.metrics,
         snakemake.params.catalogue,
+        repeats=list(snakemake.input.repeats),
     )

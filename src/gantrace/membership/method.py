@@ -102,6 +102,16 @@ def stratified_folds(labels, n_folds, random_state=0, groups=None):
         folds[test] = fold
     if groups is not None:  # ids 0..k-1 even where whole groups left a fold empty
         folds = np.unique(folds, return_inverse=True)[1].reshape(-1).astype(np.int64)
+        classes = set(np.unique(labels).tolist())
+        for fold in range(folds.max() + 1):
+            lacking = classes - set(np.unique(labels[folds != fold]).tolist())
+            if lacking:
+                raise GantraceError(
+                    f"groups: with fold {fold} left out, no labelled row of class "
+                    f"{sorted(lacking)} is left to learn from: its groups hold (nearly) all of "
+                    f"that class ({len(np.unique(groups))} groups in all); name finer groups "
+                    "(a patient or series, not a whole side of the split)"
+                )
     return folds
 
 
