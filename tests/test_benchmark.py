@@ -13,6 +13,7 @@ from gantrace.benchmark_builder.generators import GENERATORS, build_generator, l
 from gantrace.benchmark_builder.layout import BenchmarkLayout
 from gantrace.benchmark_builder.split import GroupSplit, assign_groups
 from gantrace.config import validate_config
+from gantrace.data.groups import group_column
 from gantrace.data.ingest import image_table
 from gantrace.errors import ConfigError
 from gantrace.evaluation.runfiles import validate_run_file
@@ -155,6 +156,27 @@ def test_layout_writes_both_tasks_and_valid_run_files(tmp_path):
     assert dev.generator.value_counts().to_dict() == {"a": 5, "b": 5}
     # the test set's selected_on_dev row ranks on the dev set
     assert config["datasets"]["t_attribution_test"]["dev_dataset"] == "t_attribution_dev"
+
+
+def test_layout_names_the_split_groups_in_membership_datasets(tmp_path):
+    files = write_slices(tmp_path / "s", n_groups=6)
+    groups = assign_groups(files, {"pattern": r"^p(\d+)_\d+\.png$"})
+    split = GroupSplit(0.5, 0.3, seed=0).fit_transform(files, groups)
+    samples = {"a": toy_images(6, seed=1), "b": toy_images(6, seed=2)}
+    root = tmp_path / "bench"
+    layout = BenchmarkLayout("t", 16, None, 0.5, seed=0)
+    plain, _ = layout.write(split, samples, root)
+    assert not any("groups" in ds for ds in plain["datasets"].values())
+    config, _ = layout.write(split, samples, root, grouped=True)
+    ds = config["datasets"]["t_membership_a"]
+    assert ds["groups"] == {"csv": "groups.csv"}
+    table = image_table("m", ds, 1, root=str(root))
+    group = group_column(table, {"csv": str(root / "groups.csv")}, "k")
+    real = (table.role != "generated").to_numpy()
+    assert list(group[real]) == [
+        f.stem.split("_")[0][1:] for f in files if f.stem in set(table.image_id[real])
+    ]
+    assert (group[~real] == table.image_id[~real]).all()  # generated: groups of their own
 
 
 # -- workflow ------------------------------------------------------------------------------

@@ -104,11 +104,12 @@ def mean_rank_scores(scores):
     return ranks.mean(axis=0)
 
 
-def stacked_scores(scores, labels, n_folds=5, random_state=0, folds=None):
+def stacked_scores(scores, labels, n_folds=5, random_state=0, folds=None, groups=None):
     """(logit, folds): a logistic regression on the methods' rank-normalised scores, learned
     on labelled rows (label 0/1; -1 unlabelled) and cross-fitted so fold f is scored by a
     model fitted on the other folds; unlabelled rows by one fitted on every labelled row.
-    The logit's natural threshold is 0. `folds` (ids 0..k-1, -1 unlabelled) reuses a split."""
+    The logit's natural threshold is 0. `folds` (ids 0..k-1, -1 unlabelled) reuses a split;
+    else each of `groups` (one per row, e.g. a patient) stays in one fold."""
     from sklearn.linear_model import LogisticRegression
 
     X, labels = rank_normalised(scores).T, np.asarray(labels)
@@ -119,7 +120,12 @@ def stacked_scores(scores, labels, n_folds=5, random_state=0, folds=None):
         if n_folds < 2:
             raise ValueError("stacked fusion: needs at least 2 used and 2 not-used labelled rows")
         folds = np.full(n, -1, dtype=np.int64)
-        folds[known] = stratified_folds(labels[known], n_folds, random_state)
+        folds[known] = stratified_folds(
+            labels[known],
+            n_folds,
+            random_state,
+            groups=None if groups is None else np.asarray(groups)[known],
+        )
     folds = np.asarray(folds)
     n_folds = int(folds.max()) + 1
     logit = np.zeros(n)
@@ -233,7 +239,9 @@ def check_aligned(tables, paths):
 class AttributionFusion(Part):
     """Fuses attribution tables (image_id, cluster, generator) into one cluster per image."""
 
-    def fuse(self, tables):
+    def fuse(self, tables, groups=None):
+        """`groups` is accepted for a uniform call and unused: attribution fusions draw no
+        folds."""
         labels = np.stack([t.cluster.to_numpy() for t in tables])
         fused = tables[0][["image_id", "generator"]].copy()
         fused["cluster"] = self.fuse_labels(labels)
@@ -284,24 +292,26 @@ class DBSCANRerankLabels(AttributionFusion):
 class MembershipFusion(Part):
     """Fuses membership tables (image_id, role, label, score, decision, fold): a score (the
     mean rank of the methods' scores unless the rule learns one), a 0/1 decision and the
-    fold each decision was made out of (the first method's, unless the rule draws its own)."""
+    fold each decision was made out of (the first method's, unless the rule draws its own).
+    `groups` (one per row of the tables, e.g. a patient; None: each image its own) keeps a
+    group in one fold where the rule draws folds."""
 
     note_ = None  # what the rule did, for the log
 
-    def fuse(self, tables):
+    def fuse(self, tables, groups=None):
         base = tables[0]
         scores = np.stack([t.score.to_numpy() for t in tables])
         decisions = np.stack([t.decision.to_numpy() for t in tables])
         fused = base[["image_id", "role", "label"]].copy()
         score, decision, folds = self.fuse_arrays(
-            scores, decisions, base.label.to_numpy(), base.fold
+            scores, decisions, base.label.to_numpy(), base.fold, groups
         )
         fused["score"], fused["decision"], fused["fold"] = score, decision, folds
         return fused
 
-    def fuse_arrays(self, scores, decisions, labels, folds):
+    def fuse_arrays(self, scores, decisions, labels, folds, groups=None):
         """(score, decision, fold) per image from (n_methods, n_images) scores and decisions,
-        the first table's labels and folds."""
+        the first table's labels and folds, and the images' groups (or None)."""
         return mean_rank_scores(scores), self.decide(scores, decisions), folds
 
     def decide(self, scores, decisions):
@@ -352,10 +362,14 @@ class MeanRank(MembershipFusion):
     def __init__(self, n_folds=5, random_state=0):
         self.n_folds, self.random_state = n_folds, random_state
 
-    def fuse_arrays(self, scores, decisions, labels, folds):
+    def fuse_arrays(self, scores, decisions, labels, folds, groups=None):
         score = mean_rank_scores(scores)
         thresholds, folds, self.note_ = decide_thresholds(
-            score, labels, n_folds=self.n_folds, random_state=self.random_state
+            score,
+            labels,
+            n_folds=self.n_folds,
+            random_state=self.random_state,
+            groups=groups,
         )
         return score, (score > thresholds).astype(int), folds
 
@@ -370,7 +384,9 @@ class Stacked(MembershipFusion):
     def __init__(self, n_folds=5, random_state=0):
         self.n_folds, self.random_state = n_folds, random_state
 
-    def fuse_arrays(self, scores, decisions, labels, folds):
-        score, folds = stacked_scores(scores, labels, self.n_folds, self.random_state)
+    def fuse_arrays(self, scores, decisions, labels, folds, groups=None):
+        score, folds = stacked_scores(
+            scores, labels, self.n_folds, self.random_state, groups=groups
+        )
         self.note_ = f"stacked: logistic regression over {len(scores)} methods, cross-fitted"
         return score, (score > 0).astype(int), folds

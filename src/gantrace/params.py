@@ -220,10 +220,14 @@ class Part:
     scorer, criterion, generator): its `__init__` keywords are its parameters.
 
     A part that trains a network sets `trains = True`; the method holding it saves it.
+    A part whose result depends on its seed (`random_state`: a random initialisation, a
+    stochastic embedding, a trained network) is `stochastic` (`is_stochastic`); a config's
+    `evaluation.repeats` reruns the methods holding one over several seeds.
     """
 
     name = "part"
     trains = False
+    stochastic = False
     _parameter_constraints: dict = {}
     # __init__ keywords that say where the part is configured (for messages), not what it does
     _not_params = ("config_key",)
@@ -286,3 +290,9 @@ class Part:
 def trained_parts(parts):
     """{role: part} of the parts that trained a network (class attribute `trains`)."""
     return {role: p for role, p in parts.items() if getattr(p, "trains", False)}
+
+
+def is_stochastic(part):
+    """Whether a part (class or instance) gives other results under another seed: it says
+    so (`stochastic`) or trains a network."""
+    return bool(getattr(part, "stochastic", False) or getattr(part, "trains", False))

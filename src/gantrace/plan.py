@@ -22,12 +22,14 @@ from gantrace.attribution.nclusters import build_estimator
 from gantrace.attribution.openset import OpenSetAttribution
 from gantrace.benchmark_builder.split import list_slices
 from gantrace.data import simulate
+from gantrace.data.groups import group_problems
 from gantrace.data.ingest import image_table as folder_table
-from gantrace.data.ingest import simulated_table
+from gantrace.data.ingest import simulated_table, under_root
 from gantrace.errors import ConfigError
 from gantrace.fusion import build_rule
 from gantrace.membership.method import MembershipMethod, expand_grid
 from gantrace.membership.scorers import SCORERS
+from gantrace.params import is_stochastic
 from gantrace.reduce import REDUCERS
 from gantrace.registry import spec_name
 
@@ -102,6 +104,16 @@ class Plan:
 
     def simulate_params(self, ds):
         return simulate_params(self.config, ds)
+
+    def groups(self, ds):
+        """The dataset's groups spec (`datasets.<ds>.groups`), a relative CSV under data_root;
+        None when it names no groups."""
+        spec = self.datasets[ds].get("groups")
+        if not spec:
+            return None
+        if "csv" in spec:
+            return {"csv": under_root(spec["csv"], self.config.get("data_root"))}
+        return dict(spec)
 
     # -- which methods run where ------------------------------------------------------------
     def labelled(self, ds):
@@ -225,6 +237,31 @@ class Plan:
             parts.append(SCORERS.get(spec_name(spec.get("scorer"))))
         return int(any(getattr(p, "trains", False) for p in parts))
 
+    # -- repeats over seeds -------------------------------------------------------------------
+    def repeats(self):
+        """How many seeds a stochastic method runs with (`evaluation.repeats`, default 1)."""
+        return int(self.config.get("evaluation", {}).get("repeats", 1))
+
+    def stochastic(self, task, method):
+        """Whether a part of the method (reducer, clusterer, scorer) gives other results under
+        another seed (`gantrace.params.is_stochastic`). Built as the job builds it, since
+        that can hang on parameters (a re-ranker's base, a scorer's noise)."""
+        spec, seed = self.methods[task][method], self.config.get("seed", 0)
+        parts = [REDUCERS.get(spec_name(spec.get("reducer")))]
+        if task == "membership":
+            parts += [SCORERS.create(c, random_state=seed) for c in expand_grid(spec["scorer"])]
+        else:
+            parts.append(CLUSTERERS.create(spec["clusterer"], n_clusters=2, random_state=seed))
+        return any(is_stochastic(p) for p in parts)
+
+    def repeated(self, ds):
+        """The dataset's methods rerun with seeds seed + 1 .. seed + repeats - 1: its
+        stochastic ones, none when repeats is 1. (Fusions are not rerun.)"""
+        if self.repeats() < 2:
+            return []
+        task = self.task(ds)
+        return [m for m in self.methods_for(task, ds) if self.stochastic(task, m)]
+
     # -- lung masks and plots ---------------------------------------------------------------
     def uses_masks(self, ds):
         """A method of the dataset reads lung masks (region lung or outer)."""
@@ -268,6 +305,7 @@ class Plan:
         self._check_methods(problems, bad_features)
         self._check_fusions(problems)
         loaded = self._check_datasets(problems)
+        self._check_groups(problems, loaded)
         self._check_masks(problems, loaded)
         if weights:
             self._check_weights(problems, bad_features, config_files)
@@ -375,6 +413,15 @@ class Plan:
             if _collect(problems, f"datasets.{ds}", self.images, ds) is not None:
                 loaded.append(ds)
         return loaded
+
+    def _check_groups(self, problems, loaded):
+        """Each dataset's groups: a pattern with one capture that matches some of its file
+        names, or a CSV with columns image,group."""
+        for ds in self.datasets:
+            spec = self.groups(ds)
+            if spec is not None:
+                names = self.images(ds).path if ds in loaded else ()
+                problems += group_problems(spec, f"datasets.{ds}.groups", names)
 
     def _check_masks(self, problems, loaded):
         """Lung masks come from a trained U-Net: where a method asks for them (region lung

@@ -128,6 +128,7 @@ class TSNEReducer(Part):
     """
 
     name = "tsne"
+    stochastic = True  # random initialisation of the embedding
     transforms_unseen = False
     _parameter_constraints = {
         "n_components": [Interval(int, 1, 3)],  # Barnes-Hut t-SNE allows at most 3

@@ -21,8 +21,10 @@ from gantrace.attribution.openset import open_set_labels
 from gantrace.benchmark_builder.memorisation import write_report
 from gantrace.benchmark_builder.split import split_slices
 from gantrace.data import shards
+from gantrace.data.groups import group_column, groups_or_none
 from gantrace.errors import GantraceError
 from gantrace.evaluation import leaderboard as board
+from gantrace.evaluation import repeats as seeds
 from gantrace.evaluation import runfiles, scores
 from gantrace.evaluation.metrics import dice
 from gantrace.evaluation.truth import attribution_truth, membership_truth, read_truth, true_mask
@@ -81,11 +83,20 @@ def ingest(table, out_images, out_status, cfg, dataset, shard):
     )
 
 
-def manifest(status_paths, out_manifest, out_rejected, invalid_images, dataset):
+def manifest(status_paths, out_manifest, out_rejected, invalid_images, dataset, groups=None):
+    """The dataset's accepted images (with their `group`: "" everywhere when `groups`, the
+    dataset's groups spec, is None) and its rejected ones."""
     from gantrace.data.ingest import build_manifest  # image decoders: only the data jobs
 
     tables = [io.read_table(p) for p in status_paths]
     accepted, rejected, notes = build_manifest(tables, invalid_images, dataset)
+    accepted["group"] = group_column(accepted, groups, f"datasets.{dataset}.groups")
+    if groups:
+        own = int((accepted.group == accepted.image_id).sum())
+        _say(
+            f"{accepted.group.nunique()} groups ({own} images in a group of their own: "
+            "no pattern match / CSV row)"
+        )
     for note in notes:
         _say(f"NOTE: {note}")
     for row in rejected.itertuples():
@@ -252,7 +263,14 @@ def attribution(
     if spec.get("known_from"):
         known, kx = io.read_features_by_role(known_features, known_manifest, {"generated"})
         method, labels = open_set_labels(
-            spec, kx, known.generator, x, n_generators, seed, log=sys.stdout
+            spec,
+            kx,
+            known.generator,
+            x,
+            n_generators,
+            seed,
+            log=sys.stdout,
+            known_groups=groups_or_none(known),
         )
     else:
         auto = spec.get("n_clusters") == "auto" or n_generators is None
@@ -277,7 +295,7 @@ def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=N
         features_h5, manifest_path, {"real_used", "real_not_used", "real_unknown"}
     )
     method = MembershipMethod.from_spec(spec, n_folds, seed)
-    result = method.run(gx, rx, real.label.to_numpy())
+    result = method.run(gx, rx, real.label.to_numpy(), groups=groups_or_none(real))
     _say(method.threshold_note_)
     _save_models(method, model_dir)
     table = pd.concat([real[["image_id", "role", "label"]], result.reset_index(drop=True)], axis=1)
@@ -285,11 +303,18 @@ def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=N
     _say(f"{spec['name']}: scored {len(table)} real images against {len(gen)} generated")
 
 
-def fusion(task, paths, spec, out, n_folds, seed):
+def fusion(task, paths, spec, out, n_folds, seed, manifest_path=None):
+    """Fuse the methods' result tables; a rule that draws folds keeps each group of the
+    manifest (`manifest_path`, where given) in one fold."""
     tables = [io.read_table(p) for p in paths]
     check_aligned(tables, paths)
     rule = build_rule(task, spec, n_folds=n_folds, random_state=seed)
-    fused = rule.fuse(tables)
+    groups = None
+    if manifest_path:
+        man = io.read_table(manifest_path).set_index("image_id")
+        if "group" in man:
+            groups = groups_or_none(man.loc[list(tables[0].image_id)])
+    fused = rule.fuse(tables, groups)
     if getattr(rule, "note_", None):
         _say(rule.note_)
     io.write_table(fused, out)
@@ -331,12 +356,34 @@ def score(
     _say(table.to_string(index=False))
 
 
-def leaderboard(score_paths, out_csv, metrics=None, catalogue=None, dev_datasets=None):
+def repeats(task, dataset, methods, paths, truth_path, out, seed=0):
+    """Mean and sd of each metric of the `methods` over their repeats: `paths` holds each
+    method's result tables (repeat 0, seed `seed`, first; repeat r ran with seed + r), the
+    methods one after another, as many per method."""
+    n = len(paths) // max(len(methods), 1)
+    tables = {m: paths[k * n : (k + 1) * n] for k, m in enumerate(methods)}
+    truth = read_truth(truth_path)
+    per_run = [
+        scores.score_results(task, dataset, {m: io.read_table(p)}, (), truth).assign(repeat=r)
+        for m, runs in tables.items()
+        for r, p in enumerate(runs)
+    ]
+    table = seeds.summarise(per_run)
+    io.write_table(table, out)
+    _say(f"{dataset}: {len(methods)} stochastic method(s), {n} seeds each ({seed}..{seed + n - 1})")
+    _say(table.to_string(index=False) if len(table) else "no ground truth: nothing to summarise")
+
+
+def leaderboard(score_paths, out_csv, metrics=None, catalogue=None, dev_datasets=None, repeats=()):
     """Rank methods per dataset and split by the primary metric: `metrics` maps a dataset to
     its metric (config `datasets.<ds>.metric`), else f1 (membership) / ari (attribution).
     `catalogue` maps a method or fusion name to the catalogue id it came from;
-    `dev_datasets` a dataset to its dev dataset (the `selected_on_dev` rows)."""
+    `dev_datasets` a dataset to its dev dataset (the `selected_on_dev` rows). `repeats`
+    (repeats.parquet of each dataset, where evaluation.repeats > 1) adds the primary
+    metric's mean and sd over the repeats of the stochastic methods."""
     ranked = board.rank([io.read_table(p) for p in score_paths], metrics, catalogue, dev_datasets)
+    if repeats:
+        ranked = seeds.join(ranked, [io.read_table(p) for p in repeats])
     with io.atomic_path(out_csv) as tmp:
         ranked.to_csv(tmp, index=False, float_format="%.4f")
     _say(ranked.to_string(index=False))

@@ -74,6 +74,9 @@ if workflow.is_main_process:
 images = checked(PLAN.images)
 shards = checked(PLAN.shards)
 simulate_params = checked(PLAN.simulate_params)
+groups_of = checked(PLAN.groups)
+repeated = checked(PLAN.repeated)
+REPEATS = checked(PLAN.repeats)()
 methods_for = checked(PLAN.methods_for)
 fusions_for = checked(PLAN.fusions_for)
 results_of = checked(PLAN.results_of)
@@ -129,6 +132,25 @@ def known_inputs(wc):
         "known_features": feature_path(source, "attribution", wc.method),
         "known_manifest": f"{R}/{source}/manifest.parquet",
     }
+
+
+def repeat_tables(wc):
+    """Each repeated method's tables, repeat 0 (its own result) first, method by method."""
+    task = PLAN.task(wc.dataset)
+    return [
+        (
+            f"{R}/{wc.dataset}/{task}/{m}.parquet"
+            if r == 0
+            else f"{R}/{wc.dataset}/repeats/{task}/{m}/{r}.parquet"
+        )
+        for m in repeated(wc.dataset)
+        for r in range(REPEATS)
+    ]
+
+
+def repeat_summaries():
+    """The datasets' repeats.parquet (none when evaluation.repeats is 1)."""
+    return [f"{R}/{ds}/repeats.parquet" for ds in DATASETS if repeated(ds)]
 
 
 def image_shards(ds):

@@ -1,10 +1,11 @@
 rule fusion:
     """Late fusion of named methods (clusterings aligned to the first method before voting)."""
     input:
-        lambda wc: expand(
+        tables=lambda wc: expand(
             f"{R}/{wc.dataset}/{wc.task}/{{method}}.parquet",
             method=FUSIONS[wc.task][wc.fusion]["methods"],
         ),
+        manifest=f"{R}/{{dataset}}/manifest.parquet",
     output:
         f"{R}/{{dataset}}/{{task}}/fused_{{fusion}}.parquet",
     log:

@@ -21,11 +21,12 @@ rule ingest:
 rule manifest:
     """Gather shard status; stop here, listing every bad file, before any later stage."""
     input:
-        lambda wc: expand(
+        status=lambda wc: expand(
             f"{R}/{{dataset}}/images/{{shard}}.parquet",
             dataset=wc.dataset,
             shard=shards(wc.dataset),
         ),
+        groups=lambda wc: (groups_of(wc.dataset) or {}).get("csv", []),
     output:
         manifest=f"{R}/{{dataset}}/manifest.parquet",
         rejected=f"{R}/{{dataset}}/rejected.parquet",
@@ -38,5 +39,6 @@ rule manifest:
         "../../envs/gantrace.yaml"
     params:
         invalid_images=INGEST["invalid_images"],
+        groups=lambda wc: groups_of(wc.dataset),
     script:
         "../scripts/manifest.py"

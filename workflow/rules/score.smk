@@ -27,7 +27,8 @@ rule score:
 rule leaderboard:
     """One table ranking every method and fusion across datasets."""
     input:
-        expand(f"{R}/{{dataset}}/scores.parquet", dataset=DATASETS),
+        scores=expand(f"{R}/{{dataset}}/scores.parquet", dataset=DATASETS),
+        repeats=repeat_summaries(),
     output:
         csv=report(
             f"{R}/leaderboard.csv",

@@ -30,6 +30,7 @@ class FingerprintClusterer(Part):
     """
 
     name = "fingerprint"
+    stochastic = True  # seeded k-means++-style initialisation
     _parameter_constraints = {
         "n_clusters": [COUNT],
         "n_init": [COUNT],

@@ -17,6 +17,7 @@ from gantrace.params import (
     Options,
     Part,
     check_value,
+    is_stochastic,
     trained_parts,
 )
 from gantrace.reduce import build_reducer
@@ -28,6 +29,7 @@ COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 class KMeansClusterer(Part):
     name = "kmeans"
+    stochastic = True  # k-means++ initialisation
     _parameter_constraints = {
         "n_clusters": [COUNT],
         "n_init": [COUNT],
@@ -91,6 +93,7 @@ class GMMClusterer(Part):
     """
 
     name = "gmm"
+    stochastic = True  # k-means initialisation of the mixture
     _parameter_constraints = {
         "n_clusters": [COUNT],
         "init": [Options(*GMM_INITS)],
@@ -211,6 +214,10 @@ class DensityRerank(Part):
         if spec_name(base) in ("dbscan_rerank", "hdbscan_rerank"):
             raise ConfigError(f"clusterer.base: a re-ranker cannot be its own base; got {base!r}")
         self.base_ = CLUSTERERS.create(base, n_clusters=n_clusters, random_state=random_state)
+
+    @property
+    def stochastic(self):
+        return is_stochastic(self.base_)  # DBSCAN / HDBSCAN themselves are deterministic
 
     def fit_predict(self, X):
         X = np.asarray(X, dtype=np.float64)

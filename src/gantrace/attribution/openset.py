@@ -7,12 +7,12 @@ generator's rejection radius; the rejected images are clustered into new generat
 import numpy as np
 import pandas as pd
 from sklearn.metrics import pairwise_distances
-from sklearn.model_selection import StratifiedKFold
 
 from gantrace.attribution.method import CLUSTERERS, canonical_labels
 from gantrace.attribution.nclusters import build_estimator
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.matrix import METRICS, as_matrix
+from gantrace.membership.method import stratified_folds
 from gantrace.params import COUNT, SEED, Interval, Options, Part, trained_parts
 from gantrace.reduce import build_reducer
 from gantrace.registry import KEY, SPEC
@@ -104,7 +104,9 @@ class OpenSetAttribution(Part):
     def _dist(self, X, centroids):
         return pairwise_distances(X, centroids, metric=self.metric)
 
-    def fit(self, known_X, known_generator):
+    def fit(self, known_X, known_generator, groups=None):
+        """Centroids and radii of the known generators; `groups` (one per row, or None)
+        keeps a group's images in one of the out-of-fold radius folds."""
         X = as_matrix(known_X, "known generators' features").astype(np.float64)
         names = np.asarray(known_generator).astype(str)
         if len(names) != len(X):
@@ -119,10 +121,9 @@ class OpenSetAttribution(Part):
         Z = self.reducer_.fit_transform(X)
         self.centroids_ = self._centroids(Z, y)
         oof = np.empty(len(Z))
-        folds = StratifiedKFold(
-            min(N_FOLDS, counts.min()), shuffle=True, random_state=self.random_state
-        )
-        for train, test in folds.split(Z, y):
+        folds = stratified_folds(y, min(N_FOLDS, counts.min()), self.random_state, groups)
+        for fold in range(folds.max() + 1):
+            train, test = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
             cents = self._centroids(Z[train], y[train])
             oof[test] = self._dist(Z[test], cents)[np.arange(len(test)), y[test]]
         self.radius_ = np.array(
@@ -170,22 +171,25 @@ class OpenSetAttribution(Part):
         labels[labels >= n_known] = n_known + np.searchsorted(ids, labels[labels >= n_known])
         return labels
 
-    def fit_predict(self, known_X, known_generator, X):
-        return self.fit(known_X, known_generator).predict(X)
+    def fit_predict(self, known_X, known_generator, X, groups=None):
+        return self.fit(known_X, known_generator, groups).predict(X)
 
     def trained_parts(self):
         """{role: fitted part} for the parts that trained a network (to save)."""
         return trained_parts({"reducer": self.reducer_})
 
 
-def open_set_labels(spec, known_X, known_generator, X, n_generators, random_state=0, log=None):
+def open_set_labels(
+    spec, known_X, known_generator, X, n_generators, random_state=0, log=None, known_groups=None
+):
     """(method, run-file labels 1..k) of the open-set method `spec` (a config mapping with
     `name`, `known_from`, `clusterer`, ...) for the generated images `X`.
 
     The known generators are those of `known_X` (`known_generator`: each row's generator;
     rows without one are left out). k is `n_generators`, so n_generators minus the known
     ones are new; where n_generators is None or the method sets `n_clusters: auto`, the new
-    ones are estimated and k is the count found.
+    ones are estimated and k is the count found. `known_groups` (one per known row, or None)
+    keeps a group in one fold of the radius estimate.
     """
     where = f"attribution.methods.{spec['name']}"
     auto = spec.get("n_clusters") == "auto" or n_generators is None
@@ -200,7 +204,9 @@ def open_set_labels(spec, known_X, known_generator, X, n_generators, random_stat
     n_new = None if auto else max(int(n_generators) - n_known, 0)
     try:
         method = OpenSetAttribution.from_spec(spec, n_new, random_state)
-        labels = method.fit_predict(known_X[named], known_generator[named].to_numpy(), X) + 1
+        groups = None if known_groups is None else np.asarray(known_groups)[named]
+        labels = method.fit_predict(known_X[named], known_generator[named].to_numpy(), X, groups)
+        labels = labels + 1
     except ConfigError as err:  # its keys are the method's: name them in full
         raise ConfigError(f"{where}.{err}") from None
     names = ", ".join(f"{i}={g}" for i, g in enumerate(method.known_names_, start=1))

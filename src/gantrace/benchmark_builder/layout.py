@@ -52,8 +52,10 @@ class BenchmarkLayout:
     def size(self):
         return self.upsample["size"] if self.upsample else self.resolution
 
-    def write(self, split, samples, out_root, models=None):
-        """`split`: the split table; `samples`: generator -> uint8 N x r x r. Returns metadata."""
+    def write(self, split, samples, out_root, models=None, grouped=False):
+        """`split`: the split table; `samples`: generator -> uint8 N x r x r. Returns metadata.
+        `grouped` (the split kept patients whole): the real slices' groups go to groups.csv,
+        named by every membership dataset, so its folds keep a patient whole too."""
         root = Path(out_root)
         rng = np.random.default_rng(self.seed)
         names = list(samples)
@@ -63,7 +65,12 @@ class BenchmarkLayout:
         used, unknown = split.used.to_numpy() == 1, (split.part == "unknown").to_numpy()
         gt = root / "ground_truth"
         gt.mkdir(parents=True, exist_ok=True)
-        datasets = {}
+        datasets, groups = {}, {}
+        if grouped:
+            pd.DataFrame({"image": ids, "group": split.group.astype(str)}).to_csv(
+                root / "groups.csv", index=False
+            )
+            groups = {"groups": {"csv": "groups.csv"}}
         for g in names:
             base = root / "membership" / g
             _write_pngs(base / "generated", [f"{g}_{i:05d}" for i in range(len(gen[g]))], gen[g])
@@ -90,6 +97,7 @@ class BenchmarkLayout:
                     for r in ("generated", "real_used", "real_not_used", "real_unknown")
                 },
                 "truth": f"ground_truth/membership_{g}_truth.csv",
+                **groups,
             }
         datasets.update(self._attribution(root, gen, rng))
         index = pd.DataFrame(
@@ -203,7 +211,8 @@ def write_benchmark(split_csv, sample_paths, bench, out_root, out_config, out_me
         bench.get("seed", 0),
     )
     models = {g: s[KEY] for g, s in bench["generators"].items()}
-    config, meta = layout.write(split, samples, out_root, models)
+    grouped = bool(bench.get("split", {}).get("groups"))
+    config, meta = layout.write(split, samples, out_root, models, grouped)
     Path(out_config).write_text(
         "# Written by `snakemake benchmark`: point the main workflow at this benchmark with\n"
         f"#   snakemake all --configfile {out_config} my_methods.yaml\n"

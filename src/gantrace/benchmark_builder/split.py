@@ -1,11 +1,11 @@
 """Seeded used / not-used split of real slices, optionally keeping each group on one side."""
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from gantrace.data.groups import assign_groups as group_of
 from gantrace.errors import ConfigError
 
 IMAGE_SUFFIXES = (".png",)
@@ -23,36 +23,11 @@ def list_slices(source):
 
 
 def assign_groups(files, groups=None):
-    """Group of each file: its own id, a regex capture (`pattern`), or a CSV `image,group`."""
-    ids = [Path(f).stem for f in files]
-    groups = groups or {}
-    if "pattern" in groups:
-        rx = re.compile(groups["pattern"])
-        out = []
-        for f in files:
-            m = rx.search(Path(f).name)
-            if m is None or not m.groups():
-                raise ConfigError(
-                    f"benchmark.split.groups.pattern: {groups['pattern']!r} has no group "
-                    f"capture matching {Path(f).name!r}; use one (...) around the patient part"
-                )
-            out.append(m.group(1))
-        return out
-    if "csv" in groups:
-        table = pd.read_csv(groups["csv"], dtype=str)
-        if not {"image", "group"} <= set(table.columns):
-            raise ConfigError(
-                f"benchmark.split.groups.csv: {groups['csv']} needs columns image,group"
-            )
-        lookup = {Path(i).stem: g for i, g in zip(table.image, table.group, strict=True)}
-        missing = [i for i in ids if i not in lookup]
-        if missing:
-            raise ConfigError(
-                f"benchmark.split.groups.csv: {len(missing)} slice(s) have no group, "
-                f"e.g. {missing[:5]}"
-            )
-        return [lookup[i] for i in ids]
-    return ids
+    """Group of each file: its own id, a regex capture (`pattern`), or a CSV `image,group`
+    (`gantrace.data.groups`); a file without a group is an error."""
+    if not groups:
+        return [Path(f).stem for f in files]
+    return group_of(files, groups, "benchmark.split.groups", unmatched="error")
 
 
 class GroupSplit:

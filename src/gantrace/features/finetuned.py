@@ -35,11 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from gantrace import __version__, io
+from gantrace.data.groups import groups_or_none
 from gantrace.data.shards import read_images
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.features.base import FEATURES, FeatureExtractor
 from gantrace.features.deep import IMAGENET_MEAN, IMAGENET_STD, TorchvisionExtractor
 from gantrace.imaging import TORCH_BILINEAR, resize_images
+from gantrace.membership.method import stratified_folds
 from gantrace.nn.checkpoint import TRAINER, TrainingState, fingerprint, resume, write_checkpoint
 from gantrace.nn.epochs import EpochShuffle
 from gantrace.nn.optim import cosine_schedule, grad_scaler, optimiser_step
@@ -507,12 +509,14 @@ class LearnedFeature(FeatureExtractor):
         model_dir=None,
         checkpoint_dir=None,
         log=None,
+        groups=None,
     ):
         """Features of every row of `images` (prepared, uint8 (N, S, S)).
 
         `y`: class index per row, -1 where unlabelled. `train`: (images, y) of another data
         set to train on instead (then every row here is embedded by nets trained there).
-        `folds`: fold index of each labelled row (default: stratified, seeded).
+        `folds`: fold index of each labelled row (default: stratified, seeded, each of
+        `groups` (one per row, e.g. a patient; None: every image its own) in one fold).
         Returns (features float32 (N, D), info dict).
         """
         y = np.asarray(y, dtype=np.int64)
@@ -528,7 +532,13 @@ class LearnedFeature(FeatureExtractor):
             lab = np.flatnonzero(y >= 0)
             k = _n_classes(y[lab], self.config_key)
             if folds is None:
-                folds = _folds(y[lab], self.params["n_folds"], seed, self.config_key)
+                folds = _folds(
+                    y[lab],
+                    self.params["n_folds"],
+                    seed,
+                    self.config_key,
+                    None if groups is None else np.asarray(groups)[lab],
+                )
             folds = np.asarray(folds, dtype=np.int64)
             for f in range(folds.max() + 1):
                 units.append(
@@ -627,10 +637,9 @@ def _n_classes(y, key):
     return int(classes.max() + 1)
 
 
-def _folds(y, n_folds, seed, key):
-    """Stratified fold index per labelled row (fewer folds if a class is too small)."""
-    from sklearn.model_selection import StratifiedKFold
-
+def _folds(y, n_folds, seed, key, groups=None):
+    """Stratified fold index per labelled row (fewer folds if a class is too small), each
+    group in one fold (`stratified_folds`)."""
     smallest = int(np.bincount(y).min())
     n = min(n_folds, smallest)
     if n < 2:
@@ -638,11 +647,7 @@ def _folds(y, n_folds, seed, key):
             f"{key}: a class has only {smallest} labelled image(s); cross-fitting "
             "needs at least 2 per class"
         )
-    folds = np.zeros(len(y), np.int64)
-    split = StratifiedKFold(n, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
-    for f, (_, test) in enumerate(split):
-        folds[test] = f
-    return folds
+    return stratified_folds(y, n, seed, groups)
 
 
 # -- data and the workflow stage ---------------------------------------------------------------
@@ -709,9 +714,10 @@ def train_features(
         tids, timages = load_images(train_shards, tman, feature)
         ty, classes = labels_from_manifest(tman, tids, target)
         train = (timages, ty)
-        y = np.full(len(ids), -1, np.int64)
+        y, groups = np.full(len(ids), -1, np.int64), None
     else:
         y, classes = labels_from_manifest(manifest, ids, target)
+        groups = groups_or_none(manifest.set_index("image_id").loc[list(ids)])
     say(f"{name}: {len(ids)} images, {int((y >= 0).sum())} labelled, classes {classes}", log)
     model_dir = Path(model_dir)
     if model_dir.exists():
@@ -726,6 +732,7 @@ def train_features(
         model_dir=model_dir,
         checkpoint_dir=checkpoint_dir,
         log=log,
+        groups=groups,
     )
     attrs = {
         "extractor": feature.name,

@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.matrix import as_matrix
@@ -72,12 +72,39 @@ def mixture_threshold(scores, random_state=0):
     return float(cut), float(w_hi)
 
 
-def stratified_folds(labels, n_folds, random_state=0):
-    """Fold id per row of 0/1 `labels`, stratified and shuffled with `random_state`."""
+def stratified_folds(labels, n_folds, random_state=0, groups=None):
+    """Fold id per row of class `labels`, stratified and shuffled with `random_state`.
+
+    `groups` (one per row, e.g. a patient) keeps each group in one fold (StratifiedGroupKFold):
+    neighbouring slices of a patient are near copies, and a fold that trains on a query's
+    neighbours scores it optimistically. n_folds is capped at the number of groups.
+    """
     folds = np.empty(len(labels), dtype=np.int64)
-    splitter = StratifiedKFold(n_folds, shuffle=True, random_state=random_state)
-    for fold, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+    if groups is None:
+        splitter = StratifiedKFold(n_folds, shuffle=True, random_state=random_state)
+    else:
+        groups = np.asarray(groups)
+        if len(groups) != len(labels):
+            raise ValueError(f"groups: expected {len(labels)} values, got {len(groups)}")
+        n_folds = min(n_folds, len(np.unique(groups)))
+        if n_folds < 2:
+            raise GantraceError("groups: every labelled row is in one group; 2 folds need 2")
+        splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=random_state)
+    splits = splitter.split(np.zeros(len(labels)), labels, groups)
+    for fold, (_, test) in enumerate(splits):
         folds[test] = fold
+    if groups is not None:  # ids 0..k-1 even where whole groups left a fold empty
+        folds = np.unique(folds, return_inverse=True)[1].reshape(-1).astype(np.int64)
+        classes = set(np.unique(labels).tolist())
+        for fold in range(folds.max() + 1):
+            lacking = classes - set(np.unique(labels[folds != fold]).tolist())
+            if lacking:
+                raise GantraceError(
+                    f"groups: with fold {fold} left out, no labelled row of class "
+                    f"{sorted(lacking)} is left to learn from: its groups hold (nearly) all of "
+                    f"that class ({len(np.unique(groups))} groups in all); name finer groups "
+                    "(a patient or series, not a whole side of the split)"
+                )
     return folds
 
 
@@ -192,11 +219,13 @@ class MembershipMethod:
         self.scorer_ = scorer
         return scorer.score(rx)
 
-    def run(self, generated_X, real_X, labels, folds=None):
+    def run(self, generated_X, real_X, labels, folds=None, groups=None):
         """Return a frame (one row per real image): score, decision, fold, threshold.
 
         `folds` (fold id per row, -1 for unlabelled) reuses a split for supervised or
-        tuned scorers; by default a stratified split seeded by `random_state` is drawn.
+        tuned scorers; by default a stratified split seeded by `random_state` is drawn,
+        keeping each of `groups` (one per row, e.g. a patient; None: every image its own)
+        in one fold.
         """
         labels = np.asarray(labels)
         if labels.shape != (len(real_X),) or not np.isin(labels, (-1, 0, 1)).all():
@@ -205,10 +234,16 @@ class MembershipMethod:
         if not self.supervised_ and len(self.combos_) == 1:
             scores = self._unsupervised(self.combos_[0], gx, rx)
             thresholds, folds, note = decide_thresholds(
-                scores, labels, self.rule_, self.used_fraction, self.n_folds, self.random_state
+                scores,
+                labels,
+                self.rule_,
+                self.used_fraction,
+                self.n_folds,
+                self.random_state,
+                groups=groups,
             )
         else:
-            scores, thresholds, folds, note = self._fold_wise(gx, rx, labels, folds)
+            scores, thresholds, folds, note = self._fold_wise(gx, rx, labels, folds, groups)
         self.threshold_note_ = note
         frame = pd.DataFrame(
             {
@@ -221,7 +256,7 @@ class MembershipMethod:
         frame.attrs["threshold_note"] = note
         return frame
 
-    def _fold_wise(self, gx, rx, labels, folds=None):
+    def _fold_wise(self, gx, rx, labels, folds=None, groups=None):
         known = labels >= 0
         n_used, n_not = int((labels == 1).sum()), int((labels == 0).sum())
         n_folds = min(self.n_folds, n_used, n_not)
@@ -238,16 +273,23 @@ class MembershipMethod:
             )
         if folds is None:
             folds = np.full(len(labels), -1, dtype=np.int64)
-            folds[known] = stratified_folds(labels[known], n_folds, self.random_state)
+            folds[known] = stratified_folds(
+                labels[known],
+                n_folds,
+                self.random_state,
+                groups=None if groups is None else np.asarray(groups)[known],
+            )
+            n_folds = int(folds.max()) + 1
         folds = np.where(known, folds, -1)
-        groups = [(f, folds == f, known & (folds != f)) for f in range(n_folds)]
-        groups.append(("unlabelled", ~known, known))
+        parts = [(f, folds == f, known & (folds != f)) for f in range(n_folds)]
+        parts.append(("unlabelled", ~known, known))
         if self.supervised_:
-            scores, chosen = self._cross_fit(gx, rx, labels, folds, groups)
+            scores, chosen = self._cross_fit(gx, rx, labels, folds, parts)
             thresholds = np.zeros(len(labels))
         else:
-            scores, thresholds, chosen = self._tuned(gx, rx, labels, groups)
-        note = f"{self.rule_}: {what} over {n_folds} stratified folds of {n_used + n_not} rows"
+            scores, thresholds, chosen = self._tuned(gx, rx, labels, parts)
+        kind = "stratified" if groups is None else "stratified group"
+        note = f"{self.rule_}: {what} over {n_folds} {kind} folds of {n_used + n_not} rows"
         if self.supervised_ and self.fit_summaries_:
             fits = "; ".join(f"{g}: {s}" for g, s in self.fit_summaries_.items())
             note += f"; fitted on the other folds' labels: {fits}"
@@ -327,8 +369,11 @@ def _best_combo(aucs):
     return int(np.argmax(aucs))  # ties: the first combination listed
 
 
-def decide_thresholds(scores, labels, rule="oof_f1", used_fraction=0.5, n_folds=5, random_state=0):
-    """(thresholds, folds, note) per real row; a labelled row never sees its own label."""
+def decide_thresholds(
+    scores, labels, rule="oof_f1", used_fraction=0.5, n_folds=5, random_state=0, groups=None
+):
+    """(thresholds, folds, note) per real row; a labelled row never sees its own label (nor,
+    with `groups`, its group's: the out-of-fold cut is fitted on other groups only)."""
     n = len(scores)
     if rule == "natural":
         return np.zeros(n), np.full(n, -1, dtype=np.int64), "natural: score > 0 called used"
@@ -352,10 +397,18 @@ def decide_thresholds(scores, labels, rule="oof_f1", used_fraction=0.5, n_folds=
         note = f"fraction: top {used_fraction:g} of real scores called used ({reason})"
         return np.full(n, cut), np.full(n, -1, dtype=np.int64), note
     folds = np.full(n, -1, dtype=np.int64)
-    folds[known] = stratified_folds(labels[known], n_folds, random_state)
+    folds[known] = stratified_folds(
+        labels[known],
+        n_folds,
+        random_state,
+        groups=None if groups is None else np.asarray(groups)[known],
+    )
     thresholds = np.full(n, best_f1_threshold(scores[known], labels[known]))
     thresholds[known] = out_of_fold_thresholds(scores[known], labels[known], folds[known])
-    note = f"oof_f1: {n_folds} stratified folds over {n_used + n_not} labelled rows"
+    kind = "stratified" if groups is None else "stratified group"
+    if groups is not None:
+        n_folds = int(folds.max()) + 1
+    note = f"oof_f1: {n_folds} {kind} folds over {n_used + n_not} labelled rows"
     if n_folds < n_folds_asked:
         note += f" (asked {n_folds_asked}; only {min(n_used, n_not)} rows in the smaller class)"
     return thresholds, folds, note

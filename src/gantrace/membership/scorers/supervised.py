@@ -43,6 +43,7 @@ class ClassCentroidsScorer(SupervisedScorer):
     """
 
     name = "class_centroids"
+    stochastic = True  # k-means initialisation
     _parameter_constraints = {
         "n_clusters": [COUNT],
         "metric": [Options(*METRICS)],

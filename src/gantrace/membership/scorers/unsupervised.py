@@ -140,6 +140,7 @@ class ClusterDistanceScorer(Part):
     """
 
     name = "cluster_distance"
+    stochastic = True  # k-means initialisation
     _parameter_constraints = {
         "n_clusters": [COUNT],
         "reduce": [Options("min", "mean")],
@@ -238,6 +239,10 @@ class SimilarityScorer(Part):
         self.block_size = block_size
         self.random_state = random_state
         self._validate_params()
+
+    @property
+    def stochastic(self):
+        return self.noise_std > 0  # seeded noise
 
     def _noisy(self, X):
         X = np.asarray(X, dtype=np.float64)
