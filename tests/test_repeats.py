@@ -76,7 +76,7 @@ def test_repeats_summary_spread_where_the_seed_matters(tmp_path, clusterer, move
     out = tmp_path / "repeats.parquet"
     stages.repeats("attribution", "toy", ["m"], paths, None, out, seed=10)
     table = io.read_table(out).set_index("metric")
-    assert set(table.index) == {"ari", "nmi"} and (table.repeats == 6).all()
+    assert set(table.index) == {"ari", "nmi", "accuracy"} and (table.repeats == 6).all()
     assert (table.method == "m").all() and (table.split == "all").all()
     assert (table.sd > 0).all() if moves else (table.sd == 0).all()
     one = [
