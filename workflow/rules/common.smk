@@ -154,6 +154,7 @@ def all_targets():
         targets.append(f"{R}/{ds}/scores.parquet")
         targets += [f"{R}/submissions/{ds}/{name}.csv" for name in results_of(ds)]
         targets += plot_targets(ds)
+        targets += subset_targets(ds)
         targets.append(f"{R}/submissions/{ds}/checked.txt")
     targets.append(f"{R}/leaderboard.html")
     return targets

@@ -5,6 +5,7 @@ import pandas as pd
 from gantrace.evaluation.metrics import COUNTS, METRICS, PRIMARY
 
 COLUMNS = [*METRICS["membership"], *METRICS["attribution"], *COUNTS]
+COLUMNS += [m for m in METRICS["subset_attribution"] if m not in COLUMNS]
 EMPTY_COLUMNS = ["dataset", "task", "split", "rank", "method", "kind", "n"]
 
 

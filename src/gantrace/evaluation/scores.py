@@ -6,8 +6,8 @@ truth file gives their labels), attribution over every image whose generator is 
 
 import pandas as pd
 
-from gantrace.evaluation.metrics import attribution_metrics, membership_metrics
-from gantrace.evaluation.truth import attribution_truth, membership_truth
+from gantrace.evaluation.metrics import attribution_metrics, membership_metrics, subset_metrics
+from gantrace.evaluation.truth import attribution_truth, membership_truth, subset_answers
 
 EMPTY_COLUMNS = ["dataset", "task", "method", "kind", "split", "n"]
 
@@ -34,6 +34,14 @@ def score_results(task, dataset, results, fusions, truth=None):
                     rows.append(
                         {"method": name, "kind": kind, "split": s, "n": int(sel.sum()), **m}
                     )
+        elif task == "subset_attribution":
+            true, pred = subset_answers(t, truth)
+            sel = true != ""
+            if sel.sum():
+                m = subset_metrics(true[sel], pred[sel])
+                rows.append(
+                    {"method": name, "kind": kind, "split": "all", "n": int(sel.sum()), **m}
+                )
         else:
             gen = attribution_truth(t, truth)
             sel = gen != ""
