@@ -22,8 +22,8 @@ import yaml
 from gantrace.errors import ConfigError
 from gantrace.registry import spec_name
 
-TASKS = ("attribution", "membership")
-ENTRY_KEYS = {"id", "task", "team", "paper", "reported", "description", "features"}
+TASKS = ("attribution", "membership", "subset_attribution")
+ENTRY_KEYS = {"id", "task", "team", "paper", "reported", "deviations", "description", "features"}
 ENTRY_KEYS |= {"methods", "fusion"}
 REQUIRED = ("id", "task", "team", "paper", "reported", "methods")
 
@@ -141,9 +141,18 @@ def markdown_table(entries):
     ]
     for cid, e in entries.items():
         recipe = " ".join(str(e.get("description", "")).split())
-        lines.append(
-            f"| `{cid}` | {e['task']} | {e['team']} | {e['paper']} | {e['reported']} | {recipe} |"
-        )
+        paper, reported = e["paper"], e["reported"]
+        if isinstance(paper, dict):  # the paper / reported / deviations shape
+            paper = f"{paper['source']} ({paper.get('section', '')})"
+        if isinstance(reported, list):
+            reported = (
+                "; ".join(
+                    f"{r['run']} {r['metric']} {r['split']} {r['value']} ({r['where']})"
+                    for r in reported
+                )
+                or "no figure in the source"
+            )
+        lines.append(f"| `{cid}` | {e['task']} | {e['team']} | {paper} | {reported} | {recipe} |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,7 @@ from gantrace import io
 from gantrace.attribution.method import AttributionMethod
 from gantrace.attribution.openset import open_set_labels
 from gantrace.benchmark_builder.memorisation import write_report
-from gantrace.benchmark_builder.split import split_slices
+from gantrace.benchmark_builder.split import split_slices, split_subsets
 from gantrace.data import shards
 from gantrace.errors import GantraceError
 from gantrace.evaluation import leaderboard as board
@@ -582,3 +582,27 @@ def benchmark_layout(split_csv, generators, sample_paths, bench, root, out_confi
 
     samples = dict(zip(generators, sample_paths, strict=True))
     write_benchmark(split_csv, samples, bench, root, out_config, out_metadata)
+
+
+def benchmark_subset_split(source, split, k, seed, out_csv, out_training):
+    """k disjoint subsets of the real slices (`out_csv`), and per subset a training split
+    (`out_training`, in subset order: its slices `used`) for the generator training rule."""
+    table = split_subsets(source, split, k, seed)
+    with io.atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    for path, name in zip(out_training, sorted(set(table.subset)), strict=True):
+        with io.atomic_path(path) as tmp:
+            table.assign(used=(table.subset == name).astype(int)).to_csv(tmp, index=False)
+    _say(
+        table.groupby("subset")
+        .agg(slices=("image_id", "size"), groups=("group", "nunique"))
+        .to_string()
+    )
+
+
+def benchmark_subset_layout(split_csv, subsets, sample_paths, bench, root, out_config):
+    """The subset-attribution layout, truth and config snippet; `sample_paths` in `subsets` order."""
+    from gantrace.benchmark_builder.subset_layout import write_subset_benchmark  # imports torch
+
+    samples = dict(zip(subsets, sample_paths, strict=True))
+    write_subset_benchmark(split_csv, samples, bench, root, out_config)
