@@ -434,15 +434,12 @@ class Plan:
                     "`generated` as {subset: folder} (or remove train_from)"
                 )
                 continue
-            try:
-                running = [
-                    d
-                    for d in loaded
-                    if self.task(d) == "subset_attribution"
-                    and name in self.methods_for("subset_attribution", d)
-                ]
-            except ConfigError:  # a method's own problem, reported by _check_methods
-                continue
+            # a method with train_from needs no labels where it runs: the datasets it names
+            running = [
+                d
+                for d in loaded
+                if self.task(d) == "subset_attribution" and d in m.get("datasets", [d])
+            ]
             for d in running:
                 if self.subsets(d) != self.subsets(source):
                     problems.append(
