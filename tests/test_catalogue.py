@@ -127,6 +127,7 @@ def test_every_entry_builds_from_registered_parts(cid):
     from gantrace.attribution.method import AttributionMethod
     from gantrace.features import build_extractor
     from gantrace.membership.method import MembershipMethod
+    from gantrace.subset import SubsetMethod
 
     cfg = yaml.safe_load((ROOT / "config" / "seed-methods.yaml").read_text())
     cfg["catalogue"]["include"] = [cid]
@@ -137,7 +138,9 @@ def test_every_entry_builds_from_registered_parts(cid):
         spec = cfg["features"][name]
         build_extractor(spec, key=f"features.{name}")  # learned ones (finetuned) too
     for spec in e["methods"].values():
-        if e["task"] == "attribution":
+        if e["task"] == "subset_attribution":
+            SubsetMethod.from_spec(spec, 5, 0)
+        elif e["task"] == "attribution":
             AttributionMethod(3, clusterer=spec["clusterer"], reducer=spec.get("reducer"))
         else:
             MembershipMethod(

@@ -25,7 +25,8 @@ def load_edition(name, data_root="/data/imageclef"):
 def test_edition_config_is_valid(edition):
     cfg = validate_config(load_edition(edition), SCHEMA)
     for name, ds in cfg["datasets"].items():
-        for key in ("generated", "real_used", "real_not_used", "real_unknown", "truth"):
+        roles = ("generated", "real_used", "real_not_used", "real_unknown", "real_subsets")
+        for key in (*roles, "truth"):
             specs = ds.get(key, {})
             for spec in specs.values() if isinstance(specs, dict) else [specs]:
                 assert not Path(spec).is_absolute(), f"{edition} {name}.{key}: {spec}"
@@ -43,8 +44,8 @@ def _move(src_dir, dest_dir):
         shutil.copy2(f, dest_dir / f.name)
 
 
-def make_2024_layout(root, scratch):
-    """A miniature of the 2024 release in the layout config/imageclef2024.yaml documents."""
+def make_membership_layout(root, scratch):
+    """membership/generator{1,2}/{dev,test}/..., as the 2024 and 2025 configs document."""
     for g in (1, 2):
         sim = scratch / f"mem{g}"
         simulate.write_dataset(
@@ -63,6 +64,11 @@ def make_2024_layout(root, scratch):
             _move(sim / role, gen / "dev" / role)
         _move(sim / "generated", gen / "test" / "generated")
         _move(sim / "real_unknown", gen / "test" / "real_unknown")
+
+
+def make_2024_layout(root, scratch):
+    """A miniature of the 2024 release in the layout config/imageclef2024.yaml documents."""
+    make_membership_layout(root, scratch)
     sim = scratch / "attr"
     gens = ["checkerboard", "spectral", "oversmooth", "upsample"]
     simulate.write_dataset({"task": "attribution", "generators": gens, "n_per_generator": 4}, sim)
@@ -170,3 +176,112 @@ def test_image_table_reads_relative_paths_under_root(tmp_path):
     assert sorted(table.path) == sorted(
         str(tmp_path / "root" / r / f"{r}.png") for r in ("generated", "real_unknown")
     )
+
+
+def make_2025_layout(root, scratch):
+    """A miniature of the 2025 release as config/imageclef2025.yaml documents it: membership
+    as in 2024; subtask 2 in the organisers' GAN25_Identify_Training_Data_Subset/{real,
+    generated}/<subset>/ layout, the test images of the same generators in one folder."""
+    from gantrace.data import simulate_subsets
+
+    make_membership_layout(root, scratch)
+    sim = scratch / "subsets"
+    params = {"task": "subset_attribution", "n_subsets": 5, "n_real": 4, "n_generated": 8}
+    table = simulate_subsets.write_dataset(params, sim)
+    release = root / "GAN25_Identify_Training_Data_Subset"
+    test = root / "GAN25_Identify_Training_Data_Subset_test" / "generated"
+    test.mkdir(parents=True)
+    for s in simulate_subsets.subset_names(5):
+        _move(sim / "real" / s, release / "real" / s)
+        ids = sorted(table.image_id[(table.role == "generated") & (table.subset == s)])
+        (release / "generated" / s).mkdir(parents=True)
+        for k, iid in enumerate(ids):  # half labelled (dev), half in the mixed test folder
+            dest = release / "generated" / s if k % 2 else test
+            shutil.copy2(sim / "generated" / s / f"{iid}.png", dest / f"{iid}.png")
+    return table
+
+
+def test_2025_layout_runs_end_to_end(workflow_dir, tmp_path):
+    """The 2025 edition's datasets on a miniature of its layout: subtask 2's run files are
+    written and checked, the dev set is scored by accuracy, and the supervised method
+    (train_from: subsets_dev) runs on the unlabelled test set."""
+    import pandas as pd
+
+    data_root = tmp_path / "imageclef2025"
+    table = make_2025_layout(data_root, tmp_path / "scratch")
+    edition = load_edition("imageclef2025", data_root)
+    methods = edition["subset_attribution"]["methods"]
+    assert methods["resnet50_linear_svm"]["train_from"] == "subsets_dev"
+    cfg = {
+        "run": "edition",
+        "data_root": edition["data_root"],
+        "seed": 0,
+        "ingest": {**edition["ingest"], "n_shards": 1},
+        "datasets": edition["datasets"],
+        "segmentation": {"mask_source": "threshold"},
+        "features": {"pixels": {"name": "pixels", "size": 16}},
+        # the edition's kinds of method, on a weight-free feature
+        "subset_attribution": {
+            "n_folds": 2,
+            "methods": {
+                "pixels_nearest_subset": {
+                    "feature": "pixels",
+                    "assigner": {"name": "nearest_subset"},
+                },
+                "pixels_cluster_match": {
+                    "feature": "pixels",
+                    "assigner": {"name": "cluster_match"},
+                },
+                "pixels_linear_svm": {
+                    "feature": "pixels",
+                    "assigner": {"name": "supervised", "classifier": "linear_svm"},
+                    "train_from": "subsets_dev",
+                },
+            },
+            "fusion": {
+                "vote": {
+                    "methods": [
+                        "pixels_nearest_subset",
+                        "pixels_cluster_match",
+                        "pixels_linear_svm",
+                    ]
+                }
+            },
+        },
+    }
+    config = workflow_dir / "edition.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    targets = [
+        f"results/edition/submissions/{ds}/checked.txt" for ds in ("subsets_dev", "subsets_test")
+    ]
+    snakemake(
+        workflow_dir,
+        *targets,
+        "results/edition/subsets_dev/scores.parquet",
+        "--configfile",
+        str(config),
+    )
+
+    subs = workflow_dir / "results" / "edition" / "submissions"
+    test_ids = sorted(
+        p.stem for p in (data_root / "GAN25_Identify_Training_Data_Subset_test/generated").iterdir()
+    )
+    names = ["pixels_nearest_subset", "pixels_cluster_match", "pixels_linear_svm", "fused_vote"]
+    for name in names:
+        validate_run_file(subs / "subsets_test" / f"{name}.csv", test_ids, {1, 2, 3, 4, 5})
+    for ds in ("subsets_dev", "subsets_test"):
+        checked = (subs / ds / "checked.txt").read_text()
+        assert checked.count("\tOK") == len(names) and "FAILED" not in checked, checked
+    # label i is the i-th subset: the nearest-subset answers on test agree with the truth
+    truth = dict(zip(table.image_id, table.subset))
+    lines = (subs / "subsets_test" / "pixels_nearest_subset.csv").read_text().split()
+    hits = [truth[i] == f"subset{label}" for i, label in (line.split(",") for line in lines)]
+    assert sum(hits) / len(hits) > 0.5, hits  # chance is 0.2
+    scores = pd.read_parquet(workflow_dir / "results/edition/subsets_dev/scores.parquet")
+    assert set(scores.method) == {
+        "pixels_nearest_subset",
+        "pixels_cluster_match",
+        "pixels_linear_svm",
+        "fused_vote",
+    }
+    assert (scores.n == 20).all() and scores.accuracy.between(0, 1).all()

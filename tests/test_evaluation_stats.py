@@ -257,7 +257,12 @@ def _config(**datasets):
 
 def test_evaluation_defaults_and_dev_dataset_checked_at_parse_time():
     cfg = validate_config(_config(), SCHEMA)
-    assert cfg["evaluation"] == {"n_boot": 1000, "ci": 0.95, "fpr": [0.1, 0.01, 0.001], "repeats": 1}
+    assert cfg["evaluation"] == {
+        "n_boot": 1000,
+        "ci": 0.95,
+        "fpr": [0.1, 0.01, 0.001],
+        "repeats": 1,
+    }
     names = list(cfg["datasets"])
     att = next(d for d in names if cfg["datasets"][d]["task"] == "attribution")
     mem = next(d for d in names if cfg["datasets"][d]["task"] == "membership")

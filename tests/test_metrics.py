@@ -23,6 +23,7 @@ from gantrace.evaluation.metrics import (
     attribution_metrics,
     dice,
     membership_metrics,
+    subset_metrics,
     tpr_column,
 )
 
@@ -98,9 +99,12 @@ def test_metric_names_are_the_scores_and_the_config_choices():
     assert set(attribution_metrics([1, 2], [1, 2])) == {*METRICS["attribution"], *COUNTS}
     schema = yaml.safe_load((Path(__file__).parents[1] / "config" / "schema.yaml").read_text())
     metric = schema["properties"]["datasets"]["additionalProperties"]
-    branch = metric["allOf"][0]
-    assert branch["then"]["properties"]["metric"]["enum"] == list(METRICS["attribution"])
-    assert branch["else"]["properties"]["metric"]["enum"] == list(METRICS["membership"])
+    choices = {
+        branch["if"]["properties"]["task"]["const"]: branch["then"]["properties"]["metric"]["enum"]
+        for branch in metric["allOf"]
+    }
+    assert choices == {task: list(names) for task, names in METRICS.items()}
+    assert set(subset_metrics(["a"], ["a"])) == set(METRICS["subset_attribution"])
     assert all(PRIMARY[task] in METRICS[task] for task in METRICS)
 
 

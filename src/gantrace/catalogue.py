@@ -24,7 +24,7 @@ from gantrace import papers
 from gantrace.errors import ConfigError
 from gantrace.registry import spec_name
 
-TASKS = ("attribution", "membership")
+TASKS = ("attribution", "membership", "subset_attribution")
 ENTRY_KEYS = {"id", "task", "team", "paper", "reported", "description", "features"}
 ENTRY_KEYS |= {"methods", "fusion", "deviations"}
 REQUIRED = ("id", "task", "team", "paper", "reported", "methods")
@@ -42,6 +42,7 @@ RECIPE_KEYS = {
     "reducer": "none or {name: pca|tsne|autoencoder, <param>: <value>}",
     "clusterer": "attribution: {name: <clusterer>, <param>: <value>}",
     "scorer": "membership: {name: <scorer>, <param>: <value>}",
+    "assigner": "subset_attribution: {name: <assigner>, <param>: <value>}",
     "decision": "membership threshold rule: oof_f1 | fraction | natural | mixture",
     "labels": "none | dev: whether the run learns anything from dev labels",
     "epochs": "training epochs of a trained part",

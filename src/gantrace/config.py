@@ -88,7 +88,8 @@ def _cross_check(cfg):
     features = cfg.get("features", {})
     for name, ds in datasets.items():
         has_folders = any(
-            k in ds for k in ("generated", "real_used", "real_not_used", "real_unknown")
+            k in ds
+            for k in ("generated", "real_used", "real_not_used", "real_unknown", "real_subsets")
         )
         if "simulate" in ds and has_folders:
             yield f"datasets.{name}: give either `simulate` or image folders, not both"
@@ -107,6 +108,7 @@ def _cross_check(cfg):
                 f"datasets.{name}.dev_dataset: {dev!r} is not another {ds['task']} dataset; "
                 f"name one of {', '.join(others) or '(none defined)'} or remove the key"
             )
+        yield from _subset_dataset_check(name, ds)
     seg = cfg.get("segmentation", {})
     if seg.get("mask_source") == "folder" and not seg.get("mask_dir"):
         yield "segmentation.mask_dir: required when mask_source is 'folder'"
@@ -117,7 +119,7 @@ def _cross_check(cfg):
     for s in seg.get("train_shards", []):
         if s >= n_shards:
             yield f"segmentation.train_shards: shard {s} >= ingest.n_shards ({n_shards})"
-    for task in ("attribution", "membership"):
+    for task in ("attribution", "membership", "subset_attribution"):
         section = cfg.get(task, {})
         methods = section.get("methods", {})
         for mname, m in methods.items():
@@ -144,6 +146,35 @@ def _cross_check(cfg):
                     f"{task}.fusion.{fname}.rule: {task} fusion supports only "
                     + " and ".join(f"'{r}'" for r in RULES[task])
                 )
+
+
+def _subset_dataset_check(name, ds):
+    """A subset_attribution dataset: real_subsets and generated, labelled by the same names."""
+    key = f"datasets.{name}"
+    if ds["task"] != "subset_attribution":
+        if "real_subsets" in ds:
+            yield f"{key}.real_subsets: only subset_attribution datasets take it; remove it"
+        return
+    for role in ("real_used", "real_not_used", "real_unknown"):
+        if role in ds:
+            yield (
+                f"{key}.{role}: a subset_attribution dataset gives its real images as "
+                "real_subsets: {subset: folder}; move them there"
+            )
+    if "simulate" in ds:
+        return
+    subsets = ds.get("real_subsets")
+    if not subsets:
+        yield f"{key}.real_subsets: required: {{subset name: folder of its real images}}"
+    if "generated" not in ds:
+        yield (f"{key}.generated: required: {{subset: folder}} (labelled) or one folder (test)")
+    elif subsets and isinstance(ds["generated"], dict):
+        extra = sorted(set(ds["generated"]) - set(subsets))
+        if extra:
+            yield (
+                f"{key}.generated: subset(s) {', '.join(map(repr, extra))} not in real_subsets "
+                f"({', '.join(subsets)}); name each generated folder after its real subset"
+            )
 
 
 def _open_set_check(mname, m, datasets):
@@ -191,6 +222,17 @@ def _benchmark_check(bench):
             validate(f"benchmark.generators.{name}", params, cls.constraints())
         except ConfigError as err:
             yield str(err)
+    subsets = bench.get("subsets")
+    if subsets and subsets["generator"] not in bench["generators"]:
+        yield (
+            f"benchmark.subsets.generator: {subsets['generator']!r} is not a generator of "
+            f"benchmark.generators ({', '.join(bench['generators'])}); name one of them"
+        )
+    if not subsets and len(bench["generators"]) < 2:
+        yield (
+            "benchmark.generators: give at least 2 generators (or add benchmark.subsets "
+            "to build only the subset-attribution layout)"
+        )
     for g in bench.get("attribution", {}).get("unseen", []):
         if g not in bench["generators"]:
             yield f"benchmark.attribution.unseen: {g!r} is not a generator of benchmark.generators"

@@ -215,7 +215,12 @@ def dbscan_rerank_labels(label_matrix, eps=1.5, min_samples=5, reference_index=0
 # -- fusion rules: one registry per task ---------------------------------------------------------
 ATTRIBUTION_RULES = Registry("attribution fusion rule")
 MEMBERSHIP_RULES = Registry("membership fusion rule")
-RULES = {"attribution": ATTRIBUTION_RULES, "membership": MEMBERSHIP_RULES}
+SUBSET_RULES = Registry("subset attribution fusion rule")
+RULES = {
+    "attribution": ATTRIBUTION_RULES,
+    "membership": MEMBERSHIP_RULES,
+    "subset_attribution": SUBSET_RULES,
+}
 LINKAGES = ("ward", "average", "complete", "single")
 
 
@@ -390,3 +395,25 @@ class Stacked(MembershipFusion):
         )
         self.note_ = f"stacked: logistic regression over {len(scores)} methods, cross-fitted"
         return score, (score > 0).astype(int), folds
+
+
+@SUBSET_RULES.register
+class SubsetVote(Part):
+    """Per-image majority of the subsets the methods name; a tie goes to the subset named
+    by the earliest method in the list (subset names need no alignment, unlike clusters)."""
+
+    name = "majority"
+
+    def fuse(self, tables):
+        votes = np.stack([t.subset.astype(str).to_numpy() for t in tables], axis=1)
+        index = np.stack([t.cluster.to_numpy() for t in tables], axis=1)
+        pick = np.empty(len(votes), dtype=int)
+        for i, row in enumerate(votes):
+            counts = {v: int((row == v).sum()) for v in row}
+            best = max(counts.values())
+            pick[i] = next(j for j, v in enumerate(row) if counts[v] == best)
+        fused = tables[0][["image_id", "generator"]].copy()
+        rows = np.arange(len(votes))
+        fused["subset"] = votes[rows, pick]
+        fused["cluster"] = index[rows, pick]
+        return fused

@@ -109,6 +109,7 @@ def _method_recipe(entry, spec):
     # imports scikit-learn-backed methods: only when a recipe is asked for
     from gantrace.attribution.method import AttributionMethod
     from gantrace.membership.method import MembershipMethod  # scikit-learn, as above
+    from gantrace.subset.method import SubsetMethod  # scikit-learn, as above
 
     feature = entry["features"][spec["feature"]]
     recipe = _feature_recipe(feature, f"features.{spec['feature']}")
@@ -120,6 +121,13 @@ def _method_recipe(entry, spec):
         recipe["clusterer"] = _part(clusterer, spec_name(spec["clusterer"]))
         # The dataset's n_generators, unless the method estimates it (estimate_k).
         recipe["clusterer"]["n_clusters"] = "estimated" if "estimate_k" in spec else "n_generators"
+    elif entry["task"] == "subset_attribution":
+        method = SubsetMethod.from_spec(spec, n_folds=5, random_state=0)
+        reducer = method.reducer_
+        recipe["assigner"] = _part(method.assigner_, spec_name(spec["assigner"]))
+        if isinstance(recipe["assigner"].get("clusterer"), dict):  # cluster_match's clusterer
+            recipe["clusterer"] = recipe["assigner"]["clusterer"]
+        learned = learned or method.needs_labels
     else:
         method = MembershipMethod.from_spec(spec, n_folds=5, random_state=0)
         reducer, scorer = method._build(method.combos_[0])

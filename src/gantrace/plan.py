@@ -21,7 +21,7 @@ from gantrace.attribution.method import CLUSTERERS, AttributionMethod
 from gantrace.attribution.nclusters import build_estimator
 from gantrace.attribution.openset import OpenSetAttribution
 from gantrace.benchmark_builder.split import list_slices
-from gantrace.data import simulate
+from gantrace.data import simulate, simulate_subsets
 from gantrace.data.groups import group_problems
 from gantrace.data.ingest import image_table as folder_table
 from gantrace.data.ingest import simulated_table, under_root
@@ -32,11 +32,13 @@ from gantrace.membership.scorers import SCORERS
 from gantrace.params import is_stochastic
 from gantrace.reduce import REDUCERS
 from gantrace.registry import spec_name
+from gantrace.subset.method import SubsetMethod
 
-TASKS = ("attribution", "membership")
+TASKS = ("attribution", "membership", "subset_attribution")
 PLOTS = {
     "attribution": ["attribution_tsne", "attribution_confusion", "attribution_montage", "forest"],
     "membership": ["membership_scores", "membership_roc_pr", "membership_roc_log_fpr", "forest"],
+    "subset_attribution": ["forest"],  # its confusion matrix is a table beside the scores
 }
 SEGMENTATION_PLOT = "segmentation"  # where a method of the dataset reads lung masks
 
@@ -59,12 +61,17 @@ def simulate_params(config, ds):
     }
 
 
+def simulator(task):
+    """The module that simulates a dataset of `task` (its `plan` and `write_dataset`)."""
+    return simulate_subsets if task == "subset_attribution" else simulate
+
+
 def image_table(config, ds, sim_dir):
     """Every image of a dataset: id, path, role, label, generator, shard. A simulated dataset's
     images are those the simulator will write under `sim_dir`."""
     spec, n_shards = config["datasets"][ds], config["ingest"]["n_shards"]
     if "simulate" in spec:
-        planned = simulate.plan(simulate_params(config, ds))
+        planned = simulator(spec["task"]).plan(simulate_params(config, ds))
         return simulated_table(ds, planned, sim_dir, n_shards)
     return folder_table(ds, spec, n_shards, root=config.get("data_root"))
 
@@ -78,8 +85,8 @@ class Plan:
         self.config = config
         self.datasets = config.get("datasets", {})  # a benchmark-only config has none
         self.features = config["features"]
-        self.methods = {t: config[t]["methods"] for t in TASKS}
-        self.fusions = {t: config[t]["fusion"] for t in TASKS}
+        self.methods = {t: config.get(t, {}).get("methods", {}) for t in TASKS}
+        self.fusions = {t: config.get(t, {}).get("fusion", {}) for t in TASKS}
         if isinstance(image_tables, Mapping):
             image_tables = image_tables.__getitem__
         self._load = image_tables
@@ -122,6 +129,9 @@ class Plan:
             table = self.images(ds)
             if self.task(ds) == "membership":
                 ok = min((table.label == 1).sum(), (table.label == 0).sum()) >= 2
+            elif self.task(ds) == "subset_attribution":
+                counts = table.generator[table.role == "generated"].astype(str).value_counts()
+                ok = (counts.drop("", errors="ignore") >= 2).sum() >= 2
             else:
                 counts = table.generator.dropna().astype(str).value_counts()
                 ok = (counts.drop("", errors="ignore") >= 2).sum() >= 2
@@ -136,6 +146,8 @@ class Plan:
         feature = self.features[spec["feature"]]
         if is_learned(feature) and not feature.get("train_from"):
             return True
+        if task == "subset_attribution":  # a supervised assigner without another dataset's labels
+            return not spec.get("train_from") and self.subset_method(method).needs_labels
         if task != "membership":
             return False
         # An instance, not the class: whether a scorer learns can hang on its parameters.
@@ -170,6 +182,22 @@ class Plan:
         task = self.task(ds)
         return self.methods_for(task, ds) + [f"fused_{f}" for f in self.fusions_for(task, ds)]
 
+    def subset_method(self, method):
+        """The built subset-attribution method of a config entry (what its job runs)."""
+        n_folds = self.config.get("subset_attribution", {}).get("n_folds", 5)
+        spec = self.methods["subset_attribution"][method]
+        where = f"subset_attribution.methods.{method}.assigner"
+        return SubsetMethod.from_spec(spec, n_folds, self.config.get("seed", 0), where)
+
+    def subsets(self, ds):
+        """A subset-attribution dataset's subset names, sorted: run-file label i is the i-th."""
+        table = self.images(ds)
+        return sorted(set(table.generator[table.role == "real_subset"].astype(str)))
+
+    def subset_train_from(self, method):
+        """The labelled dataset a supervised subset method trains on, or None."""
+        return self.methods["subset_attribution"][method].get("train_from")
+
     def method_spec(self, task, method):
         return {"task": task, "name": method, **self.methods[task][method]}
 
@@ -184,6 +212,8 @@ class Plan:
         """k of a run file's labels 1..k: the dataset's n_generators, or None (1..k found)
         where it has none or the method (or a fused one) estimates k (`n_clusters: auto`)."""
         task = self.task(ds)
+        if task == "subset_attribution":
+            return len(self.subsets(ds))
         if task != "attribution":
             return None
         fused = name.removeprefix("fused_")
@@ -256,10 +286,11 @@ class Plan:
 
     def repeated(self, ds):
         """The dataset's methods rerun with seeds seed + 1 .. seed + repeats - 1: its
-        stochastic ones, none when repeats is 1. (Fusions are not rerun.)"""
-        if self.repeats() < 2:
-            return []
+        stochastic ones, none when repeats is 1. (Fusions are not rerun, nor, as yet, the
+        subset-attribution methods: they have no repeat rule.)"""
         task = self.task(ds)
+        if self.repeats() < 2 or task == "subset_attribution":
+            return []
         return [m for m in self.methods_for(task, ds) if self.stochastic(task, m)]
 
     # -- lung masks and plots ---------------------------------------------------------------
@@ -306,6 +337,7 @@ class Plan:
         self._check_fusions(problems)
         loaded = self._check_datasets(problems)
         self._check_groups(problems, loaded)
+        self._check_subsets(problems, loaded)
         self._check_masks(problems, loaded)
         if weights:
             self._check_weights(problems, bad_features, config_files)
@@ -356,6 +388,8 @@ class Plan:
                 )
                 if task == "attribution":
                     self._check_attribution_parts(problems, key, m, seed)
+                elif task == "subset_attribution":
+                    _collect(problems, f"{key}.assigner", self.subset_method, name)
                 else:
                     combos = _collect(problems, f"{key}.scorer", expand_grid, m["scorer"])
                     for combo in combos or ():
@@ -364,7 +398,9 @@ class Plan:
                 if len(problems) > before:
                     continue  # the whole method: only once its parts are right
                 try:  # the whole method, as its job builds it
-                    if task == "membership":
+                    if task == "subset_attribution":
+                        pass  # built whole above: reducer and assigner are all it has
+                    elif task == "membership":
                         MembershipMethod.from_spec(m, n_folds, seed)
                     elif m.get("known_from"):
                         OpenSetAttribution.from_spec(m, None, seed)
@@ -422,6 +458,43 @@ class Plan:
             if spec is not None:
                 names = self.images(ds).path if ds in loaded else ()
                 problems += group_problems(spec, f"datasets.{ds}.groups", names)
+
+    def _check_subsets(self, problems, loaded):
+        """Subset methods' `train_from`: a labelled subset dataset with the same subsets as
+        every dataset the method runs on."""
+        for name, m in self.methods["subset_attribution"].items():
+            source, key = m.get("train_from"), f"subset_attribution.methods.{name}.train_from"
+            if source is None:
+                continue
+            ds = self.datasets.get(source)
+            if ds is None or ds["task"] != "subset_attribution":
+                named = [d for d, s in self.datasets.items() if s["task"] == "subset_attribution"]
+                problems.append(
+                    f"{key}: {source!r} is not a subset_attribution dataset; name one of "
+                    f"{', '.join(named) or 'them (none is defined)'}"
+                )
+                continue
+            if source not in loaded:
+                continue
+            if not self.labelled(source):
+                problems.append(
+                    f"{key}: dataset {source!r} has no labelled generated images; give its "
+                    "`generated` as {subset: folder} (or remove train_from)"
+                )
+                continue
+            # a method with train_from needs no labels where it runs: the datasets it names
+            running = [
+                d
+                for d in loaded
+                if self.task(d) == "subset_attribution" and d in m.get("datasets", [d])
+            ]
+            for d in running:
+                if self.subsets(d) != self.subsets(source):
+                    problems.append(
+                        f"{key}: dataset {d!r} has subsets {self.subsets(d)}, {source!r} has "
+                        f"{self.subsets(source)}; name the real_subsets alike (or limit the "
+                        "method with `datasets`)"
+                    )
 
     def _check_masks(self, problems, loaded):
         """Lung masks come from a trained U-Net: where a method asks for them (region lung

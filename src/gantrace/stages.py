@@ -19,18 +19,25 @@ from gantrace import io
 from gantrace.attribution.method import AttributionMethod
 from gantrace.attribution.openset import open_set_labels
 from gantrace.benchmark_builder.memorisation import write_report
-from gantrace.benchmark_builder.split import split_slices
+from gantrace.benchmark_builder.split import split_slices, split_subsets
 from gantrace.data import shards
 from gantrace.data.groups import group_column, groups_or_none
 from gantrace.errors import GantraceError
 from gantrace.evaluation import leaderboard as board
 from gantrace.evaluation import repeats as seeds
 from gantrace.evaluation import runfiles, scores
-from gantrace.evaluation.metrics import dice
-from gantrace.evaluation.truth import attribution_truth, membership_truth, read_truth, true_mask
+from gantrace.evaluation.metrics import confusion_table, dice
+from gantrace.evaluation.truth import (
+    attribution_truth,
+    membership_truth,
+    read_truth,
+    subset_answers,
+    true_mask,
+)
 from gantrace.fusion import build_rule, check_aligned
 from gantrace.membership.method import MembershipMethod
 from gantrace.runlog import say, to_console
+from gantrace.subset.method import SubsetMethod
 
 
 def _say(msg):
@@ -40,9 +47,11 @@ def _say(msg):
 # -- data ------------------------------------------------------------------------------------
 def simulate(params, out_dir):
     from gantrace.data import simulate as sim  # scipy.ndimage: only the data jobs need it
+    from gantrace.data import simulate_subsets  # scipy.ndimage: likewise
 
     t0 = time.perf_counter()
-    plan = sim.write_dataset(params, out_dir)
+    module = simulate_subsets if params["task"] == "subset_attribution" else sim
+    plan = module.write_dataset(params, out_dir)
     _say(f"simulated {len(plan)} images in {time.perf_counter() - t0:.1f} s -> {out_dir}")
 
 
@@ -301,6 +310,75 @@ def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=N
     table = pd.concat([real[["image_id", "role", "label"]], result.reset_index(drop=True)], axis=1)
     io.write_table(table, out)
     _say(f"{spec['name']}: scored {len(table)} real images against {len(gen)} generated")
+
+
+def subset_attribution(
+    features_h5,
+    manifest_path,
+    spec,
+    subsets,
+    n_folds,
+    seed,
+    out,
+    train_features=None,
+    train_manifest=None,
+):
+    """The training subset of each generated image of a dataset (`subsets`: its sorted
+    subset names; the answer's `cluster` is the 1-based position, the run-file label).
+    A method with `train_from` learns from `train_features`/`train_manifest` (another
+    dataset's labelled generated images) and ignores the scored dataset's own labels."""
+    rows, x = io.read_features_by_role(features_h5, manifest_path, {"generated"})
+    real, rx = io.read_features_by_role(features_h5, manifest_path, {"real_subset"})
+    index = {s: i for i, s in enumerate(subsets)}
+    method = SubsetMethod.from_spec(spec, n_folds, seed)
+    labels, train = np.full(len(rows), -1), None
+    if train_features:
+        trows, tx = io.read_features_by_role(train_features, train_manifest, {"generated"})
+        known = trows.generator.astype(str).isin(index).to_numpy()
+        train = (tx[known], trows.generator[known].map(index).to_numpy())
+        _say(f"training on {int(known.sum())} labelled images of {spec['train_from']}")
+    else:
+        labels = rows.generator.astype(str).map(index).fillna(-1).astype(int).to_numpy()
+    pred = method.run(
+        x,
+        rx,
+        real.generator.astype(str).map(index).to_numpy(),
+        len(subsets),
+        labels=labels,
+        train=train,
+    )
+    table = pd.DataFrame(
+        {
+            "image_id": rows.image_id,
+            "subset": [subsets[i] for i in pred],
+            "cluster": pred.astype(int) + 1,
+            "generator": rows.generator.astype(str),
+        }
+    )
+    io.write_table(table, out)
+    counts = table.subset.value_counts().sort_index()
+    _say(
+        f"{spec['name']}: {len(table)} images -> "
+        + ", ".join(f"{k} {v}" for k, v in counts.items())
+    )
+
+
+def subset_confusion(names, paths, truth_path, out_csv):
+    """Every method's and fusion's confusion matrix (long: method, true, predicted, count)
+    over the generated images whose subset is known; empty without ground truth."""
+    truth, tables = read_truth(truth_path), []
+    for name, path in zip(names, paths, strict=True):
+        true, pred = subset_answers(io.read_table(path), truth)
+        sel = true != ""
+        if sel.any():
+            tables.append(confusion_table(true[sel], pred[sel]).assign(method=name))
+    columns = ["method", "true", "predicted", "count"]
+    table = (
+        pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)
+    )
+    with io.atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    _say(table.to_string(index=False) if len(table) else "no ground truth: empty confusion table")
 
 
 def fusion(task, paths, spec, out, n_folds, seed, manifest_path=None):
@@ -595,3 +673,27 @@ def benchmark_layout(split_csv, generators, sample_paths, bench, root, out_confi
 
     samples = dict(zip(generators, sample_paths, strict=True))
     write_benchmark(split_csv, samples, bench, root, out_config, out_metadata)
+
+
+def benchmark_subset_split(source, split, k, seed, out_csv, out_training):
+    """k disjoint subsets of the real slices (`out_csv`), and per subset a training split
+    (`out_training`, in subset order: its slices `used`) for the generator training rule."""
+    table = split_subsets(source, split, k, seed)
+    with io.atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    for path, name in zip(out_training, sorted(set(table.subset)), strict=True):
+        with io.atomic_path(path) as tmp:
+            table.assign(used=(table.subset == name).astype(int)).to_csv(tmp, index=False)
+    _say(
+        table.groupby("subset")
+        .agg(slices=("image_id", "size"), groups=("group", "nunique"))
+        .to_string()
+    )
+
+
+def benchmark_subset_layout(split_csv, subsets, sample_paths, bench, root, out_config):
+    """The subset-attribution layout, truth and config snippet; `sample_paths` in `subsets` order."""
+    from gantrace.benchmark_builder.subset_layout import write_subset_benchmark  # imports torch
+
+    samples = dict(zip(subsets, sample_paths, strict=True))
+    write_subset_benchmark(split_csv, samples, bench, root, out_config)

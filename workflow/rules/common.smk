@@ -177,6 +177,7 @@ def all_targets():
         targets.append(f"{R}/{ds}/scores.parquet")
         targets += [f"{R}/submissions/{ds}/{name}.csv" for name in results_of(ds)]
         targets += plot_targets(ds)
+        targets += subset_targets(ds)
         targets.append(f"{R}/submissions/{ds}/checked.txt")
     targets.append(f"{R}/leaderboard.html")
     return targets
@@ -198,7 +199,17 @@ BENCH_TIMES = f"{R}/timings/benchmark/{_BENCH}"
 
 
 def bench_targets(wc):
+    """Both task layouts (2 generators or more), and the subset layout (`subsets`)."""
     reports = [
         f"{BENCH_DIR}/report/{{g}}_{end}" for end in ("grid.png", "memorisation.txt")
     ]
-    return [f"{BENCH_DIR}/gantrace.yaml", *expand(reports, g=bench_generators())]
+    targets = (
+        [f"{BENCH_DIR}/subsets/gantrace.yaml"] if bench_config().get("subsets") else []
+    )
+    if len(bench_generators()) < 2:
+        return targets
+    return [
+        f"{BENCH_DIR}/gantrace.yaml",
+        *expand(reports, g=bench_generators()),
+        *targets,
+    ]

@@ -13,7 +13,7 @@ rule fusion:
     benchmark:
         f"{R}/timings/fusion/{{dataset}}/{{task}}_{{fusion}}.tsv"
     wildcard_constraints:
-        task="attribution|membership",
+        task="attribution|membership|subset_attribution",
     conda:
         "../../envs/gantrace.yaml"
     params:

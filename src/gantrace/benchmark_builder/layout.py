@@ -14,11 +14,15 @@ from gantrace.imaging import resize_images
 from gantrace.registry import KEY
 
 
-def _write_pngs(folder, ids, images):
+def write_pngs(folder, ids, images):
+    """Write uint8 images as `<folder>/<id>.png`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for i, a in zip(ids, images, strict=True):
         Image.fromarray(a).save(folder / f"{i}.png")
+
+
+_write_pngs = write_pngs
 
 
 def _attribution_split(names, counts, test_fraction, unseen, rng):

@@ -88,3 +88,48 @@ def split_slices(source, split, seed=0):
     groups = assign_groups(files, split.get("groups"))
     splitter = GroupSplit(split["used_fraction"], split["unknown_fraction"], seed=seed)
     return splitter.fit_transform(files, groups)
+
+
+class SubsetSplit:
+    """Split slices into k disjoint subsets of about equal size, whole groups at once.
+
+    Groups are taken in a seeded random order, each to the subset with the fewest slices so
+    far, so no patient's slices fall in two subsets. Subsets are named subset1..k.
+    """
+
+    def __init__(self, k=3, seed=0):
+        self.k, self.seed = k, seed
+
+    def fit_transform(self, files, groups=None):
+        ids = [Path(f).stem for f in files]
+        groups = np.asarray(groups if groups is not None else ids, dtype=str)
+        names, counts = np.unique(groups, return_counts=True)
+        if len(names) < self.k:
+            raise ConfigError(
+                f"benchmark.subsets.k: {self.k} subsets need at least {self.k} groups of slices, "
+                f"found {len(names)}; lower k or give finer groups"
+            )
+        sizes, subset_of = np.zeros(self.k, int), {}
+        for i in np.random.default_rng(self.seed).permutation(len(names)):
+            s = int(np.argmin(sizes))  # ties: the lowest subset number
+            subset_of[names[i]] = s
+            sizes[s] += counts[i]
+        return pd.DataFrame(
+            {
+                "image_id": ids,
+                "path": [str(f) for f in files],
+                "group": groups,
+                "subset": [f"subset{subset_of[g] + 1}" for g in groups],
+            }
+        )
+
+
+def subset_names(k):
+    return [f"subset{i + 1}" for i in range(k)]
+
+
+def split_subsets(source, split, k, seed=0):
+    """The slices of `source` in k disjoint subsets (`SubsetSplit`), grouped as
+    `benchmark.split.groups` asks."""
+    files = list_slices(source)
+    return SubsetSplit(k, seed).fit_transform(files, assign_groups(files, split.get("groups")))

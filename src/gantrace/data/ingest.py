@@ -20,7 +20,13 @@ from gantrace.data.shards import shard_of
 from gantrace.errors import ConfigError, ImageError
 
 MEMBERSHIP_ROLES = ("generated", "real_used", "real_not_used", "real_unknown")
-ROLE_LABELS = {"real_used": 1, "real_not_used": 0, "real_unknown": -1, "generated": -1}
+ROLE_LABELS = {
+    "real_used": 1,
+    "real_not_used": 0,
+    "real_unknown": -1,
+    "generated": -1,
+    "real_subset": -1,  # subset attribution: its subset is in the `generator` column
+}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 CONVERSIONS = ("grey", "16bit", "resize")
 _FORMAT_EXTENSIONS = {
@@ -97,8 +103,21 @@ def _link_problem(path):
 
 
 def dataset_roles(name, ds):
-    """(role, generator, folder-or-glob, config key) for every image source of a dataset."""
+    """(role, generator, folder-or-glob, config key) for every image source of a dataset.
+
+    Subset attribution: real images have role `real_subset` and their subset as `generator`
+    (a subset's generator is named after the subset it trained on); generated images given
+    as {subset: folder} carry their subset the same way, one folder of them carries "".
+    """
     sources = []
+    if ds["task"] == "subset_attribution":
+        subsets = ds.get("real_subsets") or {}
+        for s, spec in sorted(subsets.items()):
+            sources.append(("real_subset", str(s), spec, f"datasets.{name}.real_subsets.{s}"))
+        if len(subsets) < 2:
+            raise ConfigError(
+                f"datasets.{name}.real_subsets: give at least 2 subsets, {{name: folder}}"
+            )
     if ds["task"] == "membership":
         for role in MEMBERSHIP_ROLES:
             if ds.get(role):
@@ -118,7 +137,7 @@ def dataset_roles(name, ds):
         elif gen:
             sources.append(("generated", "", gen, f"datasets.{name}.generated"))
         else:
-            raise ConfigError(f"datasets.{name}: an attribution dataset needs `generated`")
+            raise ConfigError(f"datasets.{name}: an {ds['task']} dataset needs `generated`")
     return sources
 
 

@@ -111,3 +111,23 @@ def paired_to_best(replicates, best, ci):
     tied[best] = False
     lo[best] = hi[best] = 0.0
     return lo, hi, tied
+
+
+def subset_replicates(true, predicted, weights):
+    """accuracy and macro F1 of m subset answers on each resample: {metric: (n_boot, m)}.
+    `true` (n,): the true subsets; `predicted` (m, n). Macro F1 averages over the subsets
+    in either array of the whole sample (a class missing from a resample scores 0)."""
+    true = np.asarray(true).astype(str)
+    w = np.asarray(weights, dtype=np.float64)
+    total = w.sum(axis=1)
+    acc, f1 = [], []
+    for p in np.asarray(predicted).astype(str):
+        acc.append(w @ (true == p) / total)
+        per_class = []
+        for c in np.union1d(true, p):
+            tp = w @ ((true == c) & (p == c))
+            wrong = w @ ((true == c) ^ (p == c))  # false positives + false negatives
+            den = 2 * tp + wrong
+            per_class.append(np.divide(2 * tp, den, out=np.zeros_like(den), where=den > 0))
+        f1.append(np.mean(per_class, axis=0))
+    return {"accuracy": np.stack(acc, axis=1), "macro_f1": np.stack(f1, axis=1)}

@@ -18,7 +18,8 @@ def _metric_columns(board):
         (c for c in board.columns if c.startswith("tpr_at_fpr_") and c.endswith("pct")),
         key=lambda c: -float(c.removeprefix("tpr_at_fpr_").removesuffix("pct")),
     )
-    names = list(dict.fromkeys([*METRICS["membership"], *tprs, *METRICS["attribution"]]))
+    tasks = [*METRICS["membership"], *tprs, *METRICS["attribution"], *METRICS["subset_attribution"]]
+    names = list(dict.fromkeys(tasks))
     names = [c for c in names if c in board.columns]
     bounds = [f"{c}_{b}" for c in names for b in ("lo", "hi") if f"{c}_{b}" in board.columns]
     return names + bounds + [c for c in COUNTS if c in board.columns]

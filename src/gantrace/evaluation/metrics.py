@@ -1,5 +1,5 @@
 """Scores: F1, Cohen's kappa, AUC and TPR at low FPR for membership, ARI, NMI and matched
-accuracy for attribution, Dice for masks.
+accuracy for attribution, accuracy and macro F1 for subset attribution, Dice for masks.
 
 `METRICS` names what each task's scores hold (the leaderboard's columns, the choices of
 `datasets.<ds>.metric` in config/schema.yaml); `PRIMARY` is the default ranking metric.
@@ -23,9 +23,10 @@ METRICS = {
     # accuracy: share of images whose cluster, matched one-to-one to the generators
     # (Hungarian), is their generator
     "attribution": ("ari", "nmi", "accuracy"),
+    "subset_attribution": ("accuracy", "macro_f1"),
 }
 COUNTS = ("k_found", "k_true")  # attribution: clusters predicted vs. true generators
-PRIMARY = {"membership": "f1", "attribution": "ari"}
+PRIMARY = {"membership": "f1", "attribution": "ari", "subset_attribution": "accuracy"}
 FPRS = (0.1, 0.01, 0.001)  # default `evaluation.fpr`: TPR at 10 %, 1 %, 0.1 % FPR
 
 
@@ -238,6 +239,28 @@ def attribution_metrics(y_true, y_pred):
         "k_found": len(np.unique(np.asarray(y_pred))),
         "k_true": len(np.unique(np.asarray(y_true))),
     }
+
+
+def subset_metrics(y_true, y_pred):
+    """Accuracy and macro F1 (over the subsets in either array) of subset answers."""
+    from sklearn.metrics import f1_score  # ~1 s: see above
+
+    y_true, y_pred = np.asarray(y_true).astype(str), np.asarray(y_pred).astype(str)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1 or not len(y_true):
+        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape}: need equal 1-D")
+    return {
+        "accuracy": float((y_true == y_pred).mean()),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+    }
+
+
+def confusion_table(y_true, y_pred):
+    """Long confusion matrix: one row (true, predicted, count) per pair that occurs, sorted."""
+    import pandas as pd  # only the jobs that score subsets build this table
+
+    pairs = pd.DataFrame({"true": np.asarray(y_true).astype(str), "predicted": y_pred})
+    pairs["predicted"] = pairs.predicted.astype(str)
+    return pairs.value_counts(["true", "predicted"]).rename("count").sort_index().reset_index()
 
 
 def dice(pred, true):

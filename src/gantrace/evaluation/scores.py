@@ -17,9 +17,10 @@ from gantrace.evaluation.metrics import (
     PRIMARY,
     attribution_metrics,
     membership_metrics,
+    subset_metrics,
     tpr_column,
 )
-from gantrace.evaluation.truth import attribution_truth, membership_truth
+from gantrace.evaluation.truth import attribution_truth, membership_truth, subset_answers
 
 EMPTY_COLUMNS = ["dataset", "task", "method", "kind", "split", "n"]
 EVALUATION = {"n_boot": 1000, "ci": 0.95, "fpr": list(FPRS)}  # config `evaluation:` defaults
@@ -64,6 +65,10 @@ def score_results(
             sel = (split == s) & (y >= 0)
             if sel.sum() and len(set(y[sel])) == 2:
                 blocks.append((s, sel, y[sel]))
+    elif task == "subset_attribution" and names:
+        true, _ = subset_answers(results[names[0]], truth)
+        if (true != "").sum():
+            blocks.append(("all", true != "", true[true != ""]))
     elif names:
         gen = attribution_truth(results[names[0]], truth)
         if (gen != "").sum():
@@ -112,6 +117,14 @@ def _score_split(task, split, sel, y, tables, fusions, groups, ids, metric, ev, 
             weights,
             ev["fpr"],
         )
+    elif task == "subset_attribution":
+        by_label = all(str(v).isdigit() for v in y)  # truth as run-file labels 1..k
+        answers = [
+            (t.cluster.astype(int) if by_label else t.subset).astype(str).to_numpy()[sel]
+            for t in tables.values()
+        ]
+        points = [subset_metrics(y, a) for a in answers]
+        reps = bootstrap.subset_replicates(y, np.stack(answers), weights)
     else:
         points = [attribution_metrics(y, t.cluster.to_numpy()[sel]) for t in tables.values()]
         reps = bootstrap.attribution_replicates(

@@ -50,6 +50,18 @@ def attribution_truth(table, truth):
     return gen
 
 
+def subset_answers(table, truth):
+    """(true, predicted) subset per row of a subset-attribution result table, as strings;
+    true is "" where unknown. A truth file may name subsets or give their run-file labels
+    (1..k): where every known true value is an integer, the predicted `cluster` (1..k) is
+    compared, else the predicted `subset` name."""
+    true = attribution_truth(table, truth)
+    known = true[true != ""]
+    if len(known) and all(v.isdigit() for v in known):
+        return true, table.cluster.astype(int).astype(str).to_numpy()
+    return true, table.subset.astype(str).to_numpy()
+
+
 def true_mask(mask_dir, image_id):
     """The true lung mask `mask_dir/<image_id>.png` (non-zero = lung) as bool, or None
     where there is no such file (or no `mask_dir`)."""
