@@ -66,6 +66,7 @@ def write_subset_benchmark(split_csv, sample_paths, bench, out_root, out_config)
             "real_subsets": subsets,
             "generated": "test/generated",
             "truth": "ground_truth/test_truth.csv",
+            "dev_dataset": f"{name}_subsets_dev",  # the leaderboard's selected_on_dev row
         }
     config = {"data_root": str(root), "ingest": {"image_size": size}, "datasets": datasets}
     Path(out_config).write_text(
