@@ -10,7 +10,7 @@ from test_plan import _config, _plan
 
 from gantrace import io, stages
 from gantrace.attribution.openset import OpenSetAttribution
-from gantrace.data.groups import assign_groups, group_column
+from gantrace.data.groups import EMPTY, assign_groups, group_column, groups_or_none
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.fusion import build_rule, stacked_scores
 from gantrace.membership.method import decide_thresholds, stratified_folds
@@ -243,3 +243,14 @@ def test_group_folds_remove_the_dev_gap_of_planted_neighbours(tmp_path, capsys):
     # group folds: the out-of-fold dev score is as honest as the held-out one
     assert abs(group_dev - group_held) < 0.1 and abs(group_dev - 0.5) < 0.1
     assert image_held == pytest.approx(group_held)  # held-out rows: one model, all dev rows
+
+
+def test_an_empty_capture_is_a_group_not_no_groups():
+    # ChestCT_31 -> capture "" (slices 0..99 of the benchmark's numbering): still one group,
+    # so the score stage resamples groups instead of falling back to single images
+    manifest = pd.DataFrame(
+        {"path": ["a/ChestCT_31.png", "a/ChestCT_45.png", "a/ChestCT_1031.png"]}
+    )
+    column = group_column(manifest, {"pattern": r"^ChestCT_(\d*)\d\d\.png$"}, "datasets.d.groups")
+    assert list(column) == [EMPTY, EMPTY, "10"]
+    assert groups_or_none(manifest.assign(group=column)) is not None

@@ -82,16 +82,19 @@ def assign_groups(files, spec, key, unmatched="error"):
     return [i if g is None else g for i, g in zip(ids, found, strict=True)]
 
 
+EMPTY = "(empty)"  # the manifest's name of the group whose pattern capture is ""
+
+
 def group_column(manifest, spec, key):
     """A manifest's `group` column (strings): "" for every image when `spec` is None (the
     dataset names no groups), else each image's group (`assign_groups`, unmatched: own)."""
     if not spec:
         return pd.Series("", index=manifest.index, dtype=str)
-    return pd.Series(
-        assign_groups(list(manifest.path), spec, key, unmatched="own"),
-        index=manifest.index,
-        dtype=str,
-    )
+    found = assign_groups(list(manifest.path), spec, key, unmatched="own")
+    # "" means "no groups" downstream: an empty capture (ChestCT_31 under
+    # '^ChestCT_(\d*)\d\d') or CSV value is a group too, under a name no file id takes
+    found = [g if g != "" else EMPTY for g in found]
+    return pd.Series(found, index=manifest.index, dtype=str)
 
 
 def groups_or_none(rows):
