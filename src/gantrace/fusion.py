@@ -404,7 +404,7 @@ class SubsetVote(Part):
 
     name = "majority"
 
-    def fuse(self, tables):
+    def fuse(self, tables, groups=None):  # groups: a vote draws no folds
         votes = np.stack([t.subset.astype(str).to_numpy() for t in tables], axis=1)
         index = np.stack([t.cluster.to_numpy() for t in tables], axis=1)
         pick = np.empty(len(votes), dtype=int)
