@@ -5,11 +5,6 @@ BENCH_SUBSETS = (config.get("benchmark") or {}).get("subsets") or {"k": 0}
 SUBSET_NAMES = [f"subset{i + 1}" for i in range(BENCH_SUBSETS["k"])]
 
 
-def subset_generator_spec(wc):
-    bench = bench_config()
-    return bench["generators"][bench["subsets"]["generator"]]
-
-
 rule benchmark_subsets:
     """Build the subset-attribution benchmark of the config's `benchmark.subsets`."""
     input:

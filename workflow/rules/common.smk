@@ -213,3 +213,25 @@ def bench_targets(wc):
         *expand(reports, g=bench_generators()),
         *targets,
     ]
+
+
+# -- subset attribution (subset.smk, subset_score.smk, benchmark_subsets.smk) ----------
+def subset_train_inputs(wc):
+    """A supervised method's `train_from` dataset (when not the scored one): its features
+    (same feature and region) and manifest."""
+    source = checked(PLAN.subset_train_from)(wc.method)
+    if source is None or source == wc.dataset:
+        return {}
+    return {
+        "train_features": feature_path(source, "subset_attribution", wc.method),
+        "train_manifest": f"{R}/{source}/manifest.parquet",
+    }
+
+
+def subset_targets(ds):
+    return [f"{R}/{ds}/subset_confusion.csv"] if ds in SUBSET_DATASETS else []
+
+
+def subset_generator_spec(wc):
+    bench = bench_config()
+    return bench["generators"][bench["subsets"]["generator"]]

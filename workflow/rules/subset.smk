@@ -3,18 +3,6 @@
 subsets_of = checked(PLAN.subsets)
 
 
-def subset_train_inputs(wc):
-    """A supervised method's `train_from` dataset (when not the scored one): its features
-    (same feature and region) and manifest."""
-    source = checked(PLAN.subset_train_from)(wc.method)
-    if source is None or source == wc.dataset:
-        return {}
-    return {
-        "train_features": feature_path(source, "subset_attribution", wc.method),
-        "train_manifest": f"{R}/{source}/manifest.parquet",
-    }
-
-
 rule subset_attribution:
     """One subset-attribution method: a subset name (and its 1-based label) per generated image."""
     input:

@@ -2,10 +2,6 @@
 SUBSET_DATASETS = [d for d, s in DATASETS.items() if s["task"] == "subset_attribution"]
 
 
-def subset_targets(ds):
-    return [f"{R}/{ds}/subset_confusion.csv"] if ds in SUBSET_DATASETS else []
-
-
 rule subset_confusion:
     """Confusion matrix (method, true, predicted, count) of every method and fusion."""
     input:
