@@ -687,7 +687,8 @@ def render_image(p, table, k):
     return _to_uint8(img), mask
 
 
-def _save_png(array, path):
+def save_png(array, path):
+    """Write a uint8 image as a PNG atomically (temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     # no timestamps, so bytes depend on pixels only; level 1 is ~4x faster than the default
@@ -706,8 +707,8 @@ def write_dataset(params, out_dir):
     out = Path(out_dir)
     for k, row in enumerate(table.itertuples(index=False)):
         img, mask = render_image(p, table, k)
-        _save_png(img, out / row.relpath)
-        _save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{row.image_id}.png")
+        save_png(img, out / row.relpath)
+        save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{row.image_id}.png")
     truth = out / "truth.csv"
     table[["image_id", "role", "label", "generator"]].to_csv(
         truth.with_name(".truth.csv.tmp"), index=False

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from scipy import ndimage
 
 from gantrace.data.simulate import (
     GENERATORS,
     perturb_anatomy,
     sample_anatomy,
+    save_png,
     thorax_slice,
     warp_field,
 )
@@ -125,13 +125,6 @@ def render_image(p, table, k):
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), mask
 
 
-def _save_png(array, path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG", compress_level=1)
-    tmp.replace(path)
-
-
 def write_dataset(params, out_dir):
     """Render and write every image of `plan(params)`, its lung mask and truth.csv; return the plan."""
     p = resolve_params(params)
@@ -139,8 +132,8 @@ def write_dataset(params, out_dir):
     out = Path(out_dir)
     for k, row in enumerate(table.itertuples(index=False)):
         img, mask = render_image(p, table, k)
-        _save_png(img, out / row.relpath)
-        _save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{row.image_id}.png")
+        save_png(img, out / row.relpath)
+        save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{row.image_id}.png")
     truth = table[["image_id", "role", "label", "subset"]].rename(columns={"subset": "generator"})
     tmp = out / ".truth.csv.tmp"
     truth.to_csv(tmp, index=False)

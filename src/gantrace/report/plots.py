@@ -375,6 +375,22 @@ def plot_score_histograms(tables, out, bins=30, title=""):
     return _save(fig, out)
 
 
+def _labelled_splits(tables):
+    """(split, [(name, y, score, decision), ...]) per split ("dev", then "unknown set") with
+    both classes labelled for some method; infinite scores clipped so curves can be drawn."""
+    for split, pick in (("dev", 0), ("unknown set", 1)):
+        labelled = []
+        for name, t in tables.items():
+            sel = _membership_sets(t)[pick] & (t.y.to_numpy() >= 0)
+            y = t.y.to_numpy()[sel].astype(int)
+            if len(set(y)) < 2:
+                continue
+            s = np.nan_to_num(t.score.to_numpy(dtype=float)[sel], neginf=-1e300, posinf=1e300)
+            labelled.append((name, y, s, t.decision.to_numpy()[sel].astype(int)))
+        if labelled:
+            yield split, labelled
+
+
 def plot_roc_pr(tables, out, title=""):
     """ROC and precision-recall curves of every method, one row per split with both classes
     known (dev; the unknown set where its hidden labels are known). Legend: ROC AUC and
@@ -387,18 +403,12 @@ def plot_roc_pr(tables, out, title=""):
     )
 
     splits = []
-    for split, pick in (("dev", 0), ("unknown set", 1)):
-        curves = []
-        for name, t in tables.items():
-            sel = _membership_sets(t)[pick] & (t.y.to_numpy() >= 0)
-            y = t.y.to_numpy()[sel].astype(int)
-            if len(set(y)) < 2:
-                continue
-            s = np.nan_to_num(t.score.to_numpy(dtype=float)[sel], neginf=-1e300, posinf=1e300)
-            d = t.decision.to_numpy()[sel].astype(int)
-            curves.append((name, y, s, d, roc_auc_score(y, s), average_precision_score(y, s)))
-        if curves:
-            splits.append((split, sorted(curves, key=lambda c: (-c[4], c[0]))))
+    for split, labelled in _labelled_splits(tables):
+        curves = [
+            (name, y, s, d, roc_auc_score(y, s), average_precision_score(y, s))
+            for name, y, s, d in labelled
+        ]
+        splits.append((split, sorted(curves, key=lambda c: (-c[4], c[0]))))
     if not splits:
         return placeholder(out, title or "ROC / PR", "no split has both used and not-used labels")
     fig = _figure(11, 4.6 * len(splits) + 0.4)
@@ -451,18 +461,9 @@ def plot_roc_log_fpr(tables, out, fprs=(0.1, 0.01, 0.001), title=""):
     from sklearn.metrics import roc_curve  # ~1 s import: only this plot job
 
     splits = []
-    for split, pick in (("dev", 0), ("unknown set", 1)):
-        curves = []
-        for name, t in tables.items():
-            sel = _membership_sets(t)[pick] & (t.y.to_numpy() >= 0)
-            y = t.y.to_numpy()[sel].astype(int)
-            if len(set(y)) < 2:
-                continue
-            s = np.nan_to_num(t.score.to_numpy(dtype=float)[sel], neginf=-1e300, posinf=1e300)
-            fpr, tpr, _ = roc_curve(y, s)
-            curves.append((name, fpr, tpr, int((y == 0).sum())))
-        if curves:
-            splits.append((split, curves))
+    for split, labelled in _labelled_splits(tables):
+        curves = [(name, *roc_curve(y, s)[:2], int((y == 0).sum())) for name, y, s, _ in labelled]
+        splits.append((split, curves))
     if not splits:
         return placeholder(out, title or "ROC, log FPR", "no split has both classes labelled")
     fig = _figure(6.5 * len(splits), 5)
