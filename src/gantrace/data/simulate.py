@@ -704,17 +704,24 @@ def write_dataset(params, out_dir):
     """
     p = resolve_params(params)
     table = plan(p)
+    write_rendered(table, lambda k: render_image(p, table, k), out_dir)
+    return table
+
+
+def write_rendered(table, render, out_dir, truth=None):
+    """Write `render(k)` (image, mask) of every row of a plan under `out_dir` (relpath, and
+    masks/<image_id>.png as 0/255) and `truth` (default: the plan's image_id, role, label,
+    generator) as out_dir/truth.csv, atomically."""
     out = Path(out_dir)
     for k, row in enumerate(table.itertuples(index=False)):
-        img, mask = render_image(p, table, k)
+        img, mask = render(k)
         save_png(img, out / row.relpath)
         save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{row.image_id}.png")
-    truth = out / "truth.csv"
-    table[["image_id", "role", "label", "generator"]].to_csv(
-        truth.with_name(".truth.csv.tmp"), index=False
-    )
-    truth.with_name(".truth.csv.tmp").replace(truth)
-    return table
+    if truth is None:
+        truth = table[["image_id", "role", "label", "generator"]]
+    tmp = out / ".truth.csv.tmp"
+    truth.to_csv(tmp, index=False)
+    tmp.replace(out / "truth.csv")
 
 
 def main(argv=None):

@@ -18,8 +18,6 @@ Each image draws from `numpy.random.default_rng([seed, 2, k])`: bytes depend onl
 parameters.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -28,9 +26,9 @@ from gantrace.data.simulate import (
     GENERATORS,
     perturb_anatomy,
     sample_anatomy,
-    save_png,
     thorax_slice,
     warp_field,
+    write_rendered,
 )
 from gantrace.errors import ConfigError
 from gantrace.params import Interval, Options, check_value
@@ -129,13 +127,6 @@ def write_dataset(params, out_dir):
     """Render and write every image of `plan(params)`, its lung mask and truth.csv; return the plan."""
     p = resolve_params(params)
     table = plan(p)
-    out = Path(out_dir)
-    for k, row in enumerate(table.itertuples(index=False)):
-        img, mask = render_image(p, table, k)
-        save_png(img, out / row.relpath)
-        save_png(mask.astype(np.uint8) * 255, out / "masks" / f"{row.image_id}.png")
     truth = table[["image_id", "role", "label", "subset"]].rename(columns={"subset": "generator"})
-    tmp = out / ".truth.csv.tmp"
-    truth.to_csv(tmp, index=False)
-    tmp.replace(out / "truth.csv")
+    write_rendered(table, lambda k: render_image(p, table, k), out_dir, truth)
     return table
