@@ -120,6 +120,24 @@ def test_seed_methods_config_validates_with_every_entry():
     assert {o["id"] for o in origin.values()} == set(ENTRIES)
 
 
+def test_weight_free_config_holds_every_entry_that_needs_no_downloaded_weights():
+    """config/seed-methods-weight-free.yaml scores, on a benchmark of real slices, exactly
+    the membership and attribution entries whose features start from no downloaded weights
+    (a benchmark has no subset-attribution task)."""
+    cfg = yaml.safe_load((ROOT / "config" / "seed-methods-weight-free.yaml").read_text())
+    expected = {
+        cid
+        for cid, e in ENTRIES.items()
+        if e["task"] != "subset_attribution" and not catalogue.downloads_weights(e)
+    }
+    assert set(cfg["catalogue"]["include"]) == expected
+    assert {"shitongcao_pixel_ssim", "aiml_lbp_kmeans"} <= expected
+    assert "aiml_resnet50_hier" not in expected  # ImageNet ResNet-50
+    assert "csmorgan_multiformer_kmeans" not in expected  # BLIP-2 + DINOv2 inside a concat
+    origin = catalogue.expand(cfg, CATALOGUE)  # datasets come from the benchmark's file
+    assert {o["id"] for o in origin.values()} == expected
+
+
 @pytest.mark.parametrize("cid", sorted(ENTRIES))
 def test_every_entry_builds_from_registered_parts(cid):
     """Each feature spec builds an extractor and each method its reducer/clusterer/scorer,

@@ -191,6 +191,19 @@ def load(catalogue_dir):
     return {p.stem: load_entry(p) for p in paths}
 
 
+def _spec_downloads_weights(spec):
+    if spec.get("weights", "none") != "none":
+        return True
+    return any(_spec_downloads_weights(part) for part in spec.get("parts") or [])
+
+
+def downloads_weights(entry):
+    """Whether any feature of the entry, as its paper ran it, starts from downloaded
+    weights (ImageNet, artwork, ...). The others run offline as published, so they are the
+    entries that can be scored on a benchmark of real slices without a model hub."""
+    return any(_spec_downloads_weights(s) for s in (entry.get("features") or {}).values())
+
+
 def _override(spec, override):
     """A feature spec with the run's overrides applied (recursively into `parts`)."""
     spec = copy.deepcopy(spec)

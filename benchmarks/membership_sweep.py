@@ -1,0 +1,130 @@
+"""Where is membership detectable? A sweep over training-set sizes and generator families.
+
+    python benchmarks/membership_sweep.py [--directory DIR] [--cores 2] [--sizes 100 300 600]
+        [--families dcgan vae] [--base config/benchmark.yaml]
+        [--methods config/beyond-seeds-weight-free.yaml] [--report-only]
+
+1. For each size, writes a benchmark config (the `--base` one with `used_fraction` set so
+   that about `size` real slices train the generators, and only the `--families`
+   generators) to DIR/results/membership-sweep/membership-sweep-<size>.yaml and builds it
+   into results/membership-sweep/benchmark/sweep<size>/ with `snakemake benchmark`, or
+   reuses it when its gantrace.yaml exists. No source
+   slices: it prints why and exits 0.
+2. Runs `--methods` on each benchmark as the run `membership-sweep-<size>`.
+3. Prints per benchmark and generator: the best seed method (a catalogue entry) and the
+   best new method, each SELECTED ON DEV by AUC and scored on the held-out real_unknown
+   images (test): AUC with its bootstrap interval (over patient groups), TPR at 1 % FPR,
+   and whether it is tied with the test split's best (paired bootstrap, docs/evaluation.md).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from beyond_seeds import ROOT, benchmark_dir, snakemake  # noqa: E402
+
+from gantrace.benchmark_builder.split import list_slices  # noqa: E402
+from gantrace.runs import run_dir  # noqa: E402
+
+SWEEP = "membership-sweep"
+
+
+def sweep_config(base, size, families, source, n_source, out):
+    """The base benchmark config, resized to ~`size` training slices and `families`."""
+    cfg = yaml.safe_load(Path(base).read_text())
+    bench = cfg["benchmark"]
+    bench["source"] = str(source)  # absolute: the sweep may run in another --directory
+    missing = [f for f in families if f not in bench["generators"]]
+    if missing:
+        raise SystemExit(f"--families: {missing} are not generators of {base}")
+    if len(set(families)) < 2:
+        raise SystemExit("--families: give two or more (a benchmark trains at least two)")
+    if not 0 < size < n_source:
+        raise SystemExit(f"--sizes: {size} must lie between 0 and the {n_source} source slices")
+    cfg["run"] = SWEEP  # every size's benchmark under results/membership-sweep/benchmark/
+    bench["name"] = f"sweep{size}"
+    bench["split"]["used_fraction"] = round(size / n_source, 4)
+    bench["generators"] = {f: bench["generators"][f] for f in families}
+    bench.pop("subsets", None)
+    bench.setdefault("attribution", {})["unseen"] = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
+def selected(board, seed):
+    """Per membership dataset: the method ranked first on dev by AUC among seed (catalogue)
+    or new methods, with its test row."""
+    m = board[(board.task == "membership") & (board.kind != "selected_on_dev")].copy()
+    m = m[m.catalogue.fillna("").astype(str).ne("") == seed]
+    rows = []
+    for dataset, part in m.groupby("dataset"):
+        dev = part[part.split == "dev"].sort_values(["auc", "method"], ascending=[False, True])
+        test = part[part.split == "test"].set_index("method")
+        if dev.empty or test.empty:
+            continue
+        name = dev.method.iloc[0]
+        rows.append({"dataset": dataset, "method": name, "dev_auc": dev.auc.iloc[0]})
+        rows[-1].update(test.loc[name, ["auc", "auc_lo", "auc_hi", "tpr_at_fpr_1pct"]])
+        rows[-1]["tied_with_best"] = test.loc[name, "tied_with_best"]
+    return pd.DataFrame(rows)
+
+
+def report(board, size):
+    fmt = "{:.3f}".format
+    for seed, label in ((True, "best seed"), (False, "best new ")):
+        table = selected(board, seed)
+        for _, r in table.iterrows():
+            generator = r.dataset.split("_membership_")[-1]
+            chance = "above chance" if r.auc_lo > 0.5 else "not above chance"
+            tie = "tied with the split's best" if r.tied_with_best else "the split's best or worse"
+            print(
+                f"  ~{size:>4} slices  {generator:<8} {label} {r.method:<36} "
+                f"test AUC {fmt(r.auc)} [{fmt(r.auc_lo)}, {fmt(r.auc_hi)}] ({chance}), "
+                f"TPR@1%FPR {fmt(r.tpr_at_fpr_1pct)}, dev AUC {fmt(r.dev_auc)}; {tie}"
+            )
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--directory", type=Path, default=ROOT)
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 600])
+    ap.add_argument("--families", nargs="+", default=["dcgan", "vae"])
+    ap.add_argument("--base", type=Path, default=ROOT / "config/benchmark.yaml")
+    ap.add_argument("--methods", type=Path, default=ROOT / "config/beyond-seeds-weight-free.yaml")
+    ap.add_argument("--report-only", action="store_true", help="print the existing leaderboards")
+    args = ap.parse_args(argv)
+    directory = args.directory.resolve()
+    base = yaml.safe_load(args.base.read_text())["benchmark"]
+    source = Path(base["source"])
+    source = (source if source.is_absolute() else ROOT / source).resolve()
+    if not source.is_dir():
+        print(f"skipped: no source slices at {source} (set benchmark.source in --base)")
+        return 0
+    n_source = len(list_slices(source))
+    for size in args.sizes:
+        config = directory / run_dir(SWEEP) / f"{SWEEP}-{size}.yaml"
+        sweep_config(args.base, size, args.families, source, n_source, config)
+        bench, _ = benchmark_dir(config, directory)
+        run = f"{SWEEP}-{size}"
+        if not args.report_only:
+            if not (bench / "gantrace.yaml").exists():
+                snakemake(directory, args.cores, "benchmark", [config])
+            configs = [bench / "gantrace.yaml", args.methods.resolve()]
+            snakemake(directory, args.cores, "all", configs, ["--config", f"run={run}"])
+        board_path = directory / run_dir(run) / "leaderboard.csv"
+        if not board_path.exists():
+            print(f"~{size} slices: no leaderboard at {board_path}")
+            continue
+        print(f"\n== ~{size} training slices ({bench}) ==")
+        report(pd.read_csv(board_path), size)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

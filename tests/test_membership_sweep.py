@@ -1,0 +1,80 @@
+"""benchmarks/membership_sweep.py writes valid benchmark configs and selects on dev."""
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from gantrace.config import validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "config" / "schema.yaml"
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    path = ROOT / "benchmarks" / "membership_sweep.py"
+    spec = importlib.util.spec_from_file_location("membership_sweep", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_config_resizes_the_training_set_and_keeps_the_families(sweep, tmp_path):
+    out = tmp_path / "membership-sweep-300.yaml"
+    families = ["vae", "dcgan"]
+    sweep.sweep_config(ROOT / "config/benchmark.yaml", 300, families, tmp_path, 1000, out)
+    cfg = yaml.safe_load(out.read_text())
+    validate_config(cfg, SCHEMA)
+    bench = cfg["benchmark"]
+    assert bench["split"]["used_fraction"] == 0.3
+    assert list(bench["generators"]) == families
+    assert bench["name"] == "sweep300" and cfg["run"] == "membership-sweep"
+    assert bench["source"] == str(tmp_path)
+    with pytest.raises(SystemExit, match="not generators"):
+        sweep.sweep_config(ROOT / "config/benchmark.yaml", 300, ["gan"], tmp_path, 1000, out)
+    with pytest.raises(SystemExit, match="between 0"):
+        sweep.sweep_config(ROOT / "config/benchmark.yaml", 2000, families, tmp_path, 1000, out)
+    with pytest.raises(SystemExit, match="two or more"):
+        sweep.sweep_config(ROOT / "config/benchmark.yaml", 300, ["vae"], tmp_path, 1000, out)
+
+
+def test_selection_is_made_on_dev_and_scored_on_test(sweep):
+    """The new method with the best TEST AUC is not the one reported: dev decides."""
+    rows = []
+    for method, dev, test, cat in (
+        ("a", 0.9, 0.6, ""),
+        ("b", 0.7, 0.95, ""),
+        ("seed", 0.8, 0.7, "team_x"),
+    ):
+        for split, auc in (("dev", dev), ("test", test)):
+            rows.append(
+                {
+                    "dataset": "s_membership_dcgan",
+                    "task": "membership",
+                    "kind": "method",
+                    "split": split,
+                    "method": method,
+                    "catalogue": cat or None,
+                    "auc": auc,
+                    "auc_lo": auc - 0.1,
+                    "auc_hi": auc + 0.05,
+                    "tpr_at_fpr_1pct": 0.0,
+                    "tied_with_best": False,
+                }
+            )
+    board = pd.DataFrame(rows)
+    new = sweep.selected(board, seed=False)
+    assert new.method.tolist() == ["a"] and new.auc.tolist() == [0.6]
+    seed = sweep.selected(board, seed=True)
+    assert seed.method.tolist() == ["seed"] and seed.auc.tolist() == [0.7]
+
+
+def test_sweep_skips_without_source_slices(sweep, tmp_path, capsys):
+    base = yaml.safe_load((ROOT / "config/benchmark.yaml").read_text())
+    base["benchmark"]["source"] = str(tmp_path / "absent")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    assert sweep.main(["--base", str(tmp_path / "base.yaml"), "--directory", str(tmp_path)]) == 0
+    assert "skipped: no source slices" in capsys.readouterr().out
