@@ -186,15 +186,18 @@ def test_docs_command_writes_below_the_marker_with_dated_scores(tmp_path):
     write(tmp_path, entry("a_one", features={"px": {"name": "pixels", "size": 16}}))
     board = tmp_path / "board.csv"
     board.write_text(
-        "dataset,task,split,rank,method,kind,catalogue,substitute,metric,score,n\n"
-        "d,attribution,test,1,a_one,method,a_one,False,ari,0.8125,10\n"
+        "dataset,task,split,rank,method,kind,catalogue,substitute,metric,score,score_lo,score_hi,n\n"
+        "d,attribution,test,1,a_one,method,a_one,False,ari,0.8125,0.5,0.9,10\n"
+        "m,membership,dev,1,a_one,method,a_one,False,auc,0.99,0.9,1.0,10\n"
+        "m,membership,test,1,a_one,method,a_one,False,auc,0.61,0.52,0.7,10\n"
     )
     doc = tmp_path / "methods.md"
     doc.write_text(f"# intro\n\n{papers.GENERATED}\nstale\n")
     catalogue.main([str(tmp_path), "--scores", f"demo={board}@2026-01-02", "--write", str(doc)])
     text = doc.read_text()
     assert text.startswith("# intro") and "stale" not in text
-    assert "ours: demo (2026-01-02)" in text and "ari 0.812 (d test)" in text
+    assert "ours: demo (2026-01-02)" in text and "ari 0.812 [0.500, 0.900] (d test)" in text
+    assert "auc 0.610 [0.520, 0.700] (m test)" in text and "(m dev)" not in text
     assert papers.catalogue_markdown(catalogue.load(tmp_path)) in text
     catalogue.main([str(tmp_path), "--write", str(doc)])
     assert "Our scores" not in doc.read_text()

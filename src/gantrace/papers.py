@@ -333,20 +333,28 @@ def read_scores(spec):
 
 
 def _score_cell(board, run):
+    """The run's scores on every dataset it ran on, with their bootstrap intervals where
+    the leaderboard has them; dev rows are left out where a test split exists (membership
+    dev scores are out-of-fold, the test ones are the comparable figure)."""
     rows = board[board.method.isin([run, f"fused_{run}"])]
-    cells = [
-        f"{r.metric} {r.score:.3f} ({r.dataset} {r.split})"
-        for r in rows.itertuples()
-        if r.score == r.score  # NaN: not scored
-    ]
+    if "split" in rows and (rows.split != "dev").any():
+        rows = rows[rows.split != "dev"]
+    cells = []
+    for r in rows.itertuples():
+        if r.score != r.score:  # NaN: not scored
+            continue
+        lo, hi = getattr(r, "score_lo", float("nan")), getattr(r, "score_hi", float("nan"))
+        ci = f" [{lo:.3f}, {hi:.3f}]" if lo == lo and hi == hi else ""
+        cells.append(f"{r.metric} {r.score:.3f}{ci} ({r.dataset} {r.split})")
     return "<br>".join(cells) or "not run"
 
 
 def scores_markdown(entries, scores):
-    """Our scores per paper run from leaderboard CSVs (`read_scores`), beside the paper's."""
+    """Our scores per paper run from leaderboard CSVs (`read_scores`), beside the paper's
+    figures and the keys where our recipe departs from it."""
     head = " | ".join(f"ours: {name} ({date})" for name, date, _ in scores)
-    lines = [f"| run | entry | reported (paper) | {head} |"]
-    lines.append("|---|---|---|" + "---|" * len(scores))
+    lines = [f"| run | entry | reported (paper) | {head} | deviations |"]
+    lines.append("|---|---|---|" + "---|" * len(scores) + "---|")
     for cid, e in entries.items():
         for run in e["paper"]["runs"]:
             reported = "; ".join(
@@ -355,7 +363,9 @@ def scores_markdown(entries, scores):
                 if r["run"] == run
             )
             ours = " | ".join(_score_cell(board, run) for _, _, board in scores)
-            lines.append(f"| `{run}` | `{cid}` | {reported or '—'} | {ours} |")
+            devs = sorted({d["key"] for d in e.get("deviations") or [] if d["run"] in (run, "all")})
+            devs = ", ".join(devs) or "none"
+            lines.append(f"| `{run}` | `{cid}` | {reported or '—'} | {ours} | {devs} |")
     return "\n".join(lines) + "\n"
 
 
