@@ -82,3 +82,20 @@ def test_run_file_labels_run_to_k_found_without_n_generators(tmp_path):
     stages.submission("attribution", tmp_path / "r.parquet", tmp_path / "r.csv")  # 1..4 found
     with pytest.raises(RunFileError, match=r"labels outside \[1, 2, 3\]"):
         stages.submission("attribution", tmp_path / "r.parquet", tmp_path / "s.csv", 3)
+
+
+def test_stability_chooses_the_largest_k_near_the_most_stable_and_is_seeded():
+    stability = CRITERIA.create({"name": "stability", "tolerance": 0.05})
+    assert stability.choose([2, 3, 4, 5], [1.0, 0.97, 0.99, 0.9]) == 2  # k = 4
+    assert stability.choose([1, 2, 3], [1.0, 0.9, 0.99]) == 2  # k = 1 scores 1.0
+    assert stability.choose([2, 3], [0.4, 0.2]) == 0  # nothing stable: the most stable
+    X, _ = _blobs(6, n_per=20, seed=3)
+    scores = lambda seed: NClustersEstimator(  # noqa: E731
+        "stability", k_max=8, n_resamples=4, random_state=seed
+    ).fit(X)
+    first = scores(0)
+    assert first.n_clusters_ == 6, first.scores_
+    assert first.scores_.equals(scores(0).scores_)  # the same draws for the same seed
+    assert not first.scores_.equals(scores(1).scores_)
+    with pytest.raises(ConfigError, match=r"subsample"):
+        NClustersEstimator("stability", subsample=1.0)
