@@ -134,3 +134,27 @@ def test_stability_counts_planted_twins_in_the_phase_feature():
     assert est.scores_.set_index("k").stability[4] > 0.9
     again = build_estimator({"name": "stability", "k_max": 7}, random_state=0).fit(X)
     assert again.scores_.equals(est.scores_)  # deterministic for a seed
+
+
+def test_seed_twins_config_validates_and_every_part_builds():
+    import yaml
+    from conftest import ROOT
+
+    from gantrace.attribution.method import AttributionMethod
+    from gantrace.config import validate_config
+
+    cfg = yaml.safe_load((ROOT / "config" / "seed-twins.yaml").read_text())
+    cfg["datasets"] = {"att": {"task": "attribution", "generated": "x/*.png"}}
+    validate_config(cfg, ROOT / "config" / "schema.yaml")
+    for name, spec in cfg["features"].items():
+        build_extractor(spec, key=f"features.{name}")
+    names = {s["name"] for s in cfg["features"].values()}
+    assert {"phase_residual", "spectrum", "dct", "residual"} <= names
+    for spec in cfg["attribution"]["methods"].values():
+        auto = spec.get("n_clusters") == "auto"
+        AttributionMethod(
+            None if auto else 4,
+            clusterer=spec["clusterer"],
+            reducer=spec.get("reducer"),
+            n_clusters_estimator=spec.get("estimate_k"),
+        )
