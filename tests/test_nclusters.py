@@ -31,8 +31,8 @@ def test_each_criterion_recovers_the_number_of_blobs(criterion):
 
 def test_bad_criterion_or_range_fails_and_k_max_is_capped():
     X, _ = _blobs(3)
-    with pytest.raises(ConfigError, match=r"estimate_k\.name.*bic, eigengap, silhouette"):
-        estimate_n_clusters(X, "gap")
+    with pytest.raises(ConfigError, match=r"estimate_k\.name.*bic, eigengap, gap, silhouette"):
+        estimate_n_clusters(X, "elbow")
     with pytest.raises(ConfigError, match=r"estimate_k\.k_max"):
         estimate_n_clusters(X, k_min=5, k_max=3)
     with pytest.raises(ConfigError, match=r"estimate_k\.n_neighbors: unknown parameter"):

@@ -1,6 +1,6 @@
 """Estimate the number of generators (clusters) when it is not given.
 
-Four criteria, each scoring every candidate k in [k_min, k_max]:
+Five criteria, each scoring every candidate k in [k_min, k_max]:
 - silhouette: mean silhouette of a k-means partition (higher is better). k = 1 scores the
   fixed `min_silhouette` (0.25, below which Kaufman & Rousseeuw 1990 see "no substantial
   structure"), so one cluster wins when no split reaches it.
@@ -8,6 +8,7 @@ Four criteria, each scoring every candidate k in [k_min, k_max]:
 - eigengap: eigenvalues of the symmetric normalised Laplacian of a k-NN graph; the score of k
   is the gap between its (k+1)-th and k-th smallest eigenvalue (higher is better); a graph
   of k well-separated groups has k near-zero eigenvalues (von Luxburg 2007).
+- gap: the gap statistic against uniform reference sets (GapCriterion).
 - stability: agreement (adjusted Rand index) of k-means partitions of resampled subsets on
   the rows they share; the largest k near the most stable one (StabilityCriterion).
 """
@@ -165,8 +166,60 @@ class StabilityCriterion(Part):
         return int(np.flatnonzero(values >= values.max() - self.tolerance).max())
 
 
+class GapCriterion(Part):
+    """The gap statistic (Tibshirani, Walther & Hastie, J. R. Stat. Soc. B 2001, "Estimating
+    the number of clusters in a data set via the gap statistic").
+
+    Gap(k) = mean over `n_references` reference sets of log W_k*, minus log W_k, where W_k is
+    the within-cluster sum of squares of a k-means partition and the references are drawn
+    uniformly over the box of the data's principal axes (the paper's second choice, which
+    follows the data's shape). Choice: the smallest k with Gap(k) >= Gap(k+1) - s(k+1),
+    s = the references' standard deviation of log W* times sqrt(1 + 1/n_references); the
+    largest gap when no k passes.
+    """
+
+    name = "gap"
+    higher_is_better = True
+    _parameter_constraints = {"n_references": [COUNT], "n_init": [COUNT], "random_state": [SEED]}
+
+    def __init__(self, n_references=10, n_init=2, random_state=0):
+        self.n_references = n_references
+        self.n_init = n_init
+        self.random_state = random_state
+        self._validate_params()
+
+    def _log_w(self, X, k, seed):
+        inertia = KMeans(k, n_init=self.n_init, random_state=seed).fit(X).inertia_
+        return float(np.log(max(inertia, 1e-300)))
+
+    def scores(self, X, ks):
+        rng = np.random.default_rng(self.random_state)
+        mean = X.mean(axis=0)
+        _, _, axes = np.linalg.svd(X - mean, full_matrices=False)
+        Z = (X - mean) @ axes.T
+        refs = [
+            rng.uniform(Z.min(axis=0), Z.max(axis=0), size=Z.shape) @ axes + mean
+            for _ in range(self.n_references)
+        ]
+        seed = int(rng.integers(0, 2**31 - 1))
+        gaps, self.sd_ = [], []
+        for k in ks:
+            ref = np.array([self._log_w(R, k, seed) for R in refs])
+            gaps.append(ref.mean() - self._log_w(X, k, seed))
+            self.sd_.append(ref.std() * np.sqrt(1 + 1 / self.n_references))
+        return np.array(gaps, dtype=float)
+
+    def choose(self, ks, values):
+        """Index of the smallest k whose gap is within one s of the next k's."""
+        for i in range(len(ks) - 1):
+            if values[i] >= values[i + 1] - self.sd_[i + 1]:
+                return i
+        return int(np.argmax(values))
+
+
 CRITERIA = Registry(
-    "criterion", (BICCriterion, EigengapCriterion, SilhouetteCriterion, StabilityCriterion)
+    "criterion",
+    (BICCriterion, EigengapCriterion, GapCriterion, SilhouetteCriterion, StabilityCriterion),
 )
 
 
@@ -175,7 +228,7 @@ class NClustersEstimator(Part):
 
     k_max is capped at n - 1 (n = rows used). Extra keyword parameters go to the criterion
     class (silhouette: min_silhouette, n_init; bic: reg_covar; eigengap: n_neighbors;
-    stability: n_resamples, subsample, tolerance, n_init).
+    gap: n_references, n_init; stability: n_resamples, subsample, tolerance, n_init).
     """
 
     name = "estimate_k"
@@ -230,7 +283,7 @@ class NClustersEstimator(Part):
 
 
 def build_estimator(spec, random_state=0):
-    """`{name: silhouette|bic|eigengap|stability, k_min, k_max, ...}` (or a bare name) -> estimator.
+    """`{name: silhouette|bic|eigengap|gap|stability, k_min, k_max, ...}` (or a bare name) -> estimator.
 
     The criterion is built from CRITERIA; this adds the default (silhouette) and the
     estimator's own keys (k_min, k_max, max_samples) around it.
