@@ -247,6 +247,12 @@ def test_benchmark_workflow_then_scores(tmp_path):
     assert twin.seed == 1
     np.testing.assert_array_equal(drawn, twin.sample(len(drawn), seed=1))
     assert not np.array_equal(drawn, np.load(bench / "samples" / "dcgan.npz")["images"])
+    index = pd.read_csv(bench / "ground_truth" / "generators.csv")
+    assert dict(zip(index.generator, zip(index.model, index.seed, strict=True), strict=True)) == {
+        "dcgan": ("dcgan", 0),
+        "dcgan_seed1": ("dcgan", 1),
+        "vae": ("vae", 0),
+    }
     # the written snippet + a methods file run the main workflow (profile replaces the demo)
     snakemake(
         work,
