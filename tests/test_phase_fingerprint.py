@@ -164,3 +164,14 @@ def test_seed_twins_config_validates_and_every_part_builds():
             reducer=spec.get("reducer"),
             n_clusters_estimator=spec.get("estimate_k"),
         )
+
+
+def test_missing_pywavelets_is_a_config_error_naming_the_fix(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pywt", None)  # `import pywt` raises ImportError
+    images = np.full((1, 16, 16), 80, np.uint8)
+    for denoise in ("wavelet", "nlmeans"):
+        with pytest.raises(ConfigError, match=rf"denoise: {denoise} needs PyWavelets.*gaussian"):
+            noise_residual(images, denoise)
+    assert not noise_residual(images, "gaussian").any()  # the blur needs no PyWavelets

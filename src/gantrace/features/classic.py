@@ -91,6 +91,14 @@ def _edge_preserving(x, denoise, strength):
     # scikit-image (and PyWavelets for its noise estimate): only these two denoisers need them
     from skimage.restoration import denoise_nl_means, denoise_wavelet, estimate_sigma
 
+    try:
+        import pywt  # noqa: F401 - reason: scikit-image's wavelet code imports it late
+    except ImportError as err:
+        raise ConfigError(
+            f"denoise: {denoise} needs PyWavelets, a gantrace dependency missing here; "
+            "reinstall gantrace (pip install -e . -c constraints.txt) or use denoise: gaussian"
+        ) from err
+
     out = np.empty_like(x)
     for i, image in enumerate(x):
         noise = float(estimate_sigma(image)) * strength if np.ptp(image) > 0 else 0.0
