@@ -122,6 +122,48 @@ def test_unknown_generator_parameter_is_a_config_error():
         validate_config(cfg, SCHEMA)
 
 
+def _weights(model):
+    return {
+        f"{n}.{k}": v.detach().clone()
+        for n, net in model.nets_.items()
+        for k, v in net.state_dict().items()
+    }
+
+
+def test_seed_twins_train_and_sample_apart():
+    """An entry's own `seed` wins over the benchmark's, in training and in sampling."""
+    data = toy_images()
+    spec = {"name": "dcgan", "batch_size": 8, "steps": 4, "log_every": 100, **TINY["dcgan"]}
+    base = build_generator(spec, seed=0).fit(data)
+    twin = build_generator({**spec, "seed": 1}, seed=0).fit(data)
+    again = build_generator({**spec, "seed": 1}, seed=7).fit(data)  # the entry's seed wins
+    assert twin.seed == 1 and base.seed == 0
+    w0, w1, w1b = _weights(base), _weights(twin), _weights(again)
+    assert any(not bool((w0[k] == w1[k]).all()) for k in w0)
+    assert all(bool((w1[k] == w1b[k]).all()) for k in w1)
+    # sampling with each entry's own seed: other latents and other weights, other images
+    assert not np.array_equal(base.sample(6), twin.sample(6))
+    np.testing.assert_array_equal(twin.sample(6), again.sample(6))
+
+
+def test_benchmark_seed_of_each_generator_and_identical_entries_refused():
+    from gantrace.plan import Plan
+
+    cfg = yaml.safe_load((ROOT / "config" / "benchmark.yaml").read_text())
+    validate_config(cfg, SCHEMA)  # the default benchmark, with its seed twins, is valid
+    gens = cfg["benchmark"]["generators"]
+    twins = [n for n in gens if gens[n].get("seed") is not None]
+    assert twins == ["dcgan_seed1"]
+    assert {k: v for k, v in gens["dcgan_seed1"].items() if k != "seed"} == gens["dcgan"]
+    plan = Plan(cfg, lambda ds: None)
+    assert plan.benchmark_seed("dcgan") == 0 and plan.benchmark_seed("dcgan_seed1") == 1
+    cfg = yaml.safe_load((ROOT / "tests" / "data" / "benchmark_tiny.yaml").read_text())
+    cfg["benchmark"]["generators"]["dcgan_copy"] = {**cfg["benchmark"]["generators"]["dcgan"]}
+    cfg["benchmark"]["generators"]["dcgan_copy"]["seed"] = 0  # the benchmark's seed: no twin
+    with pytest.raises(ConfigError, match=r"dcgan_copy: the same generator as .*dcgan\b"):
+        validate_config(cfg, SCHEMA)
+
+
 # -- layout --------------------------------------------------------------------------------
 def test_layout_writes_both_tasks_and_valid_run_files(tmp_path):
     files = write_slices(tmp_path / "s")
@@ -198,6 +240,19 @@ def test_benchmark_workflow_then_scores(tmp_path):
         assert Image.open(bench / "report" / f"{g}_grid.png").size[0] > 16
         assert "near copies" in (bench / "report" / f"{g}_memorisation.txt").read_text()
         assert (built / "timings" / "benchmark" / "tiny" / f"train_{g}.tsv").exists()
+    # the seed twin trained and sampled with its own seed, not the benchmark's
+    models = built / "models" / "benchmark" / "tiny"
+    twin = load_generator(models / "dcgan_seed1.safetensors", device="cpu")
+    drawn = np.load(bench / "samples" / "dcgan_seed1.npz")["images"]
+    assert twin.seed == 1
+    np.testing.assert_array_equal(drawn, twin.sample(len(drawn), seed=1))
+    assert not np.array_equal(drawn, np.load(bench / "samples" / "dcgan.npz")["images"])
+    index = pd.read_csv(bench / "ground_truth" / "generators.csv")
+    assert dict(zip(index.generator, zip(index.model, index.seed, strict=True), strict=True)) == {
+        "dcgan": ("dcgan", 0),
+        "dcgan_seed1": ("dcgan", 1),
+        "vae": ("vae", 0),
+    }
     # the written snippet + a methods file run the main workflow (profile replaces the demo)
     snakemake(
         work,
@@ -209,6 +264,7 @@ def test_benchmark_workflow_then_scores(tmp_path):
     board = pd.read_csv(work / "results" / "benchmark_methods" / "leaderboard.csv")
     assert set(board.dataset) == {
         "tiny_membership_dcgan",
+        "tiny_membership_dcgan_seed1",
         "tiny_membership_vae",
         "tiny_attribution_dev",
         "tiny_attribution_test",

@@ -39,6 +39,7 @@ SMALL_SPECS = {
     "spectrum": {"name": "spectrum", "n_bins": 16},
     "dct": {"name": "dct"},
     "residual": {"name": "residual", "crop": 32},
+    "phase_residual": {"name": "phase_residual"},
     "torchvision": {"name": "torchvision", "arch": "resnet18", "input_size": 64},
     "dinov2": TINY_DINO,
     "efficientnet_lite0": {"name": "efficientnet_lite0", "weights": "none", "input_size": 64},

@@ -31,8 +31,8 @@ def test_each_criterion_recovers_the_number_of_blobs(criterion):
 
 def test_bad_criterion_or_range_fails_and_k_max_is_capped():
     X, _ = _blobs(3)
-    with pytest.raises(ConfigError, match=r"estimate_k\.name.*bic, eigengap, silhouette"):
-        estimate_n_clusters(X, "gap")
+    with pytest.raises(ConfigError, match=r"estimate_k\.name.*bic, eigengap, gap, silhouette"):
+        estimate_n_clusters(X, "elbow")
     with pytest.raises(ConfigError, match=r"estimate_k\.k_max"):
         estimate_n_clusters(X, k_min=5, k_max=3)
     with pytest.raises(ConfigError, match=r"estimate_k\.n_neighbors: unknown parameter"):
@@ -82,3 +82,20 @@ def test_run_file_labels_run_to_k_found_without_n_generators(tmp_path):
     stages.submission("attribution", tmp_path / "r.parquet", tmp_path / "r.csv")  # 1..4 found
     with pytest.raises(RunFileError, match=r"labels outside \[1, 2, 3\]"):
         stages.submission("attribution", tmp_path / "r.parquet", tmp_path / "s.csv", 3)
+
+
+def test_stability_chooses_the_largest_k_near_the_most_stable_and_is_seeded():
+    stability = CRITERIA.create({"name": "stability", "tolerance": 0.05})
+    assert stability.choose([2, 3, 4, 5], [1.0, 0.97, 0.99, 0.9]) == 2  # k = 4
+    assert stability.choose([1, 2, 3], [1.0, 0.9, 0.99]) == 2  # k = 1 scores 1.0
+    assert stability.choose([2, 3], [0.4, 0.2]) == 0  # nothing stable: the most stable
+    X, _ = _blobs(6, n_per=20, seed=3)
+    scores = lambda seed: NClustersEstimator(  # noqa: E731
+        "stability", k_max=8, n_resamples=4, random_state=seed
+    ).fit(X)
+    first = scores(0)
+    assert first.n_clusters_ == 6, first.scores_
+    assert first.scores_.equals(scores(0).scores_)  # the same draws for the same seed
+    assert not first.scores_.equals(scores(1).scores_)
+    with pytest.raises(ConfigError, match=r"subsample"):
+        NClustersEstimator("stability", subsample=1.0)

@@ -136,7 +136,7 @@ def test_registries_list_names_in_their_given_order_and_spec_name():
     assert REDUCERS.names() == ["autoencoder", "none", "pca", "tsne"]
     assert CLUSTERERS.names()[-1] == "fingerprint"
     assert list(GENERATORS) == ["dcgan", "wgan_gp", "vae", "diffusion"]
-    assert [n for n, _ in CRITERIA.items()] == ["bic", "eigengap", "silhouette"]
+    assert [n for n, _ in CRITERIA.items()] == ["bic", "eigengap", "gap", "silhouette", "stability"]
     plain = Registry("thing")
     plain.register(GMMClusterer, name="b")
     plain.register(GMMClusterer, name="a")

@@ -222,6 +222,7 @@ def _benchmark_check(bench):
             validate(f"benchmark.generators.{name}", params, cls.constraints())
         except ConfigError as err:
             yield str(err)
+    yield from _same_generators(bench, GENERATORS)
     subsets = bench.get("subsets")
     if subsets and subsets["generator"] not in bench["generators"]:
         yield (
@@ -243,6 +244,25 @@ def _benchmark_check(bench):
                 yield "benchmark.split.groups.pattern: needs a (...) capture for the group"
         except re.error as err:
             yield f"benchmark.split.groups.pattern: not a regular expression ({err})"
+
+
+def _same_generators(bench, registry):
+    """Two entries that would train the same model: seed twins must differ in `seed`."""
+    seen = {}
+    for name, spec in bench["generators"].items():
+        cls = registry.get(spec[KEY])
+        if cls is None:
+            continue
+        full = {**cls.param_defaults(), "seed": bench.get("seed", 0), **spec}
+        full.pop("device", None)  # where it trains, not what
+        key = repr(sorted(full.items()))
+        if key in seen:
+            yield (
+                f"benchmark.generators.{name}: the same generator as "
+                f"benchmark.generators.{seen[key]} (same parameters and seed); give one "
+                "another `seed` to make seed twins, or remove it"
+            )
+        seen.setdefault(key, name)
 
 
 def load_config(path, schema_path):

@@ -580,6 +580,12 @@ class Plan:
     def benchmark_generators(self):
         return list(self.benchmark()["generators"])
 
+    def benchmark_seed(self, generator):
+        """The seed of one generator's training and sampling: its entry's `seed` (a seed
+        twin of another entry), else the benchmark's."""
+        bench = self.benchmark()
+        return bench["generators"][generator].get("seed", bench["seed"])
+
     def benchmark_slices(self):
         """The real slices the benchmark builder splits (paths, as strings)."""
         return [str(p) for p in list_slices(self.benchmark()["source"])]

@@ -45,7 +45,7 @@ rule benchmark_train:
     params:
         spec=lambda wc: bench_config()["generators"][wc.generator],
         resolution=lambda wc: bench_config()["resolution"],
-        seed=lambda wc: bench_config()["seed"],
+        seed=bench_seed,
         device=config["device"],
         # Not an output: Snakemake deletes a killed job's outputs, the checkpoint must stay.
         checkpoint=f"{BENCH_MODELS}/{{generator}}.checkpoint.safetensors",
@@ -70,7 +70,7 @@ rule benchmark_sample:
         gpu=1,
     params:
         n_samples=lambda wc: bench_config()["n_samples"],
-        seed=lambda wc: bench_config()["seed"],
+        seed=bench_seed,
         device=config["device"],
     script:
         "../scripts/benchmark_sample.py"

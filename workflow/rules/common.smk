@@ -89,6 +89,7 @@ shard_features = checked(PLAN.shard_features)
 segmentation_datasets = checked(PLAN.segmentation_datasets)
 bench_config = checked(PLAN.benchmark)
 bench_generators = checked(PLAN.benchmark_generators)
+bench_seed = lambda wc: checked(PLAN.benchmark_seed)(wc.generator)
 # Input functions: wildcards in, the plan's answer out.
 shard_files = lambda wc: checked(PLAN.shard_paths)(wc.dataset, wc.shard)
 train_from = lambda wc: checked(PLAN.train_from)(wc.feature, wc.dataset)

@@ -56,10 +56,12 @@ class BenchmarkLayout:
     def size(self):
         return self.upsample["size"] if self.upsample else self.resolution
 
-    def write(self, split, samples, out_root, models=None, grouped=False):
+    def write(self, split, samples, out_root, models=None, grouped=False, seeds=None):
         """`split`: the split table; `samples`: generator -> uint8 N x r x r. Returns metadata.
         `grouped` (the split kept patients whole): the real slices' groups go to groups.csv,
-        named by every membership dataset, so its folds keep a patient whole too."""
+        named by every membership dataset, so its folds keep a patient whole too. `models`
+        and `seeds` (generator -> architecture, seed) go to ground_truth/generators.csv,
+        where seed twins share a model and differ in seed."""
         root = Path(out_root)
         rng = np.random.default_rng(self.seed)
         names = list(samples)
@@ -109,6 +111,7 @@ class BenchmarkLayout:
                 "label": np.arange(1, len(names) + 1),
                 "generator": names,
                 "model": [(models or {}).get(g, "") for g in names],
+                "seed": [(seeds or {}).get(g, self.seed) for g in names],
             }
         )
         index.to_csv(gt / "generators.csv", index=False)
@@ -215,8 +218,9 @@ def write_benchmark(split_csv, sample_paths, bench, out_root, out_config, out_me
         bench.get("seed", 0),
     )
     models = {g: s[KEY] for g, s in bench["generators"].items()}
+    seeds = {g: s.get("seed", bench.get("seed", 0)) for g, s in bench["generators"].items()}
     grouped = bool(bench.get("split", {}).get("groups"))
-    config, meta = layout.write(split, samples, out_root, models, grouped)
+    config, meta = layout.write(split, samples, out_root, models, grouped, seeds)
     Path(out_config).write_text(
         "# Written by `snakemake benchmark`: point the main workflow at this benchmark with\n"
         f"#   snakemake all --configfile {out_config} my_methods.yaml\n"

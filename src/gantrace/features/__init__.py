@@ -14,6 +14,7 @@ from gantrace.features import (  # noqa: F401 - fill the registry
     finetuned,
     hf_vision,
     lite0,
+    phase,
     residual,
     timm_models,
 )
@@ -36,6 +37,7 @@ from gantrace.features.deep import Dinov2Extractor, TorchExtractor, TorchvisionE
 from gantrace.features.finetuned import LearnedFeature
 from gantrace.features.hf_vision import Blip2Extractor, BlipExtractor, VitMaeExtractor
 from gantrace.features.lite0 import EfficientNetLite0Extractor
+from gantrace.features.phase import PhaseResidualExtractor
 from gantrace.features.residual import DCTExtractor, ResidualExtractor
 from gantrace.features.runner import extract_shard
 from gantrace.features.timm_models import TimmExtractor
@@ -52,6 +54,7 @@ __all__ = [
     "FeatureExtractor",
     "LBPExtractor",
     "LearnedFeature",
+    "PhaseResidualExtractor",
     "PixelsExtractor",
     "ResidualExtractor",
     "SpectrumExtractor",
