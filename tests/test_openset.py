@@ -44,6 +44,44 @@ def test_unseen_generator_gets_its_own_cluster_and_beats_closed_set(n_new):
     assert open_ari >= 0.9 and open_ari > adjusted_rand_score(ty, closed) + 0.1
 
 
+def _twins(seed=0, n=80, d=20):
+    """Two known generators that differ along one quiet axis only (seed twins: same
+    architecture, different weights), buried in loud shared variation, plus an unseen
+    third generator far away."""
+    rng = np.random.default_rng(seed)
+
+    def draw(g, count):
+        x = rng.normal(0, 3.0, (count, d))  # shared, generator-independent variation
+        x[:, 0] = rng.normal(0, 0.1, count) + (0.0, 1.0, 0.0)[g]  # the twins' fingerprint
+        if g == 2:
+            x[:, 1] += 40.0
+        return x
+
+    known_x = np.concatenate([draw(0, n), draw(1, n)])
+    test_y = np.repeat([0, 1, 2], n // 2)
+    test_x = np.concatenate([draw(g, n // 2) for g in range(3)])
+    return known_x, np.repeat(["dcgan", "dcgan_seed1"], n), test_x, test_y
+
+
+def test_classifier_tells_seed_twins_apart_where_the_nearest_centroid_cannot():
+    kx, kg, tx, ty = _twins()
+    known = ty < 2
+    centroid = OpenSetAttribution(n_new=1, reject_quantile=1.0).fit(kx, kg)
+    logistic = OpenSetAttribution(n_new=1, reject_quantile=1.0, classifier="logistic")
+    by_centroid = centroid.fit(kx, kg).predict(tx)
+    by_classifier = logistic.fit(kx, kg).predict(tx)
+    assert (by_classifier[known] == ty[known]).mean() >= 0.95
+    assert (by_centroid[known] == ty[known]).mean() <= 0.8
+    assert logistic.is_unknown_[ty == 2].all()  # the radius rule still finds the unseen one
+    assert (by_classifier[ty == 2] == 2).all()
+    # the classifier reads its input: shuffled known labels make it guess
+    shuffled = np.random.default_rng(3).permutation(kg)
+    guessed = logistic.fit(kx, shuffled).predict(tx)
+    assert (guessed[known] == ty[known]).mean() <= 0.7
+    with pytest.raises(ConfigError, match="classifier"):
+        OpenSetAttribution(classifier="forest")
+
+
 def test_predict_follows_its_input():
     kx, kg, tx, ty = _data()
     m = OpenSetAttribution().fit(kx, kg)

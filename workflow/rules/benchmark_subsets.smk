@@ -64,6 +64,11 @@ use rule benchmark_sample as benchmark_subset_sample with:
         f"{BENCH_TIMES}/subsets/sample_{{subset}}.tsv"
     wildcard_constraints:
         subset=names_regex(SUBSET_NAMES),
+    params:
+        n_samples=lambda wc: bench_config()["n_samples"],
+        # the subsets' generators all train with the benchmark's seed; sample with it too
+        seed=lambda wc: bench_config()["seed"],
+        device=config["device"],
 
 
 rule benchmark_subset_layout:

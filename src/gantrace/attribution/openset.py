@@ -1,7 +1,8 @@
 """Open-set attribution: known generators from labelled dev images, new clusters for the rest.
 
-A test image goes to the nearest known generator's centroid when it lies within that
-generator's rejection radius; the rejected images are clustered into new generators.
+A test image goes to the nearest known generator's centroid (or to the generator a linear
+classifier trained on the labelled images predicts) when it lies within that generator's
+rejection radius; the rejected images are clustered into new generators.
 """
 
 import numpy as np
@@ -10,10 +11,11 @@ from sklearn.metrics import pairwise_distances
 
 from gantrace.attribution.method import CLUSTERERS, canonical_labels
 from gantrace.attribution.nclusters import build_estimator
+from gantrace.classifiers import CLASSIFIERS, linear_classifier
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.matrix import METRICS, as_matrix
 from gantrace.membership.method import stratified_folds
-from gantrace.params import COUNT, SEED, Interval, Options, Part, trained_parts
+from gantrace.params import COUNT, POSITIVE, SEED, Interval, Options, Part, trained_parts
 from gantrace.reduce import build_reducer
 from gantrace.registry import KEY, SPEC
 from gantrace.runlog import say
@@ -29,6 +31,10 @@ class OpenSetAttribution(Part):
     folds; the centroid leaves out the image's fold), so it is not optimistically tight.
     `n_new` new generators for the rejected images; None estimates it there with
     `n_clusters_estimator` (gantrace.attribution.nclusters, default `{name: silhouette}`, k_min 1).
+    `classifier` (`logistic` or `linear_svm`, regularised by `C`) assigns known generators
+    by a standardised linear model fitted on the labelled images instead of the nearest
+    centroid: Yu et al. (ICCV 2019) attribute images to GANs that differ only in their seed
+    with a classifier trained on each GAN's images; the radius test stays the same.
     The rejected images are clustered (`clusterer`, k-means by default), then each goes to
     the nearest of the known and new centroids (a rejected straggler of a known generator
     returns to it); a new cluster left with fewer than `min_new` images is dropped, and
@@ -46,6 +52,8 @@ class OpenSetAttribution(Part):
         "min_new": [COUNT],
         "n_clusters_estimator": [SPEC, None],
         "metric": [Options(*METRICS)],
+        "classifier": [None, Options(*CLASSIFIERS)],
+        "C": [POSITIVE],
         "random_state": [SEED],
     }
 
@@ -71,6 +79,8 @@ class OpenSetAttribution(Part):
         min_new=10,
         n_clusters_estimator=None,
         metric="euclidean",
+        classifier=None,
+        C=1.0,
         random_state=0,
     ):
         self.reducer = reducer
@@ -80,6 +90,8 @@ class OpenSetAttribution(Part):
         self.min_new = min_new
         self.n_clusters_estimator = n_clusters_estimator
         self.metric = metric
+        self.classifier = classifier
+        self.C = C
         self.random_state = random_state
         self._validate_params()
         # bad specs fail here, before any feature is read
@@ -120,6 +132,10 @@ class OpenSetAttribution(Part):
         self.reducer_ = build_reducer(self.reducer, random_state=self.random_state)
         Z = self.reducer_.fit_transform(X)
         self.centroids_ = self._centroids(Z, y)
+        self.classifier_ = None
+        if self.classifier:
+            self.classifier_ = linear_classifier(self.classifier, self.C, self.random_state)
+            self.classifier_.fit(Z, y)
         oof = np.empty(len(Z))
         folds = stratified_folds(y, min(N_FOLDS, counts.min()), self.random_state, groups)
         for fold in range(folds.max() + 1):
@@ -138,7 +154,10 @@ class OpenSetAttribution(Part):
         X = as_matrix(X, "generated features").astype(np.float64)
         Z = self.reducer_.transform(X)
         dist = self._dist(Z, self.centroids_)
-        nearest = dist.argmin(axis=1)
+        if self.classifier_ is None:
+            nearest = dist.argmin(axis=1)
+        else:
+            nearest = np.asarray(self.classifier_.predict(Z), dtype=int)
         self.is_unknown_ = dist[np.arange(len(Z)), nearest] > self.radius_[nearest]
         labels = nearest.copy()
         n_known, rejected = len(self.known_names_), int(self.is_unknown_.sum())

@@ -12,6 +12,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import logsumexp
 
 from gantrace.attribution.method import CLUSTERERS
+from gantrace.classifiers import CLASSIFIERS, linear_classifier
 from gantrace.errors import ConfigError
 from gantrace.matrix import as_matrix
 from gantrace.params import COUNT, POSITIVE, SEED, Interval, Options, Part
@@ -116,20 +117,6 @@ class NearestSubset(SubsetAssigner):
         return np.argmax(self.scores(X, real_X, real_subset, n_subsets), axis=1)
 
 
-def _classifier(kind, C, random_state):
-    # scikit-learn estimators: built in the job that fits them
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
-
-    if kind == "linear_svm":
-        model = LinearSVC(C=C, max_iter=5000, random_state=random_state)
-    else:
-        model = LogisticRegression(C=C, max_iter=2000, random_state=random_state)
-    return make_pipeline(StandardScaler(), model)
-
-
 class SupervisedSubset(SubsetAssigner):
     """A linear classifier of the subset, on features.
 
@@ -141,7 +128,7 @@ class SupervisedSubset(SubsetAssigner):
 
     name = "supervised"
     _parameter_constraints = {
-        "classifier": [Options("linear_svm", "logistic")],
+        "classifier": [Options(*CLASSIFIERS)],
         "C": [POSITIVE],
         "train_on": [Options("generated", "real", "both")],
         "n_folds": [Interval(int, 2)],
@@ -165,7 +152,7 @@ class SupervisedSubset(SubsetAssigner):
                 "supervised: the training images cover fewer than 2 subsets; label more "
                 "generated images (or set train_on: real)"
             )
-        model = _classifier(self.classifier, self.C, self.random_state)
+        model = linear_classifier(self.classifier, self.C, self.random_state)
         return model.fit(fit_X, fit_y).predict(X).astype(int)
 
     def assign(self, X, real_X, real_subset, n_subsets, labels=None, train=None):
