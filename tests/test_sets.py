@@ -11,6 +11,7 @@ from gantrace import io, stages
 from gantrace.errors import ConfigError
 from gantrace.evaluation.leaderboard import rank
 from gantrace.evaluation.scores import score_results
+from gantrace.evaluation.summary import best_methods
 from gantrace.membership.sets import SetInference, image_p_values
 
 
@@ -106,6 +107,10 @@ def test_leaderboard_gets_group_level_rows_with_group_bootstrap():
         "group": [1, 2],
         "image": [1, 2],
     }
+    lines = best_methods(board, "ds")
+    assert lines[0].startswith("best (dev): a auc") and lines[1].startswith(
+        "best (dev, per group): a"
+    )
     # without group columns: no level column, as before
     plain = {
         n: t.drop(columns=["group", "group_score", "group_decision"]) for n, t in results.items()
