@@ -72,19 +72,18 @@ class SetInference(Part):
         rows = []
         for g in pd.unique(groups):
             sel = groups == g
-            combined = np.nan
+            log_p = np.nan  # natural log of the combined p-value (logsf: no underflow)
             if self.statistic == "fisher":
-                combined = stats.chi2.sf(-2 * np.log(p[sel]).sum(), 2 * sel.sum())
+                log_p = stats.chi2.logsf(-2 * np.log(p[sel]).sum(), 2 * sel.sum())
             elif self.statistic == "stouffer":
-                z = stats.norm.isf(p[sel]).sum() / np.sqrt(sel.sum())
-                combined = stats.norm.sf(z)
+                log_p = stats.norm.logsf(stats.norm.isf(p[sel]).sum() / np.sqrt(sel.sum()))
             if self.statistic in ("fisher", "stouffer"):
-                combined = max(float(combined), np.finfo(float).tiny)  # keep -log10 finite
-                score, decision = -np.log10(combined), combined <= self.alpha
+                score, decision = -log_p / np.log(10), log_p <= np.log(self.alpha)
             else:
                 top = np.sort(scores[sel])[::-1]
                 top = top[: self.top_k] if self.statistic == "top_k" else top
                 score, decision = float(top.mean()), top.mean() > thresholds[sel].mean()
+            combined = float(np.exp(log_p))
             rows.append((g, int(sel.sum()), float(score), int(decision), combined))
         columns = ["group", "n", "group_score", "group_decision", "p_value"]
         return pd.DataFrame(rows, columns=columns)

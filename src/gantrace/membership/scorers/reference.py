@@ -129,6 +129,7 @@ class _ReferenceScorer(Part):
         `reference: clean`: `pool_X` (real images known not to be members, groups
         `pool_groups`) is the pool; a query of `real_X` (groups `groups`) leaves out its
         exact copies and its group's rows. `reference: not_used`: nothing (`fit_labels`)."""
+        self.grouped_ = groups is not None
         if self.reference == "real":
             pool = self._space(real_X, "real features")
             self._set_pool(pool, exclusion_index(pool, _groups(groups, len(pool))))
@@ -175,24 +176,18 @@ class _ReferenceScorer(Part):
 
     def reference_note(self):
         """What the pool may hold that a clean one would not (a job-log line), or ''."""
-        if self.reference == "real":
-            grouped = isinstance(self._exclude, dict) and any(
-                not isinstance(v, (int, np.integer)) for v in self._exclude.values()
+        if self.reference != "real":
+            return ""
+        held = "the generator's other members"
+        if not self.grouped_:
+            held += (
+                " and the query's own patient's neighbouring slices (no "
+                "datasets.<ds>.groups declared)"
             )
-            held = (
-                "the generator's other members"
-                if grouped
-                else (
-                    "the generator's other members and the query's own patient's neighbouring "
-                    "slices (no datasets.<ds>.groups declared)"
-                )
-            )
-            return (
-                f"reference real: the pool holds {held}; calibration against it can fall "
-                "below plain distance. A clean pool: reference clean with the dataset's "
-                "reference_real folder"
-            )
-        return ""
+        return (
+            f"reference real: the pool holds {held}; calibration against it can fall below "
+            "plain distance. A clean pool: reference clean with the dataset's reference_real"
+        )
 
 
 def _groups(groups, n):
