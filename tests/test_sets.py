@@ -187,3 +187,10 @@ def test_clean_reference_without_a_pool_is_a_parse_time_problem():
     del cfg["datasets"]["test_mem"]["reference_real"]
     cfg["membership"]["methods"]["clean"]["datasets"] = ["dev_mem"]
     assert not [p for p in _plan(cfg).problems(weights=False) if "reference" in p]
+
+
+def test_reference_real_only_on_folder_membership_datasets():
+    cfg = _config()
+    cfg["datasets"]["dev_att"]["reference_real"] = "n"
+    with pytest.raises(ConfigError, match=r"datasets\.dev_att\.reference_real: only folder-based"):
+        _plan(cfg)
