@@ -110,6 +110,8 @@ def open_set_config(gantrace_yaml, out):
 
 def membership_table(board):
     m = board[(board.task == "membership") & (board.split == "test")].copy()
+    if "level" in m:  # image-level rows only (set-level rows are per group)
+        m = m[m.level.fillna("image") == "image"]
     m["generator"] = m.dataset.str.split("_membership_").str[-1]
     wide = m.pivot_table(index="method", columns="generator", values="f1")
     mean = m.groupby("method")[["f1", "auc", "kappa"]].mean()

@@ -107,7 +107,9 @@ def test_report_tables_split_seed_and_new_methods():
                     "kappa": 0.1,
                 }
             )
-    board = pd.DataFrame(rows)
+    board = pd.DataFrame(rows).assign(level="image")
+    group_row = {**rows[0], "level": "group", "auc": 0.99, "f1": 0.9}  # set-level: left out
+    board = pd.concat([board, pd.DataFrame([group_row])], ignore_index=True)
     table = script.membership_table(board)
     assert list(table.index) == ["new", "vcmi_ensemble"]  # best mean AUC first
     assert table.loc["vcmi_ensemble", "seed"] and not table.loc["new", "seed"]

@@ -95,6 +95,11 @@ def _cross_check(cfg):
             yield f"datasets.{name}: give either `simulate` or image folders, not both"
         if "simulate" not in ds and not has_folders:
             yield f"datasets.{name}: give image folders (generated, real_used, ...) or `simulate`"
+        if "reference_real" in ds and (ds["task"] != "membership" or "simulate" in ds):
+            yield (
+                f"datasets.{name}.reference_real: only folder-based membership datasets take a "
+                "clean reference pool; remove it"
+            )
         if ds["task"] == "attribution":
             for role in ("real_used", "real_not_used", "real_unknown"):
                 if role in ds:

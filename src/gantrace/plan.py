@@ -29,6 +29,7 @@ from gantrace.errors import ConfigError
 from gantrace.fusion import build_rule
 from gantrace.membership.method import MembershipMethod, expand_grid
 from gantrace.membership.scorers import SCORERS
+from gantrace.membership.sets import SetInference
 from gantrace.params import is_stochastic
 from gantrace.reduce import REDUCERS
 from gantrace.registry import spec_name
@@ -337,6 +338,7 @@ class Plan:
         self._check_fusions(problems)
         loaded = self._check_datasets(problems)
         self._check_groups(problems, loaded)
+        self._check_references(problems)
         self._check_subsets(problems, loaded)
         self._check_masks(problems, loaded)
         if weights:
@@ -395,6 +397,8 @@ class Plan:
                     for combo in combos or ():
                         where = f"{key}.scorer"
                         _collect(problems, where, SCORERS.create, combo, where, random_state=seed)
+                    sets = m.get("set_inference", {})
+                    _collect(problems, f"{key}.set_inference", SetInference, **sets)
                 if len(problems) > before:
                     continue  # the whole method: only once its parts are right
                 try:  # the whole method, as its job builds it
@@ -458,6 +462,36 @@ class Plan:
             if spec is not None:
                 names = self.images(ds).path if ds in loaded else ()
                 problems += group_problems(spec, f"datasets.{ds}.groups", names)
+
+    def _check_references(self, problems):
+        """A scorer with `reference: clean` needs, on every dataset it runs on, a clean pool
+        (`reference_real`): without one it would have nothing to calibrate against."""
+        for name, m in self.methods["membership"].items():
+            try:
+                combos = expand_grid(m["scorer"])
+            except ConfigError:  # reported by _check_methods
+                continue
+            if not any(isinstance(c, dict) and c.get("reference") == "clean" for c in combos):
+                continue
+            for ds, spec in self.datasets.items():
+                if spec["task"] != "membership" or ds not in m.get("datasets", [ds]):
+                    continue
+                if spec.get("reference_real"):
+                    continue
+                dev = self.datasets.get(spec.get("dev_dataset") or "", {})
+                hint = ""
+                if dev.get("real_not_used"):
+                    hint = (
+                        f" (for a test split of the same generator, its dev set's not-used "
+                        f"images: reference_real: {dev['real_not_used']})"
+                    )
+                problems.append(
+                    f"membership.methods.{name}.scorer.reference: 'clean' calibrates against "
+                    f"real images known not to be members, but datasets.{ds} has none; set "
+                    f"datasets.{ds}.reference_real to a folder of same-domain real slices that "
+                    f"did not train the generator{hint}, limit the method with `datasets`, or "
+                    "use reference: not_used (labelled datasets, cross-fitted)"
+                )
 
     def _check_subsets(self, problems, loaded):
         """Subset methods' `train_from`: a labelled subset dataset with the same subsets as

@@ -36,6 +36,7 @@ from gantrace.evaluation.truth import (
 )
 from gantrace.fusion import build_rule, check_aligned
 from gantrace.membership.method import MembershipMethod
+from gantrace.membership.sets import SetInference
 from gantrace.runlog import say, to_console
 from gantrace.subset.method import SubsetMethod
 
@@ -299,15 +300,34 @@ def attribution(
 
 
 def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=None):
+    """Score and decide every real image; with the dataset's groups, each query's group is
+    left out of its reference pool and groups get a set-level score (`set_inference`)."""
     gen, gx = io.read_features_by_role(features_h5, manifest_path, {"generated"})
     real, rx = io.read_features_by_role(
         features_h5, manifest_path, {"real_used", "real_not_used", "real_unknown"}
     )
+    pool, px = io.read_features_by_role(features_h5, manifest_path, {"reference_real"})
+    groups = groups_or_none(real)
     method = MembershipMethod.from_spec(spec, n_folds, seed)
-    result = method.run(gx, rx, real.label.to_numpy(), groups=groups_or_none(real))
+    result = method.run(
+        gx,
+        rx,
+        real.label.to_numpy(),
+        groups=groups,
+        reference_X=px if len(pool) else None,
+        reference_groups=groups_or_none(pool) if len(pool) else None,
+    )
     _say(method.threshold_note_)
+    if method.reference_note_:
+        _say(method.reference_note_)
+    if len(pool):
+        _say(f"clean reference pool: {len(pool)} reference_real images")
     _save_models(method, model_dir)
     table = pd.concat([real[["image_id", "role", "label"]], result.reset_index(drop=True)], axis=1)
+    if groups is not None:
+        sets = SetInference(**spec.get("set_inference", {}))
+        table = sets.apply(table, groups)
+        _say(f"{sets.describe()}: {table.group.nunique()} groups")
     io.write_table(table, out)
     _say(f"{spec['name']}: scored {len(table)} real images against {len(gen)} generated")
 

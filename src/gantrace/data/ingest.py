@@ -19,8 +19,10 @@ from PIL import Image
 from gantrace.data.shards import shard_of
 from gantrace.errors import ConfigError, ImageError
 
-MEMBERSHIP_ROLES = ("generated", "real_used", "real_not_used", "real_unknown")
+MEMBERSHIP_ROLES = ("generated", "real_used", "real_not_used", "real_unknown", "reference_real")
 ROLE_LABELS = {
+    # membership: real images known not to be members, a clean reference pool; never scored
+    "reference_real": -1,
     "real_used": 1,
     "real_not_used": 0,
     "real_unknown": -1,

@@ -48,25 +48,35 @@ def rank(scores, metrics=None, catalogue=None, dev_datasets=None):
         board[f"score_{b}"] = [
             r.get(f"{r['metric']}_{b}", float("nan")) for _, r in board.iterrows()
         ]
+    # set-level membership rows (`level: group`) rank apart from the image-level ones
+    levels = ["level"] if "level" in board else []
+    if levels:
+        board["level"] = board.level.fillna("image")
+        board["_l"] = (board.level != "image").astype(int)  # image rows first
+    keys = ["dataset", "split", *(["_l"] if levels else [])]
     board = board.sort_values(
-        ["dataset", "split", "score", "method"], ascending=[True, True, False, True]
+        [*keys, "score", "method"], ascending=[True] * len(keys) + [False, True]
     )
-    board["rank"] = board.groupby(["dataset", "split"]).cumcount() + 1
+    board["rank"] = board.groupby(keys).cumcount() + 1
     board["selected"] = ""
     board["dev_score"] = float("nan")
-    selected = selected_rows(board, dev_datasets or {})
+    images = board[board.level == "image"] if levels else board
+    selected = selected_rows(images, dev_datasets or {})
     if len(selected):
         board = pd.concat([selected, board], ignore_index=True)
         board["rank"] = board["rank"].astype("Int64")
         order = board["rank"].fillna(0).astype(int)  # a selected row heads its dataset's split
-        board = board.assign(_o=order).sort_values(["dataset", "split", "_o"], kind="stable")
-        board = board.drop(columns="_o")
+        board = board.assign(_o=order)
+        if levels:
+            board["_l"] = (board.level != "image").astype(int)
+        board = board.sort_values([*keys, "_o"], kind="stable").drop(columns="_o")
     named = board.selected.where(board.selected != "", board.method)
     entries = [catalogue.get(m.removeprefix("fused_"), "") for m in named]
     entries = [e if isinstance(e, dict) else {"id": e} for e in entries]
     board["catalogue"] = [e["id"] for e in entries]
     board["substitute"] = [bool(e.get("substitute")) for e in entries]
-    cols = ["dataset", "task", "split", "rank", "method", "kind", "selected", "catalogue"]
+    cols = ["dataset", "task", "split", *levels, "rank", "method", "kind", "selected"]
+    cols += ["catalogue"]
     cols += ["substitute"]
     cols += ["metric", "score", "score_lo", "score_hi", "dev_score", "n"]
     cols += [c for c in PAIRED if c in board.columns]

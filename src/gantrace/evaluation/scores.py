@@ -79,9 +79,13 @@ def score_results(
     for s, sel, y in blocks:
         rng = np.random.default_rng([seed, zlib.crc32(f"{dataset}/{s}".encode())])
         rows += _score_split(task, s, sel, y, tables, fusions, groups, ids, metric, ev, rng)
+        if task == "membership":
+            rows += _group_level(s, sel, y, tables, fusions, metric, ev, dataset, seed)
     table = pd.DataFrame(rows)
     if not len(table):
         return pd.DataFrame(columns=EMPTY_COLUMNS)
+    if "level" in table:  # set-level rows: the others are image-level
+        table.insert(2, "level", table.pop("level").fillna("image"))
     table.insert(0, "task", task)
     table.insert(0, "dataset", dataset)
     return table
@@ -96,6 +100,50 @@ def _aligned(table, ids, name):
     if missing:
         raise ValueError(f"{name}: scores {len(t)} images, lacks {len(missing)} the others score")
     return t.loc[ids].reset_index()
+
+
+def _group_level(split, sel, y, tables, fusions, metric, ev, dataset, seed):
+    """`level: group` rows of a membership split: each table with set-level columns
+    (`gantrace.membership.sets`: group, group_score, group_decision) scored one row per
+    group, a group used when any of its images is, groups resampled whole. Image rows get
+    `level: image` once any group row exists."""
+    grouped = {n: t for n, t in tables.items() if "group_score" in t.columns}
+    if not grouped:
+        return []
+    first = next(iter(grouped.values()))
+    g = first.group.astype(str).to_numpy()[sel]
+    truth = pd.Series(y).groupby(g).max()  # a group is used when any of its images is
+    if len(set(truth)) < 2:
+        return []
+    ids = truth.index.to_numpy()
+    per_group = {}
+    for name, t in grouped.items():
+        rows = t.iloc[np.flatnonzero(sel)].assign(group=g).groupby("group").first().loc[ids]
+        per_group[name] = pd.DataFrame(
+            {
+                "image_id": ids,
+                "score": rows.group_score.to_numpy(),
+                "decision": rows.group_decision.to_numpy(),
+            }
+        )
+    rng = np.random.default_rng([seed, zlib.crc32(f"{dataset}/{split}/group".encode())])
+    everything = np.ones(len(ids), dtype=bool)
+    rows = _score_split(
+        "membership",
+        split,
+        everything,
+        truth.to_numpy(),
+        per_group,
+        fusions,
+        None,
+        ids,
+        metric,
+        ev,
+        rng,
+    )
+    for row in rows:
+        row.update(level="group", boot_unit="group", n_groups=len(ids))
+    return rows
 
 
 def _score_split(task, split, sel, y, tables, fusions, groups, ids, metric, ev, rng):

@@ -42,11 +42,18 @@ def _score(row, metric):
     return text
 
 
-def _tied(board, dataset, split):
+def _level(board):
+    """Each row's level: `group` for set-level membership rows, else `image`."""
+    if "level" not in board.columns:
+        return pd.Series("image", index=board.index)
+    return board.level.fillna("image")
+
+
+def _tied(board, dataset, split, level="image"):
     """`, 2 tied with it` where the board marks other rows of the split tied with the best."""
     if "tied_with_best" not in board.columns:
         return ""
-    rows = board[(board.dataset == dataset) & (board.split == split)]
+    rows = board[(board.dataset == dataset) & (board.split == split) & (_level(board) == level)]
     rows = rows[rows.method != SELECTED]
     n = int(rows.tied_with_best.astype(str).str.lower().eq("true").sum())
     return f" ({n} of {len(rows) - 1} others tied with it)" if len(rows) > 1 else ""
@@ -58,9 +65,11 @@ def best_methods(board, dataset):
     rows = board[(board.dataset == dataset) & (board["rank"] == 1)]
     order = {"test": 0, "all": 1, "dev": 2}
     rows = rows.sort_values("split", key=lambda s: s.map(lambda x: order.get(x, 3)))
+    levels = _level(rows)
+    rows = rows.assign(_l=levels).sort_values("_l", key=lambda s: s != "image", kind="stable")
     lines = [
-        f"best ({r['split']}): {r['method']} {_score(r, r['metric'])}"
-        + _tied(board, dataset, r["split"])
+        f"best ({r['split']}{', per group' if r['_l'] == 'group' else ''}): {r['method']} "
+        f"{_score(r, r['metric'])}" + _tied(board, dataset, r["split"], r["_l"])
         for _, r in rows.iterrows()
     ]
     picked = board[(board.dataset == dataset) & (board.method == SELECTED)]

@@ -173,6 +173,8 @@ class MembershipMethod:
         for key, forms in self._parameter_constraints.items():
             check_value(key, getattr(self, key), forms)
         self.combos_ = expand_grid(scorer)
+        self._context = (None, None, None)  # the run's query groups, clean pool, its groups
+        self.reference_note_ = ""
         reducer, scorer = self._build(self.combos_[0])  # a bad spec fails here, not later
         for combo in self.combos_[1:]:
             self._build(combo)
@@ -200,37 +202,58 @@ class MembershipMethod:
         reducer = build_reducer(self.reducer, random_state=self.random_state)
         return reducer, SCORERS.create(combo, random_state=self.random_state)
 
-    def score(self, generated_X, real_X):
-        """Scores of a single unsupervised scorer (no labels, no tuning)."""
+    def score(self, generated_X, real_X, groups=None, reference_X=None, reference_groups=None):
+        """Scores of a single unsupervised scorer (no labels, no tuning); `groups` and the
+        clean pool `reference_X` (`reference_groups`) as in `run`."""
         if self.supervised_ or len(self.combos_) > 1:
             raise GantraceError("score(): supervised or tuned scorers need labels; use run()")
-        gx, rx = self._reduce(generated_X, real_X)
+        gx, rx, px = self._reduce(generated_X, real_X, reference_X)
+        self._context = (groups, px, reference_groups)
         return self._unsupervised(self.combos_[0], gx, rx)
 
-    def _reduce(self, generated_X, real_X):
+    def _reduce(self, generated_X, real_X, reference_X=None):
         self.reducer_ = self._build(self.combos_[0])[0]
         gx = self.reducer_.fit_transform(as_matrix(generated_X, "generated features"))
-        return gx, self.reducer_.transform(as_matrix(real_X, "real features"))
+        rx = self.reducer_.transform(as_matrix(real_X, "real features"))
+        if reference_X is None:
+            return gx, rx, None
+        return gx, rx, self.reducer_.transform(as_matrix(reference_X, "reference features"))
 
     def _unsupervised(self, combo, gx, rx):
         scorer = self._build(combo)[1].fit(gx)
-        if hasattr(scorer, "fit_reference"):
+        if getattr(scorer, "calibrated", False):  # a reference pool, query groups left out
+            groups, px, pool_groups = self._context
+            scorer.fit_reference(rx, groups=groups, pool_X=px, pool_groups=pool_groups)
+            self.reference_note_ = scorer.reference_note()
+        elif hasattr(scorer, "fit_reference"):
             scorer.fit_reference(rx)
         self.scorer_ = scorer
         return scorer.score(rx)
 
-    def run(self, generated_X, real_X, labels, folds=None, groups=None):
+    def run(
+        self,
+        generated_X,
+        real_X,
+        labels,
+        folds=None,
+        groups=None,
+        reference_X=None,
+        reference_groups=None,
+    ):
         """Return a frame (one row per real image): score, decision, fold, threshold.
 
         `folds` (fold id per row, -1 for unlabelled) reuses a split for supervised or
         tuned scorers; by default a stratified split seeded by `random_state` is drawn,
         keeping each of `groups` (one per row, e.g. a patient; None: every image its own)
-        in one fold.
+        in one fold. A calibrated scorer leaves each query's group out of its reference
+        pool; with `reference: clean` the pool is `reference_X` (real images known not to
+        be members, groups `reference_groups`).
         """
         labels = np.asarray(labels)
         if labels.shape != (len(real_X),) or not np.isin(labels, (-1, 0, 1)).all():
             raise ValueError(f"labels: expected {len(real_X)} values in {{-1, 0, 1}}")
-        gx, rx = self._reduce(generated_X, real_X)
+        gx, rx, px = self._reduce(generated_X, real_X, reference_X)
+        self._context, self.reference_note_ = (groups, px, reference_groups), ""
         if not self.supervised_ and len(self.combos_) == 1:
             scores = self._unsupervised(self.combos_[0], gx, rx)
             thresholds, folds, note = decide_thresholds(

@@ -510,13 +510,21 @@ def plot_forest(scores, metric, out, ci=None, title=""):
     the shaded band; open markers: tied with the best (paired interval holds 0)."""
     if scores is None or not len(scores) or metric not in scores.columns:
         return placeholder(out, title or "forest plot", "no ground truth: nothing scored")
-    splits = [s for s in ("dev", "test", "all") if s in set(scores.split)]
-    heights = [max(2.0, 0.32 * (scores.split == s).sum() + 1.2) for s in splits]
+    # a panel per split and, where set-level rows exist, per level (image, group)
+    level = scores.level if "level" in scores.columns else pd.Series("image", scores.index)
+    panels = [
+        (s, lv, (scores.split == s) & (level == lv))
+        for s in ("dev", "test", "all")
+        for lv in ("image", "group")
+        if ((scores.split == s) & (level == lv)).any()
+    ]
+    heights = [max(2.0, 0.32 * rows.sum() + 1.2) for *_, rows in panels]
     fig = _figure(8, sum(heights) + 0.4)
-    axes = fig.subplots(len(splits), 1, squeeze=False, height_ratios=heights)[:, 0]
+    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
     lo_col, hi_col = f"{metric}_lo", f"{metric}_hi"
-    for ax, split in zip(axes, splits):
-        t = scores[scores.split == split]
+    for ax, (split, lv, rows) in zip(axes, panels):
+        t = scores[rows]
+        split = split if lv == "image" else f"{split}, per group"
         t = t.assign(_nan=t[metric].isna()).sort_values(
             ["_nan", metric, "method"], ascending=[True, False, True]
         )
@@ -536,9 +544,9 @@ def plot_forest(scores, metric, out, ci=None, title=""):
         unit = ""
         if "boot_unit" in t.columns:
             unit = "; resampling groups" if best.boot_unit == "group" else "; resampling images"
-        level = f"{100 * ci:g} % " if ci else ""
+        width = f"{100 * ci:g} % " if ci else ""
         ax.set_title(
-            f"{split} (n={int(best.n)}): {metric}, {level}bootstrap intervals{unit}; "
+            f"{split} (n={int(best.n)}): {metric}, {width}bootstrap intervals{unit}; "
             f"{int(tied.sum())} tied with the best",
             fontsize=9,
         )

@@ -11,10 +11,14 @@ of the data. Calibrating by a reference pool of real images separates the two:
   et al., PETS 2019); epsilon is a quantile of the real images' nearest-generated
   distances, so a list of quantiles is tuned on dev labels out of fold.
 
-`reference: real` (default) uses every real image but the query itself (no labels);
-`reference: not_used` uses the labelled not-used images and is then cross-fitted like the
-supervised scorers, deciding at its natural margin 0 (closer to the generator than to
-known-unused images).
+`reference: real` (default) uses every real image but the query itself and, where the
+dataset declares groups (a patient, a series), but the query's whole group (no labels);
+the pool still holds the generator's other members, so it calibrates against a
+contaminated reference. `reference: clean` uses a pool of same-domain real images known not
+to be members (the dataset's `reference_real` folder), each query's group and exact copies
+left out (no labels). `reference: not_used` uses the labelled not-used images and is then
+cross-fitted like the supervised scorers (folds keep groups whole), deciding at its natural
+margin 0 (closer to the generator than to known-unused images).
 """
 
 from numbers import Real
@@ -22,6 +26,7 @@ from numbers import Real
 import numpy as np
 from scipy.special import logsumexp
 
+from gantrace.errors import GantraceError
 from gantrace.matrix import as_matrix
 from gantrace.membership.scorers.unsupervised import (
     SIMILARITIES,
@@ -32,7 +37,60 @@ from gantrace.membership.scorers.unsupervised import (
 )
 from gantrace.params import COUNT, POSITIVE, Interval, Options, Part
 
-REFERENCES = ("real", "not_used")
+REFERENCES = ("real", "clean", "not_used")
+
+
+def exclusion_index(pool, pool_groups=None, queries=None, query_groups=None):
+    """{query row bytes: pool rows that query is never compared with}, or the pool's
+    `row_index` (leave-one-out, the query's own copy) where no groups are given.
+
+    `queries` None: the queries are the pool's own rows (`reference: real`), each leaving
+    out its own row and, with `pool_groups`, every row of its group. Otherwise (a separate
+    clean pool) each query leaves out its exact copies in the pool and, with both groups,
+    the pool rows of its group. Identical queries of different groups share one entry:
+    the union of what each leaves out (never less than either).
+    """
+    pool = np.ascontiguousarray(pool)
+    if queries is None and pool_groups is None:
+        return row_index(pool)
+    members = {}
+    if pool_groups is not None:
+        for j, g in enumerate(np.asarray(pool_groups)):
+            members.setdefault(g, []).append(j)
+    if queries is None:
+        queries, query_groups = pool, pool_groups
+        copies = {row.tobytes(): [i] for i, row in enumerate(pool)}
+    else:
+        copies = {}
+        for j, row in enumerate(pool):
+            copies.setdefault(row.tobytes(), []).append(j)
+    index = {}
+    for i, row in enumerate(np.ascontiguousarray(queries)):
+        key = row.tobytes()
+        rows = list(copies.get(key, ()))
+        if query_groups is not None:
+            rows += members.get(np.asarray(query_groups)[i], [])
+        if rows:
+            index[key] = np.union1d(index.get(key, []), rows).astype(np.int64)
+    return index
+
+
+def _left_out(exclude):
+    """The most pool rows any query leaves out (0 without an exclusion)."""
+    if exclude is None or not exclude:
+        return 0
+    return max(1 if isinstance(v, (int, np.integer)) else len(v) for v in exclude.values())
+
+
+def _left_out_of(queries, exclude):
+    """How many pool rows each query leaves out."""
+    if exclude is None:
+        return np.zeros(len(queries), dtype=np.int64)
+    counts = []
+    for row in np.ascontiguousarray(queries):
+        v = exclude.get(row.tobytes())
+        counts.append(0 if v is None else 1 if isinstance(v, (int, np.integer)) else len(v))
+    return np.asarray(counts, dtype=np.int64)
 
 
 class _ReferenceScorer(Part):
@@ -42,6 +100,7 @@ class _ReferenceScorer(Part):
     """
 
     _parameter_constraints = {"reference": [Options(*REFERENCES)], "block_size": [COUNT]}
+    calibrated = True  # compares each query with a reference pool (`fit_reference`)
 
     def __init__(self, reference="real", block_size=1024):
         self.reference = reference
@@ -60,17 +119,48 @@ class _ReferenceScorer(Part):
     def _fit_generated(self):
         pass
 
-    def fit_reference(self, real_X):
-        """All real images, no labels; each query is left out of its own reference."""
+    def _space(self, X, what):
+        """Features as the pool is compared in them (subclasses may rescale)."""
+        return as_matrix(X, what).astype(np.float64)
+
+    def fit_reference(self, real_X, groups=None, pool_X=None, pool_groups=None):
+        """No labels. `reference: real`: the real images `real_X` are the pool, each query
+        leaving out itself and, with `groups` (one per row), its whole group.
+        `reference: clean`: `pool_X` (real images known not to be members, groups
+        `pool_groups`) is the pool; a query of `real_X` (groups `groups`) leaves out its
+        exact copies and its group's rows. `reference: not_used`: nothing (`fit_labels`)."""
+        self.grouped_ = groups is not None
         if self.reference == "real":
-            pool = as_matrix(real_X, "real features").astype(np.float64)
-            self._set_pool(pool, row_index(pool))
+            pool = self._space(real_X, "real features")
+            self._set_pool(pool, exclusion_index(pool, _groups(groups, len(pool))))
+        elif self.reference == "clean":
+            if pool_X is None:
+                raise GantraceError(
+                    f"{self.name}: reference 'clean' needs a pool of real images known not "
+                    "to be members (the dataset's reference_real folder)"
+                )
+            pool = self._space(pool_X, "reference features")
+            if len(pool) < 2:
+                raise GantraceError(f"{self.name}: the clean reference pool needs 2 images")
+            queries = self._space(real_X, "real features")
+            exclude = exclusion_index(
+                pool,
+                _groups(pool_groups, len(pool)),
+                queries,
+                _groups(groups, len(queries)),
+            )
+            self._set_pool(pool, exclude)
+        if self.reference != "not_used" and len(self.pool_) - _left_out(self._exclude) < 1:
+            raise GantraceError(
+                f"{self.name}: a query's group holds the whole reference pool; "
+                "name finer groups (a patient or series) or give a larger pool"
+            )
         return self
 
     def fit_labels(self, real_X, labels):
         """Labelled rows of the training folds: the not-used ones form the pool."""
         real_X, labels = as_matrix(real_X, "real features"), np.asarray(labels)
-        pool = real_X[labels == 0].astype(np.float64)
+        pool = self._space(real_X[labels == 0], "real features")
         if len(pool) < 2:
             raise ValueError(f"{self.name}: needs at least 2 labelled not-used images")
         self._set_pool(pool, None)
@@ -81,8 +171,32 @@ class _ReferenceScorer(Part):
 
     def _check_fitted(self):
         if not hasattr(self, "pool_"):
-            step = "fit_reference" if self.reference == "real" else "fit_labels"
+            step = "fit_labels" if self.reference == "not_used" else "fit_reference"
             raise RuntimeError(f"{self.name}: call {step} before score")
+
+    def reference_note(self):
+        """What the pool may hold that a clean one would not (a job-log line), or ''."""
+        if self.reference != "real":
+            return ""
+        held = "the generator's other members"
+        if not self.grouped_:
+            held += (
+                " and the query's own patient's neighbouring slices (no "
+                "datasets.<ds>.groups declared)"
+            )
+        return (
+            f"reference real: the pool holds {held}; calibration against it can fall below "
+            "plain distance. A clean pool: reference clean with the dataset's reference_real"
+        )
+
+
+def _groups(groups, n):
+    if groups is None:
+        return None
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+        raise ValueError(f"groups: expected {n} values, got {groups.shape}")
+    return groups
 
 
 class CalibratedKNNScorer(_ReferenceScorer):
@@ -104,13 +218,13 @@ class CalibratedKNNScorer(_ReferenceScorer):
         super().__init__(reference, block_size)
 
     def _mean_knn(self, X, pool, exclude=None):
-        k = min(self.k, len(pool) - (exclude is not None))
+        k = min(self.k, len(pool) - _left_out(exclude))
         d = nearest_distances(X, pool, k, self.metric, exclude, self.block_size)
         return d.mean(axis=1)
 
     def score(self, real_X):
         self._check_fitted()
-        real_X = as_matrix(real_X, "real features").astype(np.float64)
+        real_X = self._space(real_X, "real features")
         d_gen = self._mean_knn(real_X, self.generated_)
         d_ref = self._mean_knn(real_X, self.pool_, self._exclude)
         if self.calibration == "difference":
@@ -147,24 +261,24 @@ class DensityRatioScorer(_ReferenceScorer):
         self.scale_ = np.where(scale > 0, scale, 1.0)
         self.generated_ = self.generated_ / self.scale_
 
-    def _set_pool(self, pool, exclude):
-        pool = pool / self.scale_
-        super()._set_pool(pool, row_index(pool) if exclude is not None else None)
+    def _space(self, X, what):
+        return super()._space(X, what) / self.scale_
 
     def _log_density(self, X, pool, exclude=None):
-        n, d = len(pool) - (exclude is not None), pool.shape[1]
-        h = _bandwidth(self.bandwidth, n, d)
+        # the pool each query sees: all of it but the rows it leaves out
+        n, d = len(pool) - _left_out_of(X, exclude), pool.shape[1]
+        h = np.broadcast_to(_bandwidth(self.bandwidth, n, d), n.shape)
         out = np.empty(len(X))
         for s in range(0, len(X), self.block_size):
-            blk = X[s : s + self.block_size]
-            # An excluded self-match sits at +inf, i.e. weight 0.
+            blk, hb = X[s : s + self.block_size], h[s : s + self.block_size, None]
+            # An excluded row sits at +inf, i.e. weight 0.
             dist = mask_own_copies(distance_matrix(blk, pool, "euclidean"), blk, exclude, np.inf)
-            out[s : s + len(blk)] = logsumexp(-(dist**2) / (2 * h * h), axis=1)
+            out[s : s + len(blk)] = logsumexp(-(dist**2) / (2 * hb * hb), axis=1)
         return out - np.log(n) - d * np.log(h)
 
     def score(self, real_X):
         self._check_fitted()
-        X = as_matrix(real_X, "real features").astype(np.float64) / self.scale_
+        X = self._space(real_X, "real features")
         log_gen = self._log_density(X, self.generated_)
         return log_gen - self._log_density(X, self.pool_, self._exclude)
 

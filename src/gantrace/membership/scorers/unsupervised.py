@@ -75,7 +75,8 @@ def row_index(X):
 
 def mask_own_copies(matrix, queries, exclude, fill):
     """Set each query's entry for its own copy in the pool (`exclude`, a `row_index` of
-    the pool; None: nothing) to `fill`, in place: +inf for distances, -inf for similarities."""
+    the pool, or an `exclusion_index` whose values are arrays of pool rows: its group; None:
+    nothing) to `fill`, in place: +inf for distances, -inf for similarities."""
     if exclude is not None:
         for i, row in enumerate(np.ascontiguousarray(queries)):
             j = exclude.get(row.tobytes())
