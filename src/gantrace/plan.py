@@ -27,6 +27,7 @@ from gantrace.data.ingest import image_table as folder_table
 from gantrace.data.ingest import simulated_table, under_root
 from gantrace.errors import ConfigError
 from gantrace.fusion import build_rule
+from gantrace.membership.copying import DataCopyingTest
 from gantrace.membership.method import MembershipMethod, expand_grid
 from gantrace.membership.scorers import SCORERS
 from gantrace.params import is_stochastic
@@ -222,6 +223,32 @@ class Plan:
             return None
         return self.datasets[ds].get("n_generators")
 
+    # -- the data-copying test ----------------------------------------------------------------
+    def copying(self):
+        """`membership.copying` less its `feature` and `enabled` keys: the test's parameters."""
+        spec = self.config.get("membership", {}).get("copying", {})
+        return {k: v for k, v in spec.items() if k not in ("feature", "enabled")}
+
+    def copying_feature(self, ds):
+        """The feature the data-copying test runs in on `ds`: `membership.copying.feature`,
+        else the feature of the dataset's first membership method; None: no test."""
+        spec = self.config.get("membership", {}).get("copying", {})
+        if not spec.get("enabled", True):
+            return None
+        if spec.get("feature"):
+            return spec["feature"]
+        methods = self.methods_for("membership", ds)
+        return self.methods["membership"][methods[0]]["feature"] if methods else None
+
+    def copying_datasets(self):
+        """Membership datasets with labelled used / not-used images and a feature to test in:
+        where the data-copying test runs (T = real_used, held out = real_not_used)."""
+        return [
+            ds
+            for ds in self.datasets
+            if self.task(ds) == "membership" and self.labelled(ds) and self.copying_feature(ds)
+        ]
+
     # -- features and jobs ------------------------------------------------------------------
     def learned_features(self):
         """Features trained on labelled images by `train_features`, not extracted per shard."""
@@ -334,6 +361,7 @@ class Plan:
         problems = []
         bad_features = self._check_features(problems)
         self._check_methods(problems, bad_features)
+        self._check_copying(problems)
         self._check_fusions(problems)
         loaded = self._check_datasets(problems)
         self._check_groups(problems, loaded)
@@ -408,6 +436,19 @@ class Plan:
                         AttributionMethod.from_spec(m, None, seed)
                 except ConfigError as err:
                     problems.append(f"{key}.{err}")
+
+    def _check_copying(self, problems):
+        spec, key = self.config.get("membership", {}).get("copying", {}), "membership.copying"
+        feature = spec.get("feature")
+        if feature is not None and feature not in self.features:
+            problems.append(
+                f"{key}.feature: unknown feature {feature!r}; name one of "
+                f"{', '.join(self.features) or 'the features (none is defined)'} (or remove it)"
+            )
+        try:
+            DataCopyingTest(**self.copying(), random_state=self.config.get("seed", 0))
+        except ConfigError as err:  # the part names itself; the config key is this one
+            problems.append(str(err).replace(f"{DataCopyingTest.name}.", f"{key}.", 1))
 
     def _check_attribution_parts(self, problems, key, m, seed):
         # as the method builds it: the count injected (2 until a dataset's is known); a
