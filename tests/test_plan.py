@@ -313,3 +313,17 @@ def test_an_unknown_copying_feature_is_a_parse_time_problem():
     assert any(
         p.startswith("membership.copying.feature: unknown feature 'pixles'") for p in problems
     )
+
+
+def test_a_feature_learned_without_labels_runs_on_test_sets():
+    """`contrastive` trains on the real slices, no label read: no labelled dataset needed,
+    unlike `finetuned`."""
+    cfg = _config()
+    cfg["features"]["ssl"] = _feature("contrastive", epochs=1)
+    cfg["membership"]["methods"]["ssl_knn"] = {"feature": "ssl", "scorer": {"name": "knn"}}
+    cfg["membership"]["methods"]["ft_knn"] = {"feature": "ft_own", "scorer": {"name": "knn"}}
+    plan = _plan(cfg)
+    assert "ssl" in plan.learned_features() and plan.uses_gpu("ssl") == 1
+    assert "ssl_knn" in plan.methods_for("membership", "test_mem")
+    assert "ft_knn" not in plan.methods_for("membership", "test_mem")
+    assert "ft_knn" in plan.methods_for("membership", "dev_mem")

@@ -45,12 +45,21 @@ SEGMENTATION_PLOT = "segmentation"  # where a method of the dataset reads lung m
 
 
 def is_learned(spec):
-    """A feature trained on a dataset's labelled images by a dataset-level rule (finetune.smk)
+    """A feature trained on a dataset's images by a dataset-level rule (finetune.smk)
     instead of extracted shard by shard: its extractor class says so (`learned = True`)."""
     # imports torch: only once a feature is asked about
     from gantrace.features import FEATURES
 
     return bool(getattr(FEATURES.get(spec_name(spec)), "learned", False))
+
+
+def learns_from_labels(spec):
+    """A learned feature that reads the labels of the dataset it trains on (`finetuned`);
+    one that says `supervised = False` (`contrastive`) runs on unlabelled test sets too."""
+    # imports torch: only once a feature is asked about
+    from gantrace.features import FEATURES
+
+    return is_learned(spec) and bool(getattr(FEATURES.get(spec_name(spec)), "supervised", True))
 
 
 def simulate_params(config, ds):
@@ -145,7 +154,7 @@ class Plan:
         parameters."""
         spec = self.methods[task][method]
         feature = self.features[spec["feature"]]
-        if is_learned(feature) and not feature.get("train_from"):
+        if learns_from_labels(feature) and not feature.get("train_from"):
             return True
         if task == "subset_attribution":  # a supervised assigner without another dataset's labels
             return not spec.get("train_from") and self.subset_method(method).needs_labels

@@ -37,6 +37,7 @@ from gantrace.evaluation.truth import (
 from gantrace.fusion import build_rule, check_aligned
 from gantrace.membership.copying import DataCopyingTest, authenticity, verdict
 from gantrace.membership.method import MembershipMethod
+from gantrace.registry import spec_name
 from gantrace.runlog import say, to_console
 from gantrace.subset.method import SubsetMethod
 
@@ -214,10 +215,14 @@ def train_features(
     train_images=(),
     train_manifest=None,
 ):
-    """A learned feature (CNNs trained on labelled images, cross-fitted) of every image;
-    `train_images`/`train_manifest` are another dataset's when the spec has `train_from`."""
-    from gantrace.features.finetuned import train_features as train  # imports torch
+    """A learned feature of every image: CNNs trained on labelled images, cross-fitted
+    (`finetuned`), or an encoder trained on the real slices without labels
+    (`contrastive`); `train_images`/`train_manifest` are another dataset's when the spec
+    has `train_from`."""
+    from gantrace.features import contrastive, finetuned  # imports torch
 
+    name = spec_name(spec)
+    train = contrastive.train_features if name == "contrastive" else finetuned.train_features
     train(
         feature,
         dict(spec),
