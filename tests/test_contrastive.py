@@ -1,10 +1,13 @@
 """The self-supervised (SimCLR) encoder trained on real slices only: loss, views,
 determinism, resumption, the train_features stage and its place in the plan."""
 
+import html
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import copy_workflow, snakemake
 
 from gantrace import io, stages
 from gantrace.data.shards import write_images
@@ -147,3 +150,37 @@ def test_a_dataset_without_real_slices_is_refused(tmp_path):
             0,
             "cpu",
         )
+
+
+WORKFLOW_CONFIG = """
+seed: 0
+ingest: {n_shards: 1}
+datasets:
+  ssl_membership:
+    task: membership
+    simulate: {n_used: 16, n_not_used: 16, n_generated: 30, n_unknown: 8}
+features:
+  pixels: {name: pixels, size: 16}
+  ssl: {name: contrastive, width: 4, depth: 2, input_size: 32, epochs: 1, batch_size: 16}
+membership:
+  n_folds: 2
+  copying: {n_cells: 2}
+  methods:
+    ssl_knn: {feature: ssl, scorer: {name: knn}}
+    pixels_patches: {feature: pixels, scorer: {name: patch_match, patch: 4, stride: 2}}
+"""
+
+
+@pytest.mark.workflow
+def test_workflow_trains_the_encoder_scores_patches_and_tests_copying(tmp_path):
+    work = copy_workflow(tmp_path)
+    (work / "ssl.yaml").write_text(WORKFLOW_CONFIG)
+    snakemake(work, "results/ssl/leaderboard.html", "--configfile", "ssl.yaml")
+    res = work / "results" / "ssl"
+    board = pd.read_csv(res / "leaderboard.csv")
+    assert {"ssl_knn", "pixels_patches"} <= set(board.method)
+    _, x, attrs = io.read_features(res / "ssl_membership" / "features" / "ssl" / "full.h5")
+    assert x.shape == (70, 8) and attrs["n_train"] == 40  # used + not used + unknown
+    copying = io.read_table(res / "ssl_membership" / "copying.parquet").iloc[0]
+    assert copying.feature == "ssl" and copying.n_cells == 2  # the first method's feature
+    assert html.escape(copying.verdict) in (res / "leaderboard.html").read_text()

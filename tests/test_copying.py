@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from gantrace import io, stages
+from gantrace.benchmark_builder.memorisation import copying_summary
 from gantrace.errors import ConfigError, GantraceError
 from gantrace.evaluation.summary import copying_verdict
 from gantrace.membership.copying import (
@@ -159,3 +160,34 @@ def test_the_stage_writes_the_verdict_and_each_samples_flag(tmp_path, copy):
 
 def test_no_copying_table_no_summary_line(tmp_path):
     assert copying_verdict(tmp_path / "missing.parquet") is None
+
+
+def test_too_few_images_leave_a_note_not_a_failed_run(tmp_path):
+    _, _, copies, _ = _samples()
+    _write_dataset(tmp_path, copies)
+    out = tmp_path / "copying.parquet"
+    params = {"n_cells": 500, "tau": 0.05, "metric": "euclidean"}  # more cells than images
+    stages.copying(
+        tmp_path / "full.h5",
+        tmp_path / "manifest.parquet",
+        "pix",
+        params,
+        0,
+        "d",
+        out,
+        tmp_path / "s.parquet",
+    )
+    row = io.read_table(out).iloc[0]
+    assert row.verdict.startswith("data-copying test not run") and not row.copies
+    assert len(io.read_table(tmp_path / "s.parquet")) == len(copies)
+
+
+def test_the_memorisation_report_gives_the_verdict_in_pixel_space():
+    rng = np.random.default_rng(0)
+    used = rng.integers(0, 256, (60, 8, 8), dtype=np.uint8)
+    not_used = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    copies = used[rng.integers(0, 60, 50)]
+    fresh = rng.integers(0, 256, (50, 8, 8), dtype=np.uint8)
+    assert "copies training images" in copying_summary("g", copies, used, not_used)
+    assert "near chance" in copying_summary("g", fresh, used, not_used)
+    assert "not run" in copying_summary("g", fresh, used[:3], not_used)
