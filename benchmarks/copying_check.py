@@ -50,7 +50,7 @@ def main():
     ap.add_argument("--n-boot", type=int, default=1000)
     args = ap.parse_args()
     root = args.bench
-    gens = sorted(p.name for p in (root / "membership").iterdir())
+    gens = sorted(p.name for p in (root / "membership").iterdir() if p.is_dir())
     first = gens[0]
     truth = pd.read_csv(root / f"ground_truth/membership_{first}_truth.csv").set_index("image_id")
     groups = pd.read_csv(root / "groups.csv").set_index("image")["group"]
