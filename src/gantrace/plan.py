@@ -260,7 +260,7 @@ class Plan:
 
     # -- features and jobs ------------------------------------------------------------------
     def learned_features(self):
-        """Features trained on labelled images by `train_features`, not extracted per shard."""
+        """Features trained on a dataset by `train_features`, not extracted per shard."""
         return sorted(f for f, s in self.features.items() if is_learned(s))
 
     def shard_features(self):
