@@ -104,7 +104,7 @@ def test_set_params_checks_like_a_new_spec():
 
 def test_learned_extractors_are_registered_like_the_others():
     learned = {name for name, cls in FEATURES.items() if cls.learned}
-    assert learned == {"finetuned"}
+    assert learned == {"finetuned", "contrastive"}
     assert check_spec({"name": "finetuned"}).uses_torch
     assert not check_spec({"name": "pixels"}).learned
 

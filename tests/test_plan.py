@@ -291,3 +291,39 @@ def test_catalogue_expansion_adds_methods_that_skip_unlabelled_datasets():
 def test_benchmark_section_is_required_for_the_builder(plan):
     with pytest.raises(ConfigError, match="`snakemake benchmark` needs a `benchmark:` section"):
         plan.benchmark()
+
+
+def test_the_copying_test_runs_on_labelled_membership_datasets(plan):
+    """Default: in the feature of the dataset's first membership method; not on a test set."""
+    assert plan.copying_datasets() == ["dev_mem"]
+    assert plan.copying_feature("dev_mem") == "pixels"
+    assert plan.copying() == {"n_cells": 5, "tau": 0.05, "metric": "euclidean"}
+    cfg = _config()
+    cfg["membership"]["copying"] = {"feature": "resnet", "n_cells": 3}
+    assert _plan(cfg).copying_feature("dev_mem") == "resnet"
+    assert _plan(cfg).copying()["n_cells"] == 3
+    cfg["membership"]["copying"] = {"enabled": False}
+    assert _plan(cfg).copying_datasets() == []
+
+
+def test_an_unknown_copying_feature_is_a_parse_time_problem():
+    cfg = _config()
+    cfg["membership"]["copying"] = {"feature": "pixles"}
+    problems = _plan(cfg).problems(weights=False)
+    assert any(
+        p.startswith("membership.copying.feature: unknown feature 'pixles'") for p in problems
+    )
+
+
+def test_a_feature_learned_without_labels_runs_on_test_sets():
+    """`contrastive` trains on the real slices, no label read: no labelled dataset needed,
+    unlike `finetuned`."""
+    cfg = _config()
+    cfg["features"]["ssl"] = _feature("contrastive", epochs=1)
+    cfg["membership"]["methods"]["ssl_knn"] = {"feature": "ssl", "scorer": {"name": "knn"}}
+    cfg["membership"]["methods"]["ft_knn"] = {"feature": "ft_own", "scorer": {"name": "knn"}}
+    plan = _plan(cfg)
+    assert "ssl" in plan.learned_features() and plan.uses_gpu("ssl") == 1
+    assert "ssl_knn" in plan.methods_for("membership", "test_mem")
+    assert "ft_knn" not in plan.methods_for("membership", "test_mem")
+    assert "ft_knn" in plan.methods_for("membership", "dev_mem")

@@ -27,6 +27,7 @@ from gantrace.data.ingest import image_table as folder_table
 from gantrace.data.ingest import simulated_table, under_root
 from gantrace.errors import ConfigError
 from gantrace.fusion import build_rule
+from gantrace.membership.copying import DataCopyingTest
 from gantrace.membership.method import MembershipMethod, expand_grid
 from gantrace.membership.scorers import SCORERS
 from gantrace.membership.sets import SetInference
@@ -45,12 +46,21 @@ SEGMENTATION_PLOT = "segmentation"  # where a method of the dataset reads lung m
 
 
 def is_learned(spec):
-    """A feature trained on a dataset's labelled images by a dataset-level rule (finetune.smk)
+    """A feature trained on a dataset's images by a dataset-level rule (finetune.smk)
     instead of extracted shard by shard: its extractor class says so (`learned = True`)."""
     # imports torch: only once a feature is asked about
     from gantrace.features import FEATURES
 
     return bool(getattr(FEATURES.get(spec_name(spec)), "learned", False))
+
+
+def learns_from_labels(spec):
+    """A learned feature that reads the labels of the dataset it trains on (`finetuned`);
+    one that says `supervised = False` (`contrastive`) runs on unlabelled test sets too."""
+    # imports torch: only once a feature is asked about
+    from gantrace.features import FEATURES
+
+    return is_learned(spec) and bool(getattr(FEATURES.get(spec_name(spec)), "supervised", True))
 
 
 def simulate_params(config, ds):
@@ -145,7 +155,7 @@ class Plan:
         parameters."""
         spec = self.methods[task][method]
         feature = self.features[spec["feature"]]
-        if is_learned(feature) and not feature.get("train_from"):
+        if learns_from_labels(feature) and not feature.get("train_from"):
             return True
         if task == "subset_attribution":  # a supervised assigner without another dataset's labels
             return not spec.get("train_from") and self.subset_method(method).needs_labels
@@ -223,9 +233,35 @@ class Plan:
             return None
         return self.datasets[ds].get("n_generators")
 
+    # -- the data-copying test ----------------------------------------------------------------
+    def copying(self):
+        """`membership.copying` less its `feature` and `enabled` keys: the test's parameters."""
+        spec = self.config.get("membership", {}).get("copying", {})
+        return {k: v for k, v in spec.items() if k not in ("feature", "enabled")}
+
+    def copying_feature(self, ds):
+        """The feature the data-copying test runs in on `ds`: `membership.copying.feature`,
+        else the feature of the dataset's first membership method; None: no test."""
+        spec = self.config.get("membership", {}).get("copying", {})
+        if not spec.get("enabled", True):
+            return None
+        if spec.get("feature"):
+            return spec["feature"]
+        methods = self.methods_for("membership", ds)
+        return self.methods["membership"][methods[0]]["feature"] if methods else None
+
+    def copying_datasets(self):
+        """Membership datasets with labelled used / not-used images and a feature to test in:
+        where the data-copying test runs (T = real_used, held out = real_not_used)."""
+        return [
+            ds
+            for ds in self.datasets
+            if self.task(ds) == "membership" and self.labelled(ds) and self.copying_feature(ds)
+        ]
+
     # -- features and jobs ------------------------------------------------------------------
     def learned_features(self):
-        """Features trained on labelled images by `train_features`, not extracted per shard."""
+        """Features trained on a dataset by `train_features`, not extracted per shard."""
         return sorted(f for f, s in self.features.items() if is_learned(s))
 
     def shard_features(self):
@@ -335,6 +371,7 @@ class Plan:
         problems = []
         bad_features = self._check_features(problems)
         self._check_methods(problems, bad_features)
+        self._check_copying(problems)
         self._check_fusions(problems)
         loaded = self._check_datasets(problems)
         self._check_groups(problems, loaded)
@@ -412,6 +449,19 @@ class Plan:
                         AttributionMethod.from_spec(m, None, seed)
                 except ConfigError as err:
                     problems.append(f"{key}.{err}")
+
+    def _check_copying(self, problems):
+        spec, key = self.config.get("membership", {}).get("copying", {}), "membership.copying"
+        feature = spec.get("feature")
+        if feature is not None and feature not in self.features:
+            problems.append(
+                f"{key}.feature: unknown feature {feature!r}; name one of "
+                f"{', '.join(self.features) or 'the features (none is defined)'} (or remove it)"
+            )
+        try:
+            DataCopyingTest(**self.copying(), random_state=self.config.get("seed", 0))
+        except ConfigError as err:  # the part names itself; the config key is this one
+            problems.append(str(err).replace(f"{DataCopyingTest.name}.", f"{key}.", 1))
 
     def _check_attribution_parts(self, problems, key, m, seed):
         # as the method builds it: the count injected (2 until a dataset's is known); a

@@ -35,8 +35,10 @@ from gantrace.evaluation.truth import (
     true_mask,
 )
 from gantrace.fusion import build_rule, check_aligned
+from gantrace.membership.copying import DataCopyingTest, authenticity, verdict
 from gantrace.membership.method import MembershipMethod
 from gantrace.membership.sets import SetInference
+from gantrace.registry import spec_name
 from gantrace.runlog import say, to_console
 from gantrace.subset.method import SubsetMethod
 
@@ -214,10 +216,14 @@ def train_features(
     train_images=(),
     train_manifest=None,
 ):
-    """A learned feature (CNNs trained on labelled images, cross-fitted) of every image;
-    `train_images`/`train_manifest` are another dataset's when the spec has `train_from`."""
-    from gantrace.features.finetuned import train_features as train  # imports torch
+    """A learned feature of every image: CNNs trained on labelled images, cross-fitted
+    (`finetuned`), or an encoder trained on the real slices without labels
+    (`contrastive`); `train_images`/`train_manifest` are another dataset's when the spec
+    has `train_from`."""
+    from gantrace.features import contrastive, finetuned  # imports torch
 
+    name = spec_name(spec)
+    train = contrastive.train_features if name == "contrastive" else finetuned.train_features
     train(
         feature,
         dict(spec),
@@ -330,6 +336,41 @@ def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=N
         _say(f"{sets.describe()}: {table.group.nunique()} groups")
     io.write_table(table, out)
     _say(f"{spec['name']}: scored {len(table)} real images against {len(gen)} generated")
+
+
+def copying_line(summary):
+    """`<dataset> (<feature>): <verdict>` of a copying.parquet table."""
+    row = summary.iloc[0]
+    return f"{row['dataset']} ({row['feature']}): {row['verdict']}"
+
+
+def copying(features_h5, manifest_path, feature, params, seed, dataset, out, out_samples):
+    """The data-copying test (T = real_used, held out = real_not_used, generated) and each
+    generated image's authenticity, in the feature `feature`: one summary row (`out`) and
+    one row per generated image (`out_samples`)."""
+    roles = {}
+    for role in ("real_used", "real_not_used", "generated"):
+        roles[role] = io.read_features_by_role(features_h5, manifest_path, {role})
+    (used, t), (_, p), (gen, q) = roles["real_used"], roles["real_not_used"], roles["generated"]
+    test = DataCopyingTest(**params, random_state=seed)
+    flags = authenticity(t, q, test.metric)
+    share = float(1 - flags.authentic.mean())
+    try:
+        summary, cells = test.test(t, p, q)
+        line = verdict(summary, share)
+    except GantraceError as err:  # too few images for its cells: say so, keep the run going
+        summary, cells = {"c_t": np.nan, "p_value": np.nan, "copies": False}, pd.DataFrame()
+        line = f"data-copying test not run: {err}"
+    row = {"dataset": dataset, "feature": feature, **summary}
+    row.update({"share_non_authentic": share, "verdict": line})
+    io.write_table(pd.DataFrame([row]), out)
+    samples = flags.assign(
+        image_id=gen.image_id.to_numpy(), nn_train_id=used.image_id.to_numpy()[flags.nn_index]
+    )
+    columns = ["image_id", "nn_train_id", "nn_train", "train_radius", "authentic"]
+    io.write_table(samples[columns], out_samples)
+    _say(cells.to_string(index=False))
+    _say(f"{dataset} ({feature}): {line}")
 
 
 def subset_attribution(
@@ -649,15 +690,17 @@ def plot_segmentation(image_paths, mask_paths, true_mask_dir, out, n=16, title="
     _say(f"segmentation montage: {summary} -> {out}")
 
 
-def plot_leaderboard(csv_path, out):
-    """The leaderboard CSV as a sortable HTML table."""
+def plot_leaderboard(csv_path, out, copying=()):
+    """The leaderboard CSV as a sortable HTML table; `copying`: the run's data-copying
+    summaries, whose verdicts head the page."""
     from gantrace.report import plots  # matplotlib
 
     ranked = pd.read_csv(csv_path)
     for c in ("rank", "n", "n_groups", "k_found", "k_true"):  # counts with blanks: not floats
         if c in ranked.columns:
             ranked[c] = ranked[c].astype("Int64")
-    plots.leaderboard_html(ranked, out)
+    notes = [copying_line(io.read_table(p)) for p in copying]
+    plots.leaderboard_html(ranked, out, notes=notes)
     _say(f"leaderboard table ({len(ranked)} rows) -> {out}")
 
 

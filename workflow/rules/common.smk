@@ -87,6 +87,9 @@ trains_network = checked(PLAN.trains_network)
 learned_features = checked(PLAN.learned_features)
 shard_features = checked(PLAN.shard_features)
 segmentation_datasets = checked(PLAN.segmentation_datasets)
+copying_feature = checked(PLAN.copying_feature)
+copying_datasets = checked(PLAN.copying_datasets)
+copying_params = checked(PLAN.copying)()
 bench_config = checked(PLAN.benchmark)
 bench_generators = checked(PLAN.benchmark_generators)
 bench_seed = lambda wc: checked(PLAN.benchmark_seed)(wc.generator)
@@ -122,6 +125,16 @@ def true_mask_dir(ds):
 
 def feature_path(ds, task, m):
     return f"{R}/{ds}/features/{PLAN.methods[task][m]['feature']}/{PLAN.region(task, m)}.h5"
+
+
+def copying_features(ds):
+    """The whole-image features the data-copying test of `ds` runs in."""
+    return f"{R}/{ds}/features/{copying_feature(ds)}/full.h5"
+
+
+def copying_tables():
+    """Every data-copying summary of the run (gantrace.plan.Plan.copying_datasets)."""
+    return [f"{R}/{ds}/copying.parquet" for ds in copying_datasets()]
 
 
 def known_inputs(wc):

@@ -1,6 +1,7 @@
 rule train_features:
-    """A learned feature (name: finetuned): CNNs trained on the labelled images,
-    cross-fitted so no image's features come from a net that saw its label."""
+    """A learned feature: CNNs trained on the labelled images, cross-fitted so no image's
+    features come from a net that saw its label (finetuned), or a self-supervised encoder
+    trained on the real slices, no label read (contrastive)."""
     input:
         images=lambda wc: image_shards(wc.dataset),
         manifest=f"{R}/{{dataset}}/manifest.parquet",

@@ -20,3 +20,28 @@ rule membership:
         model_dir=lambda wc: f"{R}/models/{wc.dataset}/membership/{wc.method}",
     script:
         "../scripts/membership.py"
+
+
+rule copying:
+    """Does the generator copy its training images? Meehan et al.'s data-copying test and
+    Alaa et al.'s authenticity, on a dataset with labelled used / not-used images."""
+    input:
+        features=lambda wc: copying_features(wc.dataset),
+        manifest=f"{R}/{{dataset}}/manifest.parquet",
+    output:
+        summary=f"{R}/{{dataset}}/copying.parquet",
+        samples=f"{R}/{{dataset}}/copying_samples.parquet",
+    log:
+        f"{R}/logs/copying/{{dataset}}.log",
+    benchmark:
+        f"{R}/timings/copying/{{dataset}}.tsv"
+    wildcard_constraints:
+        dataset=names_regex(copying_datasets()),
+    conda:
+        "../../envs/gantrace.yaml"
+    params:
+        feature=lambda wc: copying_feature(wc.dataset),
+        test=copying_params,
+        seed=config["seed"],
+    script:
+        "../scripts/copying.py"

@@ -189,9 +189,11 @@ rule plot_segmentation:
 
 
 rule leaderboard_table:
-    """The leaderboard as a sortable HTML table (the CSV itself is a download in the report)."""
+    """The leaderboard as a sortable HTML table (the CSV itself is a download in the report),
+    with each data-copying test's verdict."""
     input:
-        f"{R}/leaderboard.csv",
+        board=f"{R}/leaderboard.csv",
+        copying=copying_tables(),
     output:
         report(
             f"{R}/leaderboard.html",

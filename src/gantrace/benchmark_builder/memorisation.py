@@ -6,6 +6,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from gantrace.errors import GantraceError
+from gantrace.membership.copying import DataCopyingTest, authenticity, verdict
+
 
 def sample_grid(images, path, n_side=8):
     """Tile the first n_side**2 samples (uint8 N x H x W) into one PNG."""
@@ -77,8 +80,23 @@ def memorisation_summary(name, table, used, not_used):
     )
 
 
-def write_report(name, samples_npz, split_csv, resolution, out_grid, out_table, out_summary):
-    """Grid PNG, per-sample nearest-slice table and the one-line summary of one generator."""
+def copying_summary(name, samples, used, not_used, seed=0):
+    """One line: Meehan et al.'s data-copying test and Alaa et al.'s non-authentic share
+    (`gantrace.membership.copying`) in pixel space ([0, 1] scale, flattened)."""
+    flat = [np.asarray(a, np.float32).reshape(len(a), -1) / 255 for a in (samples, used, not_used)]
+    try:
+        summary, _ = DataCopyingTest(random_state=seed).test(flat[1], flat[2], flat[0])
+    except GantraceError as err:  # too few slices for its cells: say so, keep the report
+        return f"{name}: data-copying test not run ({err})"
+    share = float(1 - authenticity(flat[1], flat[0]).authentic.mean())
+    return f"{name}: {verdict(summary, share)}"
+
+
+def write_report(
+    name, samples_npz, split_csv, resolution, out_grid, out_table, out_summary, seed=0
+):
+    """Grid PNG, per-sample nearest-slice table and the summary lines of one generator:
+    distances to the nearest slices, then the data-copying test."""
     from gantrace.benchmark_builder.train import load_slices  # train loads torch (generators)
 
     samples = np.load(samples_npz)["images"]
@@ -90,5 +108,6 @@ def write_report(name, samples_npz, split_csv, resolution, out_grid, out_table, 
     table = memorisation(samples, real[used], ids[used], real[~used], ids[~used])
     table.to_csv(out_table, index=False)
     line = memorisation_summary(name, table, real[used], real[~used])
+    line += "\n" + copying_summary(name, samples, real[used], real[~used], seed)
     Path(out_summary).write_text(line + "\n")
     print(line)

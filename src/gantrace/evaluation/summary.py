@@ -80,6 +80,15 @@ def best_methods(board, dataset):
     return lines
 
 
+def copying_verdict(path):
+    """The data-copying test's verdict line of a dataset (its copying.parquet), or None."""
+    try:
+        table = pd.read_parquet(path)
+    except (OSError, ValueError):
+        return None
+    return str(table.verdict.iloc[0]) if len(table) and "verdict" in table.columns else None
+
+
 def independence_note(board):
     """The line saying which datasets' intervals resample single images (no groups named),
     so assume independent images; None where every interval resampled groups."""
@@ -115,6 +124,9 @@ def run_summary(results_dir, datasets, log_file=None):
         best = best_methods(board, ds) if board is not None and len(board) else []
         lines.append("   ".join([line, *best[:1]]))
         lines += [" " * (len(line) + 3) + b for b in best[1:]]
+        copying = copying_verdict(results / ds / "copying.parquet")
+        if copying:
+            lines.append(" " * (len(line) + 3) + copying)
     jobs = jobs_done(log_file) if log_file else None
     head = f"gantrace: done. {len(datasets)} dataset(s), {images} images"
     head += f", {jobs} jobs run" if jobs is not None else ""

@@ -10,6 +10,7 @@ Every spec takes `preprocess` (see `gantrace.preprocess`), applied before the re
 from gantrace.features import (  # noqa: F401 - fill the registry
     classic,
     concat,
+    contrastive,
     deep,
     finetuned,
     hf_vision,
@@ -33,6 +34,7 @@ from gantrace.features.classic import (
     noise_residual,
 )
 from gantrace.features.concat import ConcatExtractor
+from gantrace.features.contrastive import ContrastiveFeature
 from gantrace.features.deep import Dinov2Extractor, TorchExtractor, TorchvisionExtractor
 from gantrace.features.finetuned import LearnedFeature
 from gantrace.features.hf_vision import Blip2Extractor, BlipExtractor, VitMaeExtractor
@@ -48,6 +50,7 @@ __all__ = [
     "Blip2Extractor",
     "BlipExtractor",
     "ConcatExtractor",
+    "ContrastiveFeature",
     "DCTExtractor",
     "Dinov2Extractor",
     "EfficientNetLite0Extractor",

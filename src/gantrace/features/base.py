@@ -77,9 +77,12 @@ class FeatureExtractor(Part):
 
     name = "base"
     uses_torch = False
-    # trained on a dataset's labelled images by the train_features rule, not extracted
+    # trained on a dataset's images by the train_features rule, not extracted
     # shard by shard
     learned = False
+    # a learned extractor that reads the data set's labels (finetuned), so it needs a
+    # labelled data set (or train_from); False: trained without labels (contrastive)
+    supervised = True
     # the extractors this one is made of (a concat's parts, a fine-tuned CNN's torchvision
     # trunks): their weights are its weights
     parts: tuple = ()

@@ -42,6 +42,7 @@ from gantrace.features.base import FEATURES, FeatureExtractor
 from gantrace.features.deep import IMAGENET_MEAN, IMAGENET_STD, TorchvisionExtractor
 from gantrace.imaging import TORCH_BILINEAR, resize_images
 from gantrace.membership.method import stratified_folds
+from gantrace.nn.batchnorm import recalibrate_batchnorm
 from gantrace.nn.checkpoint import TRAINER, TrainingState, fingerprint, resume, write_checkpoint
 from gantrace.nn.epochs import EpochShuffle
 from gantrace.nn.optim import cosine_schedule, grad_scaler, optimiser_step
@@ -283,27 +284,16 @@ class CNNClassifier(Part):
         return self
 
     def _recalibrate_bn(self, images):
-        """Recompute BatchNorm running statistics as exact averages over the training
-        images with the final weights: after a few hundred steps the momentum averages still
-        lag the weights, and eval-mode outputs would be poor."""
-        norms = [m for m in self.model_.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not norms:
-            return
-        saved = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-        self.model_.train()
-        with torch.no_grad():
+        """BatchNorm statistics over the training images with the final weights
+        (`recalibrate_batchnorm`)."""
+
+        def batches():
             for i in range(0, len(images), self.batch_size):
                 xb = torch.from_numpy(np.ascontiguousarray(images[i : i + self.batch_size]))
-                if len(xb) < 2:  # a batch of one has no batch statistics
-                    continue
-                with autocast(self.device_):
-                    self.model_(_to_input(xb, self.input_size, self.channels_, self.device_))
-        for m, mom in zip(norms, saved, strict=True):
-            m.momentum = mom
-        self.model_.eval()
+                if len(xb) >= 2:  # a batch of one has no batch statistics
+                    yield _to_input(xb, self.input_size, self.channels_, self.device_)
+
+        recalibrate_batchnorm(self.model_, batches(), self.device_)
 
     def embed(self, images, batch_size=None):
         """(penultimate features (N, D), logits (N, K)) as float32 arrays."""

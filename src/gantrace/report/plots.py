@@ -659,6 +659,13 @@ tr.selected td { background: #fff6dd; font-weight: bold; }
 TIED = "\u2248"  # the mark of a row tied with the best of its dataset and split
 
 
+def _notes_list(notes):
+    """Lines of text as an escaped HTML list ('' for none)."""
+    if not notes:
+        return ""
+    return "<ul>" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>"
+
+
 def _evaluation_notes(board):
     """What the tie mark, the intervals and the `selected_on_dev` rows mean, for the
     columns the board has (docs/evaluation.md)."""
@@ -692,9 +699,10 @@ def _evaluation_notes(board):
     return "".join(f"<p>{n}</p>" for n in notes)
 
 
-def leaderboard_html(board, out, title="gantrace leaderboard"):
+def leaderboard_html(board, out, title="gantrace leaderboard", notes=()):
     """A self-contained HTML page (inline CSS and JS, no network): the leaderboard as a
-    table sortable by clicking a column header, with a text filter."""
+    table sortable by clicking a column header, with a text filter; `notes` (lines of
+    text, e.g. the data-copying verdicts) are listed above it."""
     board = board.reset_index(drop=True)
     numeric = [c for c in board.columns if pd.api.types.is_numeric_dtype(board[c])]
     head = "".join(
@@ -734,6 +742,7 @@ def leaderboard_html(board, out, title="gantrace leaderboard"):
         "attribution by ARI unless a dataset names its metric (columns <code>metric</code>, "
         "<code>score</code>).</p>"
         f"{_evaluation_notes(board)}"
+        f"{_notes_list(notes)}"
         "<input id='filter' placeholder='filter…' size='30'>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         f"<script>{_SORT_JS}</script></body></html>\n"

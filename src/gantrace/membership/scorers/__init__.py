@@ -10,6 +10,7 @@ Every scorer is a `gantrace.params.Part` in the SCORERS registry:
 """
 
 from gantrace.membership.scorers.hierarchical import HierarchicalDistanceScorer
+from gantrace.membership.scorers.patches import PatchMatchScorer
 from gantrace.membership.scorers.reference import (
     CalibratedKNNScorer,
     DensityRatioScorer,
@@ -52,6 +53,7 @@ SCORERS = Registry(
         KNNScorer,
         ModeThresholdScorer,
         PairClassifierScorer,
+        PatchMatchScorer,
         SimilarityScorer,
         TwoMeansScorer,
         VCMIEnsemble,
@@ -75,6 +77,7 @@ __all__ = [
     "KNNScorer",
     "ModeThresholdScorer",
     "PairClassifierScorer",
+    "PatchMatchScorer",
     "SimilarityScorer",
     "TwoMeansScorer",
     "VCMIEnsemble",
