@@ -191,6 +191,11 @@ def test_docs_command_writes_below_the_marker_with_dated_scores(tmp_path):
         "m,membership,dev,1,a_one,method,a_one,False,auc,0.99,0.9,1.0,10\n"
         "m,membership,test,1,a_one,method,a_one,False,auc,0.61,0.52,0.7,10\n"
     )
+    levels = ["level", "image", "image", "image"]  # a set-level row as the leaderboard has
+    lines = board.read_text().splitlines()
+    lines = [f"{line},{lv}" for line, lv in zip(lines, levels)]
+    lines.append("m,membership,test,1,a_one,method,a_one,False,auc,0.7,0.6,0.8,5,group")
+    board.write_text("\n".join(lines) + "\n")
     doc = tmp_path / "methods.md"
     doc.write_text(f"# intro\n\n{papers.GENERATED}\nstale\n")
     catalogue.main([str(tmp_path), "--scores", f"demo={board}@2026-01-02", "--write", str(doc)])
@@ -198,6 +203,7 @@ def test_docs_command_writes_below_the_marker_with_dated_scores(tmp_path):
     assert text.startswith("# intro") and "stale" not in text
     assert "ours: demo (2026-01-02)" in text and "ari 0.812 [0.500, 0.900] (d test)" in text
     assert "auc 0.610 [0.520, 0.700] (m test)" in text and "(m dev)" not in text
+    assert "auc 0.700 [0.600, 0.800] (m test, per group)" in text
     assert papers.catalogue_markdown(catalogue.load(tmp_path)) in text
     catalogue.main([str(tmp_path), "--write", str(doc)])
     assert "Our scores" not in doc.read_text()

@@ -345,7 +345,8 @@ def _score_cell(board, run):
             continue
         lo, hi = getattr(r, "score_lo", float("nan")), getattr(r, "score_hi", float("nan"))
         ci = f" [{lo:.3f}, {hi:.3f}]" if lo == lo and hi == hi else ""
-        cells.append(f"{r.metric} {r.score:.3f}{ci} ({r.dataset} {r.split})")
+        per_group = ", per group" if getattr(r, "level", "image") == "group" else ""
+        cells.append(f"{r.metric} {r.score:.3f}{ci} ({r.dataset} {r.split}{per_group})")
     return "<br>".join(cells) or "not run"
 
 
