@@ -14,11 +14,14 @@
 3. Prints per benchmark and generator: the best seed method (a catalogue entry) and the
    best new method, each SELECTED ON DEV by AUC and scored on the held-out real_unknown
    images (test): AUC with its bootstrap interval (over patient groups), TPR at 1 % FPR,
-   and whether it is tied with the test split's best (paired bootstrap, docs/evaluation.md).
+   and whether it is tied with the test split's best (paired bootstrap, docs/evaluation.md);
+   the same for set-level (per patient group) rows; and each generator's data-copying
+   verdict (docs/membership-copying.md).
 """
 
 import argparse
 import sys
+from itertools import product
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +34,7 @@ from gantrace.benchmark_builder.split import list_slices  # noqa: E402
 from gantrace.runs import run_dir  # noqa: E402
 
 SWEEP = "membership-sweep"
+LEVELS = ("image", "group")  # group: set-level rows, where the benchmark names groups
 
 
 def sweep_config(base, size, families, source, n_source, out):
@@ -56,10 +60,11 @@ def sweep_config(base, size, families, source, n_source, out):
     return out
 
 
-def selected(board, seed):
+def selected(board, seed, level="image"):
     """Per membership dataset: the method ranked first on dev by AUC among seed (catalogue)
-    or new methods, with its test row."""
+    or new methods, with its test row; `level` image or group (set-level rows)."""
     m = board[(board.task == "membership") & (board.kind != "selected_on_dev")].copy()
+    m = m[m.get("level", pd.Series("image", index=m.index)).fillna("image") == level]
     m = m[m.catalogue.fillna("").astype(str).ne("") == seed]
     rows = []
     for dataset, part in m.groupby("dataset"):
@@ -76,14 +81,15 @@ def selected(board, seed):
 
 def report(board, size):
     fmt = "{:.3f}".format
-    for seed, label in ((True, "best seed"), (False, "best new ")):
-        table = selected(board, seed)
+    for (seed, name), level in product(((True, "best seed"), (False, "best new ")), LEVELS):
+        table = selected(board, seed, level)
+        label = f"{name} ({level})"
         for _, r in table.iterrows():
             generator = r.dataset.split("_membership_")[-1]
             chance = "above chance" if r.auc_lo > 0.5 else "not above chance"
             tie = "tied with the split's best" if r.tied_with_best else "the split's best or worse"
             print(
-                f"  ~{size:>4} slices  {generator:<8} {label} {r.method:<36} "
+                f"  ~{size:>4} slices  {generator:<8} {label:<17} {r.method:<36} "
                 f"test AUC {fmt(r.auc)} [{fmt(r.auc_lo)}, {fmt(r.auc_hi)}] ({chance}), "
                 f"TPR@1%FPR {fmt(r.tpr_at_fpr_1pct)}, dev AUC {fmt(r.dev_auc)}; {tie}"
             )
@@ -123,6 +129,9 @@ def main(argv=None):
             continue
         print(f"\n== ~{size} training slices ({bench}) ==")
         report(pd.read_csv(board_path), size)
+        for path in sorted((directory / run_dir(run)).glob("*/copying.parquet")):
+            verdict = pd.read_parquet(path).verdict.iloc[0]
+            print(f"  ~{size:>4} slices  {path.parent.name}: {verdict}")
     return 0
 
 

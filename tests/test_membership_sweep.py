@@ -66,6 +66,10 @@ def test_selection_is_made_on_dev_and_scored_on_test(sweep):
                 }
             )
     board = pd.DataFrame(rows)
+    board["level"] = "image"
+    group = board[board.method == "b"].assign(level="group", auc=[0.99, 0.5])
+    board = pd.concat([board, group], ignore_index=True)
+    assert sweep.selected(board, seed=False, level="group").method.tolist() == ["b"]
     new = sweep.selected(board, seed=False)
     assert new.method.tolist() == ["a"] and new.auc.tolist() == [0.6]
     seed = sweep.selected(board, seed=True)
