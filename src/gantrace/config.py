@@ -100,6 +100,16 @@ def _cross_check(cfg):
                 f"datasets.{name}.reference_real: only folder-based membership datasets take a "
                 "clean reference pool; remove it"
             )
+        refgen = ds.get("reference_generator")
+        if refgen is not None and "reference_real" not in ds:
+            yield (
+                f"datasets.{name}.reference_generator: it trains on the clean reference pool; "
+                f"set datasets.{name}.reference_real to same-domain real slices known not to "
+                "be members, or remove it"
+            )
+        elif refgen is not None:
+            key = f"datasets.{name}.reference_generator.generator"
+            yield from generator_problems(key, refgen["generator"])
         if ds["task"] == "attribution":
             for role in ("real_used", "real_not_used", "real_unknown"):
                 if role in ds:
@@ -204,6 +214,26 @@ def _open_set_check(mname, m, datasets):
         yield f"{key}.datasets: lists {source!r}, its own known_from dataset; remove it"
 
 
+def generator_problems(key, spec):
+    """Parameters of a generator entry `{name, ...}` (at config key `key`) that its class
+    refuses: unknown names or values out of range."""
+    from gantrace.benchmark_builder.generators import GENERATORS  # imports torch
+
+    cls = GENERATORS[spec[KEY]]
+    params = {k: v for k, v in spec.items() if k != KEY}
+    unknown = sorted(set(params) - set(cls.param_names()))
+    if unknown:
+        yield (
+            f"{key}: unknown parameter(s) {unknown} for {spec[KEY]!r} "
+            f"(allowed: {', '.join(cls.param_names())})"
+        )
+        return
+    try:
+        validate(key, params, cls.constraints())
+    except ConfigError as err:
+        yield str(err)
+
+
 def _benchmark_check(bench):
     """Generator parameters and names that the schema cannot see (checked by the classes)."""
     if not bench:
@@ -214,19 +244,7 @@ def _benchmark_check(bench):
     from gantrace.benchmark_builder.generators import GENERATORS
 
     for name, spec in bench["generators"].items():
-        cls = GENERATORS[spec[KEY]]
-        params = {k: v for k, v in spec.items() if k != KEY}
-        unknown = sorted(set(params) - set(cls.param_names()))
-        if unknown:
-            yield (
-                f"benchmark.generators.{name}: unknown parameter(s) {unknown} for "
-                f"{spec[KEY]!r} (allowed: {', '.join(cls.param_names())})"
-            )
-            continue
-        try:
-            validate(f"benchmark.generators.{name}", params, cls.constraints())
-        except ConfigError as err:
-            yield str(err)
+        yield from generator_problems(f"benchmark.generators.{name}", spec)
     yield from _same_generators(bench, GENERATORS)
     subsets = bench.get("subsets")
     if subsets and subsets["generator"] not in bench["generators"]:

@@ -24,7 +24,7 @@ from gantrace.benchmark_builder.split import list_slices
 from gantrace.data import simulate, simulate_subsets
 from gantrace.data.groups import group_problems
 from gantrace.data.ingest import image_table as folder_table
-from gantrace.data.ingest import simulated_table, under_root
+from gantrace.data.ingest import simulated_table, under_root, with_reference_samples
 from gantrace.errors import ConfigError
 from gantrace.fusion import build_rule
 from gantrace.membership.copying import DataCopyingTest
@@ -77,14 +77,22 @@ def simulator(task):
     return simulate_subsets if task == "subset_attribution" else simulate
 
 
-def image_table(config, ds, sim_dir):
+def image_table(config, ds, sim_dir, reference_dir=None):
     """Every image of a dataset: id, path, role, label, generator, shard. A simulated dataset's
-    images are those the simulator will write under `sim_dir`."""
+    images are those the simulator will write under `sim_dir`; a dataset with a
+    `reference_generator` also holds its samples, written under `reference_dir`, in one
+    extra shard (number n_shards)."""
     spec, n_shards = config["datasets"][ds], config["ingest"]["n_shards"]
     if "simulate" in spec:
         planned = simulator(spec["task"]).plan(simulate_params(config, ds))
         return simulated_table(ds, planned, sim_dir, n_shards)
-    return folder_table(ds, spec, n_shards, root=config.get("data_root"))
+    table = folder_table(ds, spec, n_shards, root=config.get("data_root"))
+    refgen = spec.get("reference_generator")
+    if refgen is None:
+        return table
+    if reference_dir is None:
+        raise ValueError(f"datasets.{ds}.reference_generator: its samples need a reference_dir")
+    return with_reference_samples(ds, table, refgen["n_samples"], reference_dir, n_shards)
 
 
 class Plan:
@@ -258,6 +266,26 @@ class Plan:
             for ds in self.datasets
             if self.task(ds) == "membership" and self.labelled(ds) and self.copying_feature(ds)
         ]
+
+    # -- reference generators (GAN-Leaks' calibration) ------------------------------------
+    def reference_generator_datasets(self):
+        """Membership datasets that train a reference generator on their clean pool."""
+        return [ds for ds, s in self.datasets.items() if s.get("reference_generator")]
+
+    def reference_generator(self, ds):
+        """The dataset's reference generator entry (generator, resolution, n_samples) with
+        the run's seed as the generator's default seed."""
+        spec = self.datasets[ds]["reference_generator"]
+        return {**spec, "generator": {"seed": self.config["seed"], **spec["generator"]}}
+
+    def reference_training_paths(self, ds):
+        """The clean pool the reference generator trains on: reference_real images only."""
+        table = self.images(ds)
+        return list(table.path[table.role == "reference_real"])
+
+    def reference_sample_paths(self, ds):
+        table = self.images(ds)
+        return list(table.path[table.role == "reference_generated"])
 
     # -- features and jobs ------------------------------------------------------------------
     def learned_features(self):
@@ -515,33 +543,43 @@ class Plan:
 
     def _check_references(self, problems):
         """A scorer with `reference: clean` needs, on every dataset it runs on, a clean pool
-        (`reference_real`): without one it would have nothing to calibrate against."""
+        (`reference_real`), and one with `reference: generator` a `reference_generator`:
+        without them it would have nothing to calibrate against."""
         for name, m in self.methods["membership"].items():
             try:
                 combos = expand_grid(m["scorer"])
             except ConfigError:  # reported by _check_methods
                 continue
-            if not any(isinstance(c, dict) and c.get("reference") == "clean" for c in combos):
-                continue
+            refs = {c.get("reference") for c in combos if isinstance(c, dict)}
             for ds, spec in self.datasets.items():
                 if spec["task"] != "membership" or ds not in m.get("datasets", [ds]):
                     continue
-                if spec.get("reference_real"):
-                    continue
-                dev = self.datasets.get(spec.get("dev_dataset") or "", {})
-                hint = ""
-                if dev.get("real_not_used"):
-                    hint = (
-                        f" (for a test split of the same generator, its dev set's not-used "
-                        f"images: reference_real: {dev['real_not_used']})"
+                key = f"membership.methods.{name}.scorer.reference"
+                if "clean" in refs and not spec.get("reference_real"):
+                    problems.append(self._no_clean_pool(key, ds, spec))
+                if "generator" in refs and not spec.get("reference_generator"):
+                    problems.append(
+                        f"{key}: 'generator' calibrates against the samples of a reference "
+                        f"generator trained on a clean pool, but datasets.{ds} has none; set "
+                        f"datasets.{ds}.reference_real and datasets.{ds}.reference_generator "
+                        "(e.g. {generator: {name: dcgan}}), or limit the method with `datasets`"
                     )
-                problems.append(
-                    f"membership.methods.{name}.scorer.reference: 'clean' calibrates against "
-                    f"real images known not to be members, but datasets.{ds} has none; set "
-                    f"datasets.{ds}.reference_real to a folder of same-domain real slices that "
-                    f"did not train the generator{hint}, limit the method with `datasets`, or "
-                    "use reference: not_used (labelled datasets, cross-fitted)"
-                )
+
+    def _no_clean_pool(self, key, ds, spec):
+        dev = self.datasets.get(spec.get("dev_dataset") or "", {})
+        hint = ""
+        if dev.get("real_not_used"):
+            hint = (
+                f" (for a test split of the same generator, its dev set's not-used "
+                f"images: reference_real: {dev['real_not_used']})"
+            )
+        return (
+            f"{key}: 'clean' calibrates against real images known not to be members, but "
+            f"datasets.{ds} has none; set datasets.{ds}.reference_real to a folder of "
+            f"same-domain real slices that did not train the generator{hint}, limit the "
+            "method with `datasets`, or use reference: not_used (labelled datasets, "
+            "cross-fitted)"
+        )
 
     def _check_subsets(self, problems, loaded):
         """Subset methods' `train_from`: a labelled subset dataset with the same subsets as

@@ -313,6 +313,7 @@ def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=N
         features_h5, manifest_path, {"real_used", "real_not_used", "real_unknown"}
     )
     pool, px = io.read_features_by_role(features_h5, manifest_path, {"reference_real"})
+    samples, sx = io.read_features_by_role(features_h5, manifest_path, {"reference_generated"})
     groups = groups_or_none(real)
     method = MembershipMethod.from_spec(spec, n_folds, seed)
     result = method.run(
@@ -322,12 +323,15 @@ def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=N
         groups=groups,
         reference_X=px if len(pool) else None,
         reference_groups=groups_or_none(pool) if len(pool) else None,
+        samples_X=sx if len(samples) else None,
     )
     _say(method.threshold_note_)
     if method.reference_note_:
         _say(method.reference_note_)
     if len(pool):
         _say(f"clean reference pool: {len(pool)} reference_real images")
+    if len(samples):
+        _say(f"reference generator: {len(samples)} samples of a generator trained on them")
     _save_models(method, model_dir)
     table = pd.concat([real[["image_id", "role", "label"]], result.reset_index(drop=True)], axis=1)
     if groups is not None:
@@ -722,6 +726,24 @@ def benchmark_sample(model_path, n_samples, seed, device, out_npz):
     from gantrace.benchmark_builder.train import sample_generator  # imports torch
 
     sample_generator(model_path, n_samples, seed, device, out_npz)
+
+
+def reference_generator_train(
+    paths, spec, resolution, seed, device, out_model, out_losses, checkpoint
+):
+    """A dataset's reference generator, trained on its clean pool (`reference_real`) only."""
+    from gantrace.benchmark_builder.train import train_on_slices  # imports torch
+
+    what = "reference_real (clean pool)"
+    train_on_slices(paths, spec, resolution, seed, device, out_model, out_losses, checkpoint, what)
+
+
+def reference_generator_sample(model_path, seed, device, size, out_paths):
+    """One seeded sample of the reference generator per planned path (PNG, size x size:
+    the ingest size, so the samples need no conversion)."""
+    from gantrace.benchmark_builder.train import write_samples  # imports torch
+
+    write_samples(model_path, list(out_paths), seed, device, size)
 
 
 def benchmark_report(

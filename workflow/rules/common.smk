@@ -61,7 +61,17 @@ def sim_dir(ds):
     return f"{R}/{ds}/simulated"
 
 
-PLAN = checked(plan.Plan)(config, lambda ds: plan.image_table(config, ds, sim_dir(ds)))
+def reference_dir(ds):
+    """Where a dataset's reference generator and its samples live."""
+    return f"{R}/models/{ds}/reference_generator"
+
+
+PLAN = checked(plan.Plan)(
+    config,
+    lambda ds: plan.image_table(
+        config, ds, sim_dir(ds), f"{reference_dir(ds)}/samples"
+    ),
+)
 # Every part built, every folder listed, every mask source and weight looked for, now: all
 # problems in one message, before any job. Jobs a cluster runs parse again: checked once.
 # `snakemake fetch_weights` is how missing weights are fetched: it checks all but them.
@@ -90,6 +100,9 @@ segmentation_datasets = checked(PLAN.segmentation_datasets)
 copying_feature = checked(PLAN.copying_feature)
 copying_datasets = checked(PLAN.copying_datasets)
 copying_params = checked(PLAN.copying)()
+reference_generator_datasets = checked(PLAN.reference_generator_datasets)
+reference_generator = checked(PLAN.reference_generator)
+reference_sample_paths = checked(PLAN.reference_sample_paths)
 bench_config = checked(PLAN.benchmark)
 bench_generators = checked(PLAN.benchmark_generators)
 bench_seed = lambda wc: checked(PLAN.benchmark_seed)(wc.generator)
@@ -97,6 +110,7 @@ bench_seed = lambda wc: checked(PLAN.benchmark_seed)(wc.generator)
 shard_files = lambda wc: checked(PLAN.shard_paths)(wc.dataset, wc.shard)
 train_from = lambda wc: checked(PLAN.train_from)(wc.feature, wc.dataset)
 bench_source_files = lambda wc: checked(PLAN.benchmark_slices)()
+reference_training_paths = lambda wc: checked(PLAN.reference_training_paths)(wc.dataset)
 result_tables = lambda wc: [
     f"{R}/{wc.dataset}/{PLAN.task(wc.dataset)}/{n}.parquet"
     for n in results_of(wc.dataset)

@@ -23,6 +23,8 @@ MEMBERSHIP_ROLES = ("generated", "real_used", "real_not_used", "real_unknown", "
 ROLE_LABELS = {
     # membership: real images known not to be members, a clean reference pool; never scored
     "reference_real": -1,
+    # membership: samples of a reference generator trained on reference_real; never scored
+    "reference_generated": -1,
     "real_used": 1,
     "real_not_used": 0,
     "real_unknown": -1,
@@ -202,6 +204,30 @@ def simulated_table(name, plan, sim_dir, n_shards):
         }
     )
     return _finish_table(name, table, n_shards)
+
+
+def with_reference_samples(name, table, n_samples, sample_dir, shard):
+    """`table` and the planned samples of the dataset's reference generator (written by its
+    sampling rule as `<sample_dir>/refgen_<i>.png`), all in their own `shard` so that
+    retraining the reference generator re-ingests only them."""
+    ids = [f"refgen_{i:05d}" for i in range(n_samples)]
+    clash = sorted(set(ids) & set(table.image_id))
+    if clash:
+        raise ConfigError(
+            f"datasets.{name}: image id(s) {clash[:5]} clash with the reference generator's "
+            "samples (refgen_<i>); rename those files"
+        )
+    samples = pd.DataFrame(
+        {
+            "image_id": ids,
+            "path": [str(Path(sample_dir) / f"{i}.png") for i in ids],
+            "role": "reference_generated",
+            "label": ROLE_LABELS["reference_generated"],
+            "generator": "",
+            "shard": shard,
+        }
+    )
+    return pd.concat([table, samples], ignore_index=True)
 
 
 class BadImage(Exception):

@@ -173,7 +173,8 @@ class MembershipMethod:
         for key, forms in self._parameter_constraints.items():
             check_value(key, getattr(self, key), forms)
         self.combos_ = expand_grid(scorer)
-        self._context = (None, None, None)  # the run's query groups, clean pool, its groups
+        # the run's query groups, clean pool, its groups, reference generator's samples
+        self._context = (None, None, None, None)
         self.reference_note_ = ""
         reducer, scorer = self._build(self.combos_[0])  # a bad spec fails here, not later
         for combo in self.combos_[1:]:
@@ -202,28 +203,41 @@ class MembershipMethod:
         reducer = build_reducer(self.reducer, random_state=self.random_state)
         return reducer, SCORERS.create(combo, random_state=self.random_state)
 
-    def score(self, generated_X, real_X, groups=None, reference_X=None, reference_groups=None):
-        """Scores of a single unsupervised scorer (no labels, no tuning); `groups` and the
-        clean pool `reference_X` (`reference_groups`) as in `run`."""
+    def score(
+        self,
+        generated_X,
+        real_X,
+        groups=None,
+        reference_X=None,
+        reference_groups=None,
+        samples_X=None,
+    ):
+        """Scores of a single unsupervised scorer (no labels, no tuning); `groups`, the
+        clean pool `reference_X` (`reference_groups`) and the reference generator's
+        `samples_X` as in `run`."""
         if self.supervised_ or len(self.combos_) > 1:
             raise GantraceError("score(): supervised or tuned scorers need labels; use run()")
-        gx, rx, px = self._reduce(generated_X, real_X, reference_X)
-        self._context = (groups, px, reference_groups)
+        gx, rx, px, sx = self._reduce(generated_X, real_X, reference_X, samples_X)
+        self._context = (groups, px, reference_groups, sx)
         return self._unsupervised(self.combos_[0], gx, rx)
 
-    def _reduce(self, generated_X, real_X, reference_X=None):
+    def _reduce(self, generated_X, real_X, reference_X=None, samples_X=None):
+        """Generated, real, clean-pool and reference-sample features in the reducer's
+        space (fitted on the generated images only)."""
         self.reducer_ = self._build(self.combos_[0])[0]
         gx = self.reducer_.fit_transform(as_matrix(generated_X, "generated features"))
-        rx = self.reducer_.transform(as_matrix(real_X, "real features"))
-        if reference_X is None:
-            return gx, rx, None
-        return gx, rx, self.reducer_.transform(as_matrix(reference_X, "reference features"))
+        out = [gx, self.reducer_.transform(as_matrix(real_X, "real features"))]
+        for X, what in ((reference_X, "reference"), (samples_X, "reference generator")):
+            out.append(None if X is None else self.reducer_.transform(as_matrix(X, what)))
+        return tuple(out)
 
     def _unsupervised(self, combo, gx, rx):
         scorer = self._build(combo)[1].fit(gx)
         if getattr(scorer, "calibrated", False):  # a reference pool, query groups left out
-            groups, px, pool_groups = self._context
-            scorer.fit_reference(rx, groups=groups, pool_X=px, pool_groups=pool_groups)
+            groups, px, pool_groups, sx = self._context
+            scorer.fit_reference(
+                rx, groups=groups, pool_X=px, pool_groups=pool_groups, samples_X=sx
+            )
             self.reference_note_ = scorer.reference_note()
         elif hasattr(scorer, "fit_reference"):
             scorer.fit_reference(rx)
@@ -239,6 +253,7 @@ class MembershipMethod:
         groups=None,
         reference_X=None,
         reference_groups=None,
+        samples_X=None,
     ):
         """Return a frame (one row per real image): score, decision, fold, threshold.
 
@@ -247,13 +262,14 @@ class MembershipMethod:
         keeping each of `groups` (one per row, e.g. a patient; None: every image its own)
         in one fold. A calibrated scorer leaves each query's group out of its reference
         pool; with `reference: clean` the pool is `reference_X` (real images known not to
-        be members, groups `reference_groups`).
+        be members, groups `reference_groups`); with `reference: generator` it is
+        `samples_X`, the samples of a generator trained on that clean pool.
         """
         labels = np.asarray(labels)
         if labels.shape != (len(real_X),) or not np.isin(labels, (-1, 0, 1)).all():
             raise ValueError(f"labels: expected {len(real_X)} values in {{-1, 0, 1}}")
-        gx, rx, px = self._reduce(generated_X, real_X, reference_X)
-        self._context, self.reference_note_ = (groups, px, reference_groups), ""
+        gx, rx, px, sx = self._reduce(generated_X, real_X, reference_X, samples_X)
+        self._context, self.reference_note_ = (groups, px, reference_groups, sx), ""
         if not self.supervised_ and len(self.combos_) == 1:
             scores = self._unsupervised(self.combos_[0], gx, rx)
             thresholds, folds, note = decide_thresholds(

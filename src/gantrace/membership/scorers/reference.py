@@ -16,7 +16,10 @@ dataset declares groups (a patient, a series), but the query's whole group (no l
 the pool still holds the generator's other members, so it calibrates against a
 contaminated reference. `reference: clean` uses a pool of same-domain real images known not
 to be members (the dataset's `reference_real` folder), each query's group and exact copies
-left out (no labels). `reference: not_used` uses the labelled not-used images and is then
+left out (no labels). `reference: generator` uses the samples of a reference generator
+trained on that clean pool (GAN-Leaks' calibration: d(x, reference samples) - d(x, target
+samples); for DOMIAS p_ref is estimated from the samples), the dataset's
+`reference_generator` (no labels). `reference: not_used` uses the labelled not-used images and is then
 cross-fitted like the supervised scorers (folds keep groups whole), deciding at its natural
 margin 0 (closer to the generator than to known-unused images).
 """
@@ -37,7 +40,7 @@ from gantrace.membership.scorers.unsupervised import (
 )
 from gantrace.params import COUNT, POSITIVE, Interval, Options, Part
 
-REFERENCES = ("real", "clean", "not_used")
+REFERENCES = ("real", "clean", "generator", "not_used")
 
 
 def exclusion_index(pool, pool_groups=None, queries=None, query_groups=None):
@@ -123,14 +126,26 @@ class _ReferenceScorer(Part):
         """Features as the pool is compared in them (subclasses may rescale)."""
         return as_matrix(X, what).astype(np.float64)
 
-    def fit_reference(self, real_X, groups=None, pool_X=None, pool_groups=None):
+    def fit_reference(self, real_X, groups=None, pool_X=None, pool_groups=None, samples_X=None):
         """No labels. `reference: real`: the real images `real_X` are the pool, each query
         leaving out itself and, with `groups` (one per row), its whole group.
         `reference: clean`: `pool_X` (real images known not to be members, groups
         `pool_groups`) is the pool; a query of `real_X` (groups `groups`) leaves out its
-        exact copies and its group's rows. `reference: not_used`: nothing (`fit_labels`)."""
+        exact copies and its group's rows. `reference: generator`: `samples_X` (samples of a
+        generator trained on the clean pool) is the pool, whole (no real image is in it).
+        `reference: not_used`: nothing (`fit_labels`)."""
         self.grouped_ = groups is not None
-        if self.reference == "real":
+        if self.reference == "generator":
+            if samples_X is None:
+                raise GantraceError(
+                    f"{self.name}: reference 'generator' needs the samples of a reference "
+                    "generator (the dataset's reference_generator)"
+                )
+            pool = self._space(samples_X, "reference generator features")
+            if len(pool) < 2:
+                raise GantraceError(f"{self.name}: the reference generator gave < 2 samples")
+            self._set_pool(pool, None)
+        elif self.reference == "real":
             pool = self._space(real_X, "real features")
             self._set_pool(pool, exclusion_index(pool, _groups(groups, len(pool))))
         elif self.reference == "clean":
