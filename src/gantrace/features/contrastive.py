@@ -21,7 +21,6 @@ registered extractor (`name: contrastive`, learned by the `train_features` rule)
 
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from torch import nn
 from gantrace import __version__, io
 from gantrace.errors import GantraceError
 from gantrace.features.base import FEATURES, FeatureExtractor
-from gantrace.features.finetuned import PlainCNN, load_images
+from gantrace.features.finetuned import PlainCNN, fresh_dir, load_images, write_learned
 from gantrace.imaging import TORCH_BILINEAR, resize_images
 from gantrace.nn.batchnorm import recalibrate_batchnorm
 from gantrace.nn.checkpoint import TRAINER, TrainingState, fingerprint, resume, write_checkpoint
@@ -434,10 +433,7 @@ def train_features(
             "contrastive encoder on; set its train_from to a dataset with real slices"
         )
     say(f"{name}: training on {len(train)} real slices (no labels); {len(ids)} images", log)
-    model_dir = Path(model_dir)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    model_dir.mkdir(parents=True)
+    model_dir = fresh_dir(model_dir)
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     x, encoder = feature.fit_transform(
@@ -445,17 +441,10 @@ def train_features(
     )
     encoder.save(model_dir / "encoder.safetensors")
     attrs = {
-        "extractor": feature.name,
-        "spec": json.dumps({"extractor": feature.name, **feature.params}, sort_keys=True),
-        "region": "full",
         "weights": "none",
-        "models": str(model_dir),
         "seed": int(encoder.seed),
-        "n_images": len(ids),
         "n_train": len(train),
         "train_from": train_manifest or "none",
         "loss_history": json.dumps(encoder.loss_history_),
     }
-    io.write_features(out_h5, ids, x, attrs)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    say(f"{name}: features {x.shape} in {time.perf_counter() - t0:.1f} s -> {out_h5}", log)
+    write_learned(name, feature, ids, x, attrs, (out_h5, model_dir, checkpoint_dir), t0, log)

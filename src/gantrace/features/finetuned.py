@@ -675,6 +675,32 @@ def load_images(shards, manifest, feature):
     return [ids[j] for j in order], x[order]
 
 
+def fresh_dir(model_dir):
+    """`model_dir` emptied (a rerun never mixes old nets with new ones)."""
+    model_dir = Path(model_dir)
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    model_dir.mkdir(parents=True)
+    return model_dir
+
+
+def write_learned(name, feature, ids, x, attrs, paths, t0, log=None):
+    """Write a learned feature's rows (`ids`, `x`) with the attributes every learned
+    feature records plus `attrs`, remove its training checkpoints and log the time since
+    `t0`. `paths`: (out_h5, model_dir, checkpoint_dir)."""
+    out_h5, model_dir, checkpoint_dir = paths
+    common = {
+        "extractor": feature.name,
+        "spec": json.dumps({"extractor": feature.name, **feature.params}, sort_keys=True),
+        "region": "full",
+        "models": str(model_dir),
+        "n_images": len(ids),
+    }
+    io.write_features(out_h5, ids, x, {**common, **attrs})
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    say(f"{name}: features {x.shape} in {time.perf_counter() - t0:.1f} s -> {out_h5}", log)
+
+
 def train_features(
     name,
     spec,
@@ -709,10 +735,7 @@ def train_features(
         y, classes = labels_from_manifest(manifest, ids, target)
         groups = groups_or_none(manifest.set_index("image_id").loc[list(ids)])
     say(f"{name}: {len(ids)} images, {int((y >= 0).sum())} labelled, classes {classes}", log)
-    model_dir = Path(model_dir)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    model_dir.mkdir(parents=True)
+    model_dir = fresh_dir(model_dir)
     x, info = feature.fit_transform(
         images,
         y,
@@ -725,19 +748,12 @@ def train_features(
         groups=groups,
     )
     attrs = {
-        "extractor": feature.name,
-        "spec": json.dumps({"extractor": feature.name, **feature.params}, sort_keys=True),
-        "region": "full",
         "weights": feature.params["weights"],
         "target": target,
         "classes": classes,
-        "models": str(model_dir),
         "oof_accuracy": info["oof_accuracy"],
         "seed": int(seed),
-        "n_images": len(ids),
         "train_from": train_manifest or "none",
     }
-    io.write_features(out_h5, ids, x, attrs)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    say(f"{name}: features {x.shape} in {time.perf_counter() - t0:.1f} s -> {out_h5}", log)
+    write_learned(name, feature, ids, x, attrs, (out_h5, model_dir, checkpoint_dir), t0, log)
     return info
