@@ -5,12 +5,16 @@
         [--methods config/beyond-seeds-weight-free.yaml] [--report-only]
 
 1. For each size, writes a benchmark config (the `--base` one with `used_fraction` set so
-   that about `size` real slices train the generators, and only the `--families`
-   generators) to DIR/results/membership-sweep/membership-sweep-<size>.yaml and builds it
-   into results/membership-sweep/benchmark/sweep<size>/ with `snakemake benchmark`, or
-   reuses it when its gantrace.yaml exists. No source
-   slices: it prints why and exits 0.
-2. Runs `--methods` on each benchmark as the run `membership-sweep-<size>`.
+   that about `size` real slices train the generators, only the `--families`
+   generators, and `--reference-fraction` of the labelled not-used patients set aside as
+   a clean pool, `reference_real`) to
+   DIR/results/membership-sweep/membership-sweep-<size>.yaml and builds it into
+   results/membership-sweep/benchmark/sweep<size>/ with `snakemake benchmark`, or reuses
+   it when its gantrace.yaml exists. No source slices: it prints why and exits 0.
+2. Runs `--methods` on each benchmark as the run `membership-sweep-<size>`, plus the
+   calibrations that need the clean pool (an overlay written beside the config): each
+   membership dataset's reference generator (its target's architecture and steps, trained
+   on the pool) and scorers with `reference: clean` / `reference: generator`.
 3. Prints per benchmark and generator: the best seed method (a catalogue entry) and the
    best new method, each SELECTED ON DEV by AUC and scored on the held-out real_unknown
    images (test): AUC with its bootstrap interval (over patient groups), TPR at 1 % FPR,
@@ -37,8 +41,9 @@ SWEEP = "membership-sweep"
 LEVELS = ("image", "group")  # group: set-level rows, where the benchmark names groups
 
 
-def sweep_config(base, size, families, source, n_source, out):
-    """The base benchmark config, resized to ~`size` training slices and `families`."""
+def sweep_config(base, size, families, source, n_source, out, reference_fraction=0.3):
+    """The base benchmark config, resized to ~`size` training slices and `families`, with
+    `reference_fraction` of the labelled not-used slices as a clean pool."""
     cfg = yaml.safe_load(Path(base).read_text())
     bench = cfg["benchmark"]
     bench["source"] = str(source)  # absolute: the sweep may run in another --directory
@@ -52,11 +57,55 @@ def sweep_config(base, size, families, source, n_source, out):
     cfg["run"] = SWEEP  # every size's benchmark under results/membership-sweep/benchmark/
     bench["name"] = f"sweep{size}"
     bench["split"]["used_fraction"] = round(size / n_source, 4)
+    bench["split"]["reference_fraction"] = reference_fraction
     bench["generators"] = {f: bench["generators"][f] for f in families}
     bench.pop("subsets", None)
     bench.setdefault("attribution", {})["unseen"] = []
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
+# Calibrations against the clean pool (docs/membership-calibration.md), in the methods
+# config's pixels32 space; run on every membership dataset of a sweep benchmark.
+CALIBRATED = {
+    "calibrated_clean_pixels": {
+        "feature": "pixels32",
+        "scorer": {"name": "calibrated_knn", "reference": "clean"},
+    },
+    "gan_leaks_refgen_pixels": {
+        "feature": "pixels32",
+        "scorer": {"name": "calibrated_knn", "reference": "generator"},
+    },
+    "domias_refgen_pixels_pca10": {
+        "feature": "pixels32",
+        "reducer": {"name": "pca", "n_components": 10},
+        "scorer": {"name": "domias", "reference": "generator"},
+    },
+}
+
+
+def calibration_overlay(bench_config, gantrace_yaml, out):
+    """A config overlay: each membership dataset with a clean pool gets a reference
+    generator of its target's architecture and steps (GAN-Leaks' setting) but another seed
+    (its own initialisation and latents), and the CALIBRATED methods run on those datasets."""
+    bench = yaml.safe_load(Path(bench_config).read_text())["benchmark"]
+    built = yaml.safe_load(Path(gantrace_yaml).read_text())["datasets"]
+    datasets = {}
+    for name, ds in built.items():
+        if ds["task"] != "membership" or "reference_real" not in ds:
+            continue
+        target = bench["generators"][name.split("_membership_")[-1]]
+        datasets[name] = {
+            "reference_generator": {
+                "generator": {**target, "seed": target.get("seed", bench.get("seed", 0)) + 1},
+                "resolution": bench["resolution"],
+                "n_samples": bench["n_samples"],
+            }
+        }
+    methods = {m: {**spec, "datasets": sorted(datasets)} for m, spec in CALIBRATED.items()}
+    overlay = {"datasets": datasets, "membership": {"methods": methods}} if datasets else {}
+    out.write_text(yaml.safe_dump(overlay, sort_keys=False))
     return out
 
 
@@ -103,6 +152,7 @@ def main(argv=None):
     ap.add_argument("--families", nargs="+", default=["dcgan", "vae"])
     ap.add_argument("--base", type=Path, default=ROOT / "config/benchmark.yaml")
     ap.add_argument("--methods", type=Path, default=ROOT / "config/beyond-seeds-weight-free.yaml")
+    ap.add_argument("--reference-fraction", type=float, default=0.3)
     ap.add_argument("--report-only", action="store_true", help="print the existing leaderboards")
     args = ap.parse_args(argv)
     directory = args.directory.resolve()
@@ -115,13 +165,18 @@ def main(argv=None):
     n_source = len(list_slices(source))
     for size in args.sizes:
         config = directory / run_dir(SWEEP) / f"{SWEEP}-{size}.yaml"
-        sweep_config(args.base, size, args.families, source, n_source, config)
+        sweep_config(
+            args.base, size, args.families, source, n_source, config, args.reference_fraction
+        )
         bench, _ = benchmark_dir(config, directory)
         run = f"{SWEEP}-{size}"
         if not args.report_only:
             if not (bench / "gantrace.yaml").exists():
                 snakemake(directory, args.cores, "benchmark", [config])
-            configs = [bench / "gantrace.yaml", args.methods.resolve()]
+            overlay = calibration_overlay(
+                config, bench / "gantrace.yaml", config.with_name(f"{run}-calibration.yaml")
+            )
+            configs = [bench / "gantrace.yaml", args.methods.resolve(), overlay]
             snakemake(directory, args.cores, "all", configs, ["--config", f"run={run}"])
         board_path = directory / run_dir(run) / "leaderboard.csv"
         if not board_path.exists():

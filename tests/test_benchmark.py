@@ -200,6 +200,34 @@ def test_layout_writes_both_tasks_and_valid_run_files(tmp_path):
     assert config["datasets"]["t_attribution_test"]["dev_dataset"] == "t_attribution_dev"
 
 
+def test_a_reference_pool_is_set_aside_whole_and_never_scored(tmp_path):
+    files = write_slices(tmp_path / "s", n_groups=12)
+    groups = assign_groups(files, {"pattern": r"^p(\d+)_\d+\.png$"})
+    plain = GroupSplit(0.5, 0.3, seed=0).fit_transform(files, groups)
+    split = GroupSplit(0.5, 0.3, seed=0, reference_fraction=0.4).fit_transform(files, groups)
+    ref = split.part == "reference"
+    assert ref.any() and (split.used[ref] == 0).all()
+    assert (plain.part[ref] == "dev").all() and plain.used.equals(split.used)  # drawn last
+    assert (split.part[~ref] == plain.part[~ref]).all()
+    assert not set(split.group[ref]) & set(split.group[~ref])  # whole patients
+    root = tmp_path / "bench"
+    config, _ = BenchmarkLayout("t", 16, None, 0.5, seed=0).write(
+        split, {"a": toy_images(6, seed=1), "b": toy_images(6, seed=2)}, root, grouped=True
+    )
+    ds = config["datasets"]["t_membership_a"]
+    table = image_table("m", ds, 1, root=str(root))
+    pool = table[table.role == "reference_real"]
+    assert sorted(pool.image_id) == sorted(split.image_id[ref])
+    truth = pd.read_csv(root / "ground_truth" / "membership_a_truth.csv")
+    assert not set(truth.image_id) & set(pool.image_id)  # never scored
+    plain_cfg, _ = BenchmarkLayout("t", 16, None, 0.5, seed=0).write(
+        plain, {"a": toy_images(6, seed=1)}, tmp_path / "plain"
+    )
+    assert "reference_real" not in plain_cfg["datasets"]["t_membership_a"]
+    with pytest.raises(ConfigError, match="reference_fraction"):
+        GroupSplit(0.5, 0.3, seed=0, reference_fraction=0.99).fit_transform(files, groups)
+
+
 def test_layout_names_the_split_groups_in_membership_datasets(tmp_path):
     files = write_slices(tmp_path / "s", n_groups=6)
     groups = assign_groups(files, {"pattern": r"^p(\d+)_\d+\.png$"})

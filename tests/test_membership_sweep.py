@@ -33,12 +33,49 @@ def test_sweep_config_resizes_the_training_set_and_keeps_the_families(sweep, tmp
     assert list(bench["generators"]) == families
     assert bench["name"] == "sweep300" and cfg["run"] == "membership-sweep"
     assert bench["source"] == str(tmp_path)
+    assert bench["split"]["reference_fraction"] == 0.3  # a clean pool for the calibrations
     with pytest.raises(SystemExit, match="not generators"):
         sweep.sweep_config(ROOT / "config/benchmark.yaml", 300, ["gan"], tmp_path, 1000, out)
     with pytest.raises(SystemExit, match="between 0"):
         sweep.sweep_config(ROOT / "config/benchmark.yaml", 2000, families, tmp_path, 1000, out)
     with pytest.raises(SystemExit, match="two or more"):
         sweep.sweep_config(ROOT / "config/benchmark.yaml", 300, ["vae"], tmp_path, 1000, out)
+
+
+def test_the_overlay_gives_each_membership_dataset_its_reference_generator(sweep, tmp_path):
+    bench_cfg = tmp_path / "bench.yaml"
+    sweep.sweep_config(
+        ROOT / "config/benchmark.yaml", 300, ["dcgan", "vae"], tmp_path, 1000, bench_cfg
+    )
+    bench = yaml.safe_load(bench_cfg.read_text())["benchmark"]
+    built = {
+        f"sweep300_membership_{g}": {"task": "membership", "reference_real": f"m/{g}/r"}
+        for g in ("dcgan", "vae")
+    }
+    built["sweep300_attribution_dev"] = {"task": "attribution"}
+    built_path = tmp_path / "gantrace.yaml"
+    built_path.write_text(yaml.safe_dump({"datasets": built}))
+    overlay = yaml.safe_load(
+        sweep.calibration_overlay(bench_cfg, built_path, tmp_path / "o.yaml").read_text()
+    )
+    assert sorted(overlay["datasets"]) == ["sweep300_membership_dcgan", "sweep300_membership_vae"]
+    for g in ("dcgan", "vae"):
+        refgen = overlay["datasets"][f"sweep300_membership_{g}"]["reference_generator"]
+        target = bench["generators"][g]
+        assert refgen["generator"]["name"] == target["name"]
+        assert refgen["generator"]["steps"] == target["steps"]
+        assert refgen["generator"]["seed"] != target.get("seed", bench["seed"])
+        assert refgen["resolution"] == bench["resolution"]
+    methods = overlay["membership"]["methods"]
+    assert {m["scorer"]["reference"] for m in methods.values()} == {"clean", "generator"}
+    assert all(m["datasets"] == sorted(overlay["datasets"]) for m in methods.values())
+    # a benchmark without a clean pool gets no overlay
+    for ds in built.values():
+        ds.pop("reference_real", None)
+    built_path.write_text(yaml.safe_dump({"datasets": built}))
+    assert yaml.safe_load(
+        sweep.calibration_overlay(bench_cfg, built_path, tmp_path / "p.yaml").read_text()
+    ) in ({}, None)
 
 
 def test_selection_is_made_on_dev_and_scored_on_test(sweep):

@@ -274,7 +274,7 @@ class Plan:
 
     def reference_generator(self, ds):
         """The dataset's reference generator entry (generator, resolution, n_samples) with
-        the run's seed as the generator's default seed."""
+        the run's seed as the generator's default seed (it trains and samples with it)."""
         spec = self.datasets[ds]["reference_generator"]
         return {**spec, "generator": {"seed": self.config["seed"], **spec["generator"]}}
 

@@ -51,7 +51,8 @@ for _ds in reference_generator_datasets():
         resources:
             gpu=1,
         params:
-            seed=config["seed"],
+            # the generator's own seed, as the benchmark builder samples (default: the run's)
+            seed=reference_generator(_ds)["generator"]["seed"],
             device=config["device"],
             size=INGEST["image_size"],
         script:

@@ -69,6 +69,9 @@ class BenchmarkLayout:
         real = load_slices(list(split.path), self.size)
         ids = split.image_id.to_numpy()
         used, unknown = split.used.to_numpy() == 1, (split.part == "unknown").to_numpy()
+        reference = (split.part == "reference").to_numpy()  # a clean pool, never scored
+        roles = ["generated", "real_used", "real_not_used", "real_unknown"]
+        roles += ["reference_real"] if reference.any() else []
         gt = root / "ground_truth"
         gt.mkdir(parents=True, exist_ok=True)
         datasets, groups = {}, {}
@@ -82,10 +85,12 @@ class BenchmarkLayout:
             _write_pngs(base / "generated", [f"{g}_{i:05d}" for i in range(len(gen[g]))], gen[g])
             for role, sel in (
                 ("real_used", used & ~unknown),
-                ("real_not_used", ~used & ~unknown),
+                ("real_not_used", ~used & ~unknown & ~reference),
                 ("real_unknown", unknown),
+                ("reference_real", reference),
             ):
-                _write_pngs(base / role, ids[sel], real[sel])
+                if role in roles:
+                    _write_pngs(base / role, ids[sel], real[sel])
             write_run_file(ids[unknown], used[unknown].astype(int), gt / f"membership_{g}.csv")
             pd.DataFrame(
                 {
@@ -95,13 +100,10 @@ class BenchmarkLayout:
                         unknown, "real_unknown", np.where(used, "real_used", "real_not_used")
                     ),
                 }
-            ).to_csv(gt / f"membership_{g}_truth.csv", index=False)
+            )[~reference].to_csv(gt / f"membership_{g}_truth.csv", index=False)
             datasets[f"{self.name}_membership_{g}"] = {
                 "task": "membership",
-                **{
-                    r: f"membership/{g}/{r}"
-                    for r in ("generated", "real_used", "real_not_used", "real_unknown")
-                },
+                **{r: f"membership/{g}/{r}" for r in roles},
                 "truth": f"ground_truth/membership_{g}_truth.csv",
                 **groups,
             }

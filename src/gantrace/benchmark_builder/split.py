@@ -33,14 +33,18 @@ def assign_groups(files, groups=None):
 class GroupSplit:
     """Split slices into used / not used, then each side into labelled (dev) / hidden (unknown).
 
-    Whole groups move together at both steps, so neighbouring slices of one patient never
-    fall on both sides. Fractions are reached as closely as whole groups allow.
+    Whole groups move together at every step, so neighbouring slices of one patient never
+    fall on both sides. Fractions are reached as closely as whole groups allow. With
+    `reference_fraction`, that share of the labelled not-used slices becomes a clean
+    reference pool (part `reference`): never scored, the membership datasets'
+    `reference_real`. It is drawn last, so a split without it is unchanged.
     """
 
-    def __init__(self, used_fraction=0.5, unknown_fraction=0.3, seed=0):
+    def __init__(self, used_fraction=0.5, unknown_fraction=0.3, seed=0, reference_fraction=0.0):
         self.used_fraction = used_fraction
         self.unknown_fraction = unknown_fraction
         self.seed = seed
+        self.reference_fraction = reference_fraction
 
     @staticmethod
     def _take(groups, fraction, rng):
@@ -71,13 +75,23 @@ class GroupSplit:
         for side in (used, ~used):
             idx = np.flatnonzero(side)
             unknown[idx] = self._take(groups[idx], self.unknown_fraction, rng)
+        part = np.where(unknown, "unknown", "dev").astype(object)
+        if self.reference_fraction > 0:
+            idx = np.flatnonzero(~used & ~unknown)
+            reference = idx[self._take(groups[idx], self.reference_fraction, rng)]
+            if len(reference) == len(idx):
+                raise ConfigError(
+                    "benchmark.split.reference_fraction: it took every labelled not-used "
+                    "group; lower it or give more groups"
+                )
+            part[reference] = "reference"
         return pd.DataFrame(
             {
                 "image_id": ids,
                 "path": [str(f) for f in files],
                 "group": groups,
                 "used": used.astype(int),
-                "part": np.where(unknown, "unknown", "dev"),
+                "part": part.astype(str),
             }
         )
 
@@ -86,7 +100,12 @@ def split_slices(source, split, seed=0):
     """The slices of `source` split as a config's `benchmark.split` asks (`GroupSplit`)."""
     files = list_slices(source)
     groups = assign_groups(files, split.get("groups"))
-    splitter = GroupSplit(split["used_fraction"], split["unknown_fraction"], seed=seed)
+    splitter = GroupSplit(
+        split["used_fraction"],
+        split["unknown_fraction"],
+        seed=seed,
+        reference_fraction=split.get("reference_fraction", 0.0),
+    )
     return splitter.fit_transform(files, groups)
 
 
