@@ -167,6 +167,42 @@ def test_membership_job_reads_the_clean_pool_and_writes_group_columns(tmp_path, 
         run("clean")
 
 
+def test_a_membership_fusion_gets_group_rows_from_its_fused_scores(tmp_path, capsys):
+    scores, used, groups = weak_members(seed=3)
+    ids = [f"{g}_{i:03d}" for i, g in enumerate(groups)]
+    labels = np.where(np.arange(len(ids)) % 2 == 0, used, -1)  # half labelled
+    rng = np.random.default_rng(0)
+    paths = []
+    for m in range(2):  # two methods: the member signal plus their own noise
+        table = pd.DataFrame(
+            {
+                "image_id": ids,
+                "role": np.where(labels >= 0, "real_used", "real_unknown"),
+                "label": labels,
+                "score": scores + rng.normal(0, 0.3, len(ids)),
+                "decision": 0,
+                "fold": -1,
+            }
+        )
+        paths.append(tmp_path / f"m{m}.parquet")
+        io.write_table(table, paths[-1])
+    manifest = tmp_path / "manifest.parquet"
+    io.write_table(pd.DataFrame({"image_id": ids, "group": groups}), manifest)
+    out = tmp_path / "fused.parquet"
+    spec = {"methods": ["m0", "m1"], "rule": "mean_rank"}
+    stages.fusion("membership", paths, spec, out, 3, 0, manifest_path=manifest)
+    fused = io.read_table(out)
+    assert {"group", "group_score", "group_decision"} <= set(fused.columns)
+    by_group = fused.groupby("group").agg(score=("group_score", "first"), used=("label", "max"))
+    labelled = by_group[by_group.used >= 0]
+    assert roc_auc_score(labelled.used, labelled.score) > 0.9  # the planted member groups
+    assert "set inference: group score = Fisher-combined p-values" in capsys.readouterr().out
+    # without groups in the manifest: no group columns
+    io.write_table(pd.DataFrame({"image_id": ids}), manifest)
+    stages.fusion("membership", paths, spec, out, 3, 0, manifest_path=manifest)
+    assert "group_score" not in io.read_table(out).columns
+
+
 def test_clean_reference_without_a_pool_is_a_parse_time_problem():
     cfg = _config()
     cfg["datasets"]["test_mem"]["dev_dataset"] = "dev_mem"

@@ -460,6 +460,10 @@ def fusion(task, paths, spec, out, n_folds, seed, manifest_path=None):
     fused = rule.fuse(tables, groups)
     if getattr(rule, "note_", None):
         _say(rule.note_)
+    if task == "membership" and groups is not None:  # the fused scores' group rows
+        sets = SetInference(**spec.get("set_inference", {}))
+        fused = sets.apply(fused, groups)
+        _say(f"{sets.describe()}: {fused.group.nunique()} groups")
     io.write_table(fused, out)
     _say(f"fused {len(paths)} {task} methods by {spec['rule']}")
 

@@ -89,10 +89,13 @@ class SetInference(Part):
         return pd.DataFrame(rows, columns=columns)
 
     def apply(self, table, groups):
-        """`table` (a membership result: score, threshold, decision, label) with columns
+        """`table` (a membership result: score, threshold, decision, label; a fusion's has
+        no threshold) with columns
         group, group_score, group_decision; `decision` becomes the group's with
         `propagate`. Images alone in their group are groups too."""
-        per_group = self.group_table(table.score, table.threshold, table.label, groups)
+        # a fused table has no threshold: only p-value statistics, which need none
+        thresholds = table["threshold"] if "threshold" in table else np.full(len(table), np.nan)
+        per_group = self.group_table(table.score, thresholds, table.label, groups)
         by = per_group.set_index("group")
         out = table.assign(group=np.asarray(groups).astype(str))
         out["group_score"] = by.group_score.reindex(out.group).to_numpy()
