@@ -136,27 +136,12 @@ class _ReferenceScorer(Part):
         `reference: not_used`: nothing (`fit_labels`)."""
         self.grouped_ = groups is not None
         if self.reference == "generator":
-            if samples_X is None:
-                raise GantraceError(
-                    f"{self.name}: reference 'generator' needs the samples of a reference "
-                    "generator (the dataset's reference_generator)"
-                )
-            pool = self._space(samples_X, "reference generator features")
-            if len(pool) < 2:
-                raise GantraceError(f"{self.name}: the reference generator gave < 2 samples")
-            self._set_pool(pool, None)
+            self._set_pool(self._given_pool(samples_X), None)
         elif self.reference == "real":
             pool = self._space(real_X, "real features")
             self._set_pool(pool, exclusion_index(pool, _groups(groups, len(pool))))
         elif self.reference == "clean":
-            if pool_X is None:
-                raise GantraceError(
-                    f"{self.name}: reference 'clean' needs a pool of real images known not "
-                    "to be members (the dataset's reference_real folder)"
-                )
-            pool = self._space(pool_X, "reference features")
-            if len(pool) < 2:
-                raise GantraceError(f"{self.name}: the clean reference pool needs 2 images")
+            pool = self._given_pool(pool_X)
             queries = self._space(real_X, "real features")
             exclude = exclusion_index(
                 pool,
@@ -171,6 +156,25 @@ class _ReferenceScorer(Part):
                 "name finer groups (a patient or series) or give a larger pool"
             )
         return self
+
+    _GIVEN = {  # reference -> what its pool is, where it comes from
+        "clean": ("a pool of real images known not to be members", "reference_real folder"),
+        "generator": ("the samples of a reference generator", "reference_generator"),
+    }
+
+    def _given_pool(self, X):
+        """The pool handed to `fit_reference` for `clean` / `generator`, checked."""
+        what, source = self._GIVEN[self.reference]
+        if X is None:
+            raise GantraceError(
+                f"{self.name}: reference {self.reference!r} needs {what} (the dataset's {source})"
+            )
+        pool = self._space(X, f"reference ({self.reference}) features")
+        if len(pool) < 2:
+            raise GantraceError(
+                f"{self.name}: reference {self.reference!r} needs 2 or more of {what}"
+            )
+        return pool
 
     def fit_labels(self, real_X, labels):
         """Labelled rows of the training folds: the not-used ones form the pool."""
