@@ -28,6 +28,7 @@ import sys
 from itertools import product
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -35,6 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from beyond_seeds import ROOT, benchmark_dir, snakemake  # noqa: E402
 
 from gantrace.benchmark_builder.split import list_slices  # noqa: E402
+from gantrace.evaluation.bootstrap import (  # noqa: E402
+    interval,
+    membership_replicates,
+    resample_weights,
+)
 from gantrace.runs import run_dir  # noqa: E402
 
 SWEEP = "membership-sweep"
@@ -128,6 +134,46 @@ def selected(board, seed, level="image"):
     return pd.DataFrame(rows)
 
 
+def paired_difference(results, truth, new, seed, level="image", n_boot=1000, ci=0.95, rng=0):
+    """Test AUC of `new` minus `seed` on the same bootstrap resamples (whole groups drawn,
+    as the leaderboard does): (difference, lo, hi). `results`: the dataset's membership
+    folder; `truth`: its CSV image_id,label,role (the hidden labels of real_unknown)."""
+    hidden = pd.read_csv(truth, dtype={"image_id": str})
+    hidden = hidden[hidden.role == "real_unknown"].set_index("image_id").label
+    tables = [pd.read_parquet(Path(results) / f"{m}.parquet") for m in (new, seed)]
+    rows = [t[t.image_id.isin(hidden.index)].sort_values("image_id") for t in tables]
+    y = hidden.reindex(rows[0].image_id).to_numpy()
+    groups = rows[0]["group"].to_numpy() if "group" in rows[0] else None
+    scores = [r.score.to_numpy() for r in rows]
+    if level == "group":  # one row per group: its group score, used if any image is
+        frame = pd.DataFrame({"group": groups, "y": y})
+        y = frame.groupby("group", sort=True).y.max().to_numpy()
+        scores = [r.groupby("group", sort=True).group_score.first().to_numpy() for r in rows]
+        groups = None
+    weights = resample_weights(y, n_boot, np.random.default_rng(rng), groups)
+    zeros = np.zeros((2, len(y)))
+    auc = membership_replicates(y, np.stack(scores), zeros, weights, ())["auc"]
+    full = membership_replicates(y, np.stack(scores), zeros, np.ones((1, len(y))), ())["auc"]
+    lo, hi = interval(auc[:, 0] - auc[:, 1], ci)
+    return float(full[0, 0] - full[0, 1]), float(lo), float(hi)
+
+
+def compare(board, run, gantrace_yaml, directory):
+    """Per membership dataset and level: the dev-selected new method's test AUC minus the
+    dev-selected seed method's, paired (`paired_difference`). Relative paths of the built
+    config are under `directory` (where the workflow ran)."""
+    built = yaml.safe_load(Path(gantrace_yaml).read_text())
+    root, rows = Path(directory) / built["data_root"], []
+    for level in LEVELS:
+        picks = [selected(board, seed, level).set_index("dataset") for seed in (False, True)]
+        for dataset in picks[0].index.intersection(picks[1].index):
+            new, seed = picks[0].loc[dataset, "method"], picks[1].loc[dataset, "method"]
+            truth = root / built["datasets"][dataset]["truth"]
+            diff = paired_difference(run / dataset / "membership", truth, new, seed, level)
+            rows.append((dataset, level, new, seed, *diff))
+    return pd.DataFrame(rows, columns=["dataset", "level", "new", "seed", "diff", "lo", "hi"])
+
+
 def report(board, size):
     fmt = "{:.3f}".format
     for (seed, name), level in product(((True, "best seed"), (False, "best new ")), LEVELS):
@@ -183,7 +229,17 @@ def main(argv=None):
             print(f"~{size} slices: no leaderboard at {board_path}")
             continue
         print(f"\n== ~{size} training slices ({bench}) ==")
-        report(pd.read_csv(board_path), size)
+        board = pd.read_csv(board_path)
+        report(board, size)
+        for _, r in compare(
+            board, directory / run_dir(run), bench / "gantrace.yaml", directory
+        ).iterrows():
+            verdict = "significant" if r.lo > 0 or r.hi < 0 else "not significant"
+            print(
+                f"  ~{size:>4} slices  {r.dataset.split('_membership_')[-1]:<8} ({r.level}) "
+                f"best new {r.new} - best seed {r.seed}: test AUC {r['diff']:+.3f} "
+                f"[{r.lo:+.3f}, {r.hi:+.3f}] ({verdict}, paired bootstrap over groups)"
+            )
         for path in sorted((directory / run_dir(run)).glob("*/copying.parquet")):
             verdict = pd.read_parquet(path).verdict.iloc[0]
             print(f"  ~{size:>4} slices  {path.parent.name}: {verdict}")

@@ -3,6 +3,7 @@
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -119,3 +120,21 @@ def test_sweep_skips_without_source_slices(sweep, tmp_path, capsys):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     assert sweep.main(["--base", str(tmp_path / "base.yaml"), "--directory", str(tmp_path)]) == 0
     assert "skipped: no source slices" in capsys.readouterr().out
+
+
+def test_paired_difference_is_new_minus_seed_on_the_same_resamples(sweep, tmp_path):
+    rng = np.random.default_rng(0)
+    ids = [f"p{g:02d}_{i}" for g in range(20) for i in range(5)]
+    groups = [i.split("_")[0] for i in ids]
+    used = np.array([int(g[1:]) % 2 for g in groups])
+    truth = tmp_path / "truth.csv"
+    pd.DataFrame({"image_id": ids, "label": used, "role": "real_unknown"}).to_csv(truth)
+    for name, score in (("good", used + rng.normal(0, 0.3, 100)), ("noise", rng.normal(size=100))):
+        table = pd.DataFrame({"image_id": ids, "score": score, "group": groups})
+        table["group_score"] = table.groupby("group").score.transform("mean")
+        table.to_parquet(tmp_path / f"{name}.parquet")
+    diff, lo, hi = sweep.paired_difference(tmp_path, truth, "good", "noise")
+    assert 0 < lo < diff < hi  # significant
+    diff, lo, hi = sweep.paired_difference(tmp_path, truth, "noise", "good", level="group")
+    assert lo < diff < hi < 0
+    assert sweep.paired_difference(tmp_path, truth, "good", "good") == (0.0, 0.0, 0.0)
