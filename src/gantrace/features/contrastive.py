@@ -32,7 +32,12 @@ from torch import nn
 from gantrace import __version__, io
 from gantrace.errors import GantraceError
 from gantrace.features.base import FEATURES, FeatureExtractor
-from gantrace.features.finetuned import PlainCNN, fresh_dir, load_images, write_learned
+from gantrace.features.finetuned import (
+    PlainCNN,
+    fresh_dir,
+    read_learned_inputs,
+    write_learned,
+)
 from gantrace.imaging import TORCH_BILINEAR, resize_images
 from gantrace.nn.batchnorm import recalibrate_batchnorm
 from gantrace.nn.checkpoint import TRAINER, TrainingState, fingerprint, resume, write_checkpoint
@@ -418,12 +423,11 @@ def train_features(
     (of `train_shards` when the spec has train_from), embed every image of the data set
     into `out_h5` (rows sorted by id), save the encoder in `model_dir`."""
     t0 = time.perf_counter()
-    feature = FEATURES.create(spec, where=f"features.{name}", config_key=f"features.{name}")
-    manifest = io.read_table(manifest_path)
-    ids, images = load_images(shards, manifest, feature)
-    if train_shards:
-        tman = io.read_table(train_manifest)
-        tids, timages = load_images(train_shards, tman, feature)
+    feature, manifest, ids, images, other = read_learned_inputs(
+        name, spec, shards, manifest_path, train_shards, train_manifest
+    )
+    if other:
+        tman, tids, timages = other
         train, source = timages[real_rows(tman, tids)], train_manifest
     else:
         train, source = images[real_rows(manifest, ids)], manifest_path

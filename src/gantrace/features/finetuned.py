@@ -675,6 +675,21 @@ def load_images(shards, manifest, feature):
     return [ids[j] for j in order], x[order]
 
 
+def read_learned_inputs(name, spec, shards, manifest_path, train_shards=None, train_manifest=None):
+    """What a learned feature's `train_features` starts from: the extractor of `spec`
+    (weights checked first), the data set's manifest, ids and images, and the
+    (manifest, ids, images) of `train_shards` when it trains on another data set, or None."""
+    feature = FEATURES.create(spec, where=f"features.{name}", config_key=f"features.{name}")
+    feature.check_weights()
+    manifest = io.read_table(manifest_path)
+    ids, images = load_images(shards, manifest, feature)
+    other = None
+    if train_shards:
+        tman = io.read_table(train_manifest)
+        other = (tman, *load_images(train_shards, tman, feature))
+    return feature, manifest, ids, images, other
+
+
 def fresh_dir(model_dir):
     """`model_dir` emptied (a rerun never mixes old nets with new ones)."""
     model_dir = Path(model_dir)
@@ -719,15 +734,13 @@ def train_features(
     (rows sorted by id, like gathered features) and the nets to `model_dir`. Per-epoch
     training state lives in `checkpoint_dir` (not a rule output) and is removed at the end."""
     t0 = time.perf_counter()
-    feature = FEATURES.create(spec, where=f"features.{name}", config_key=f"features.{name}")
-    feature.check_weights()
+    feature, manifest, ids, images, other = read_learned_inputs(
+        name, spec, shards, manifest_path, train_shards, train_manifest
+    )
     target = feature.params["target"]
-    manifest = io.read_table(manifest_path)
-    ids, images = load_images(shards, manifest, feature)
     train = None
-    if train_shards:
-        tman = io.read_table(train_manifest)
-        tids, timages = load_images(train_shards, tman, feature)
+    if other:
+        tman, tids, timages = other
         ty, classes = labels_from_manifest(tman, tids, target)
         train = (timages, ty)
         y, groups = np.full(len(ids), -1, np.int64), None
