@@ -84,6 +84,15 @@ RESIDUAL_CONSTRAINTS = {
 }
 
 
+def distinct_list(key, values, what="each value"):
+    """`values` (one string or a list) as a list; a ConfigError naming `key` when one
+    repeats (a repeated statistic or period would only duplicate feature columns)."""
+    values = [values] if isinstance(values, str) else list(values)
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{key}: {what} at most once, got {values}")
+    return values
+
+
 def _edge_preserving(x, denoise, strength):
     """Wavelet (BayesShrink, soft) or non-local-means denoising of each [0, 1] image, at
     `strength` times its estimated noise level: edges stay in the denoised image, so the

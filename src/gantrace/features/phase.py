@@ -14,7 +14,7 @@ import numpy as np
 
 from gantrace.errors import ConfigError
 from gantrace.features.base import FEATURES, FeatureExtractor, as_batch
-from gantrace.features.classic import RESIDUAL_CONSTRAINTS, noise_residual
+from gantrace.features.classic import RESIDUAL_CONSTRAINTS, distinct_list, noise_residual
 from gantrace.params import Interval, ListOf, Options
 
 PHASE_STATS = ("mean", "abs")
@@ -72,12 +72,9 @@ class PhaseResidualExtractor(FeatureExtractor):
             batch_size=batch_size,
             preprocess=preprocess,
         )
-        stats = [stats] if isinstance(stats, str) else list(stats)
-        for key, values in (("periods", list(periods)), ("stats", stats)):
-            if len(set(values)) != len(values):
-                raise ConfigError(f"{self.config_key}.{key}: each value at most once, got {values}")
+        periods = distinct_list(f"{self.config_key}.periods", periods)
+        self.params["stats"] = distinct_list(f"{self.config_key}.stats", stats)
         self.params["periods"] = [int(p) for p in periods]
-        self.params["stats"] = stats
 
     @property
     def n_features(self):

@@ -11,7 +11,7 @@ import numpy as np
 from gantrace.attribution.marra import standardise_rows
 from gantrace.errors import ConfigError
 from gantrace.features.base import FEATURES, FeatureExtractor, as_batch
-from gantrace.features.classic import RESIDUAL_CONSTRAINTS, noise_residual
+from gantrace.features.classic import RESIDUAL_CONSTRAINTS, distinct_list, noise_residual
 from gantrace.params import Interval, ListOf, Options
 
 DCT_STATS = ("mean", "std")
@@ -76,12 +76,9 @@ class DCTExtractor(FeatureExtractor):
             batch_size=batch_size,
             preprocess=preprocess,
         )
-        stats = [stats] if isinstance(stats, str) else list(stats)
-        if len(set(stats)) != len(stats):
-            raise ConfigError(
-                f"{self.config_key}.stats: each of {', '.join(DCT_STATS)} at most once, got {stats}"
-            )
-        self.params["stats"] = stats
+        self.params["stats"] = distinct_list(
+            f"{self.config_key}.stats", stats, f"each of {', '.join(DCT_STATS)}"
+        )
 
     def _check_size(self, h, w):
         b, g = self.params["block"], self.params["global_bins"]
