@@ -84,7 +84,7 @@ def test_the_samples_join_the_dataset_in_their_own_shard(tmp_path):
     assert set(samples.shard) == {2} and set(others.shard) <= {0, 1}
     assert (samples.label == -1).all() and samples.path.str.startswith("refs/").all()
     plan = _plan(cfg, {"test_mem": table})
-    paths = plan.reference_training_paths("test_mem")
+    paths = plan.role_paths("test_mem", "reference_real")
     assert sorted(paths) == sorted(str(p) for p in (tmp_path / "reference_real").iterdir())
     assert plan.reference_generator("test_mem")["generator"]["seed"] == cfg["seed"]
     # an image of the dataset named like a sample is refused, not silently overwritten

@@ -278,14 +278,11 @@ class Plan:
         spec = self.datasets[ds]["reference_generator"]
         return {**spec, "generator": {"seed": self.config["seed"], **spec["generator"]}}
 
-    def reference_training_paths(self, ds):
-        """The clean pool the reference generator trains on: reference_real images only."""
+    def role_paths(self, ds, role):
+        """The paths of the dataset's images of one manifest role, e.g. reference_real (the
+        clean pool a reference generator trains on) or reference_generated (its samples)."""
         table = self.images(ds)
-        return list(table.path[table.role == "reference_real"])
-
-    def reference_sample_paths(self, ds):
-        table = self.images(ds)
-        return list(table.path[table.role == "reference_generated"])
+        return list(table.path[table.role == role])
 
     # -- features and jobs ------------------------------------------------------------------
     def learned_features(self):

@@ -40,7 +40,7 @@ for _ds in reference_generator_datasets():
         input:
             model=f"{reference_dir(_ds)}/generator.safetensors",
         output:
-            reference_sample_paths(_ds),
+            role_paths(_ds, "reference_generated"),
         log:
             f"{R}/logs/reference_generator/{_ds}_sample.log",
         benchmark:
