@@ -110,14 +110,24 @@ def read_features(path):
     return read_array_h5(path, "features")
 
 
-def read_features_by_role(features_path, manifest_path, roles):
-    """(manifest rows, features) of the images whose manifest `role` is one of `roles`, in
-    the feature file's order; ids the manifest does not list are left out."""
+def read_features_by_roles(features_path, manifest_path, *role_sets):
+    """[(manifest rows, features)], one pair per set of roles, from one read of each file:
+    the images whose manifest `role` is in the set, in the feature file's order; ids the
+    manifest does not list are left out."""
     ids, x, _ = read_features(features_path)
     man = read_table(manifest_path).set_index("image_id")
-    keep = [i for i, iid in enumerate(ids) if iid in man.index and man.at[iid, "role"] in roles]
-    rows = man.loc[[ids[i] for i in keep]].reset_index()
-    return rows, x[keep]
+    role_of = man.role.reindex(ids).to_numpy()  # nan where the manifest lists no such id
+    out = []
+    for roles in role_sets:
+        keep = np.flatnonzero([r in roles for r in role_of])
+        out.append((man.loc[[ids[i] for i in keep]].reset_index(), x[keep]))
+    return out
+
+
+def read_features_by_role(features_path, manifest_path, roles):
+    """(manifest rows, features) of the images whose manifest `role` is one of `roles`
+    (`read_features_by_roles` with one set)."""
+    return read_features_by_roles(features_path, manifest_path, roles)[0]
 
 
 def gather_features(paths, out_path, attrs=None):

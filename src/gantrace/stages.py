@@ -308,12 +308,14 @@ def attribution(
 def membership(features_h5, manifest_path, spec, n_folds, seed, out, model_dir=None):
     """Score and decide every real image; with the dataset's groups, each query's group is
     left out of its reference pool and groups get a set-level score (`set_inference`)."""
-    gen, gx = io.read_features_by_role(features_h5, manifest_path, {"generated"})
-    real, rx = io.read_features_by_role(
-        features_h5, manifest_path, {"real_used", "real_not_used", "real_unknown"}
+    (gen, gx), (real, rx), (pool, px), (samples, sx) = io.read_features_by_roles(
+        features_h5,
+        manifest_path,
+        {"generated"},
+        {"real_used", "real_not_used", "real_unknown"},
+        {"reference_real"},
+        {"reference_generated"},
     )
-    pool, px = io.read_features_by_role(features_h5, manifest_path, {"reference_real"})
-    samples, sx = io.read_features_by_role(features_h5, manifest_path, {"reference_generated"})
     groups = groups_or_none(real)
     method = MembershipMethod.from_spec(spec, n_folds, seed)
     result = method.run(
@@ -352,10 +354,9 @@ def copying(features_h5, manifest_path, feature, params, seed, dataset, out, out
     """The data-copying test (T = real_used, held out = real_not_used, generated) and each
     generated image's authenticity, in the feature `feature`: one summary row (`out`) and
     one row per generated image (`out_samples`)."""
-    roles = {}
-    for role in ("real_used", "real_not_used", "generated"):
-        roles[role] = io.read_features_by_role(features_h5, manifest_path, {role})
-    (used, t), (_, p), (gen, q) = roles["real_used"], roles["real_not_used"], roles["generated"]
+    (used, t), (_, p), (gen, q) = io.read_features_by_roles(
+        features_h5, manifest_path, {"real_used"}, {"real_not_used"}, {"generated"}
+    )
     test = DataCopyingTest(**params, random_state=seed)
     flags = authenticity(t, q, test.metric)
     share = float(1 - flags.authentic.mean())
@@ -392,8 +393,9 @@ def subset_attribution(
     subset names; the answer's `cluster` is the 1-based position, the run-file label).
     A method with `train_from` learns from `train_features`/`train_manifest` (another
     dataset's labelled generated images) and ignores the scored dataset's own labels."""
-    rows, x = io.read_features_by_role(features_h5, manifest_path, {"generated"})
-    real, rx = io.read_features_by_role(features_h5, manifest_path, {"real_subset"})
+    (rows, x), (real, rx) = io.read_features_by_roles(
+        features_h5, manifest_path, {"generated"}, {"real_subset"}
+    )
     index = {s: i for i, s in enumerate(subsets)}
     method = SubsetMethod.from_spec(spec, n_folds, seed)
     labels, train = np.full(len(rows), -1), None
